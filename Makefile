@@ -1,0 +1,53 @@
+# Nebula — see README.md.
+GO        ?= go
+PREFIX    ?= /usr/local
+BIN       := bin
+OUT       := out
+VERSIONS  ?= 2.0.14 2.4.2
+# The newest containerd we support is the default for the demo and benches.
+CONTAINERD_VERSION ?= 2.4.2
+
+export CGO_ENABLED = 0
+
+.PHONY: all build functions tools test test-unit test-e2e demo bench install clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+functions:
+	test/functions/build.sh $(OUT)/functions
+
+tools:
+	NEBULA_CONTAINERD_VERSIONS="$(VERSIONS)" hack/install-tools.sh
+
+# Unit tests, then the end-to-end suite once per supported containerd version.
+test: tools test-unit test-e2e
+
+test-unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+
+test-e2e:
+	@set -e; for v in $(VERSIONS); do \
+		echo "== end-to-end against containerd $$v"; \
+		NEBULA_CONTAINERD_VERSION=$$v $(GO) test -count=1 -timeout 30m -v ./test/...; \
+	done
+
+demo: build tools
+	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) run ./test/demo
+
+bench: build tools
+	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./test/e2e
+
+# Installs the shim next to an existing containerd and prints the config
+# snippet that registers it for CRI.
+install: build
+	install -D -m 0755 $(BIN)/containerd-shim-nebula-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-nebula-v1
+	install -D -m 0755 $(BIN)/nebula $(DESTDIR)$(PREFIX)/bin/nebula
+	install -D -m 0644 deploy/containerd/nebula.toml $(DESTDIR)/etc/containerd/conf.d/nebula.toml
+	@echo "installed; containerd's config must import /etc/containerd/conf.d/*.toml (see README)"
+
+clean:
+	rm -rf $(BIN) $(OUT)

@@ -1,0 +1,15 @@
+// Command containerd-shim-nebula-v1 is Nebula's containerd shim (runtime
+// type io.containerd.nebula.v1).
+package main
+
+import (
+	"context"
+
+	"github.com/containerd/containerd/v2/pkg/shim"
+
+	nebula "nebula.dev/nebula/shim"
+)
+
+func main() {
+	shim.Run(context.Background(), nebula.NewManager())
+}

@@ -1,0 +1,12 @@
+// Package harness runs Nebula's end-to-end tests against the real thing: a
+// private containerd daemon (its own root, state and sockets under a temp
+// dir), real runc, the freshly built shim on the daemon's PATH, and images
+// built by `nebula build`.
+//
+// The daemons, ctr and containerd-shim-runc-v2 are the pinned versions that
+// hack/install-tools.sh builds into .tools/. A missing tool fails the test:
+// end-to-end tests never skip.
+//
+// Each Daemon checks after itself, when its test ends, that no shim process,
+// mount or container cgroup is left, and fails the test if one is.
+package harness
