@@ -1,0 +1,276 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// AnnotationPrefix prefixes Nebula's knobs as annotations; EnvPrefix as
+// environment variables (NEBULA_MEMORY_LIMIT for memory-limit).
+const (
+	AnnotationPrefix = "nebula.dev/"
+	EnvPrefix        = "NEBULA_"
+)
+
+// Mode is what a task does: run a program once, or serve events.
+type Mode string
+
+const (
+	ModeRun      Mode = "run"
+	ModeFunction Mode = "function"
+)
+
+// Runtime is what runs the task's guest.
+type Runtime string
+
+const (
+	RuntimeWasm Runtime = "wasm"
+	RuntimeRunc Runtime = "runc"
+)
+
+// Defaults for knobs a task does not set.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultMaxBody     = 10 << 20
+	DefaultMetricsPort = 9464
+	DefaultPort        = 8080
+)
+
+// KnativeReservedPorts are the ports Knative's queue-proxy and friends use in
+// a pod; Nebula never listens on them by default and refuses them as
+// metrics-port.
+var KnativeReservedPorts = []int{8012, 8013, 8022, 9090, 9091, 8008}
+
+// Knobs are a task's settings from nebula.dev/<name> annotations and
+// NEBULA_<NAME> environment variables (the annotation wins). Zero values
+// mean "not set".
+type Knobs struct {
+	Runtime          Runtime
+	Mode             Mode
+	Timeout          time.Duration
+	Concurrency      int
+	MemoryLimit      uint64
+	MaxBody          int64
+	MetricsPort      int
+	ReplyType        string
+	ReplySource      string
+	ReplyContentType string
+}
+
+// KnobError reports an invalid knob value: which knob, where it came from,
+// the value and why it is refused.
+type KnobError struct {
+	Knob   string // e.g. "memory-limit"
+	Source string // "annotation nebula.dev/memory-limit" or "env NEBULA_MEMORY_LIMIT"
+	Value  string
+	Err    error
+}
+
+func (e *KnobError) Error() string {
+	return fmt.Sprintf("invalid knob %s=%q (%s): %v", e.Knob, e.Value, e.Source, e.Err)
+}
+
+func (e *KnobError) Unwrap() error { return e.Err }
+
+type knob struct {
+	name  string
+	parse func(k *Knobs, v string) error
+}
+
+var knobs = []knob{
+	{"runtime", func(k *Knobs, v string) error {
+		switch Runtime(v) {
+		case RuntimeWasm, RuntimeRunc:
+			k.Runtime = Runtime(v)
+			return nil
+		}
+		return errors.New(`want "wasm" or "runc"`)
+	}},
+	{"mode", func(k *Knobs, v string) error {
+		switch Mode(v) {
+		case ModeRun, ModeFunction:
+			k.Mode = Mode(v)
+			return nil
+		}
+		return errors.New(`want "run" or "function"`)
+	}},
+	{"timeout", func(k *Knobs, v string) (err error) {
+		k.Timeout, err = positiveDuration(v)
+		return err
+	}},
+	{"concurrency", func(k *Knobs, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return errors.New("want an integer from 1 to 10000")
+		}
+		k.Concurrency = n
+		return nil
+	}},
+	{"memory-limit", func(k *Knobs, v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if n < 64<<10 {
+			return errors.New("want at least 64Ki (one wasm page)")
+		}
+		k.MemoryLimit = n
+		return nil
+	}},
+	{"max-body", func(k *Knobs, v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if n < 1 || n > 1<<40 {
+			return errors.New("want a size from 1 byte to 1Ti")
+		}
+		k.MaxBody = int64(n)
+		return nil
+	}},
+	{"metrics-port", func(k *Knobs, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			return errors.New("want a TCP port from 1 to 65535")
+		}
+		for _, r := range KnativeReservedPorts {
+			if n == r {
+				return fmt.Errorf("port %d is reserved by Knative", n)
+			}
+		}
+		k.MetricsPort = n
+		return nil
+	}},
+	{"reply-type", func(k *Knobs, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return errors.New("want a non-empty CloudEvents type")
+		}
+		k.ReplyType = v
+		return nil
+	}},
+	{"reply-source", func(k *Knobs, v string) error {
+		if _, err := url.Parse(v); err != nil || v == "" {
+			return errors.New("want a non-empty URI-reference")
+		}
+		k.ReplySource = v
+		return nil
+	}},
+	{"reply-content-type", func(k *Knobs, v string) error {
+		if _, _, err := mime.ParseMediaType(v); err != nil {
+			return fmt.Errorf("want a media type: %v", err)
+		}
+		k.ReplyContentType = v
+		return nil
+	}},
+}
+
+// KnobNames lists the knobs Nebula reads, for documentation and errors.
+func KnobNames() []string {
+	names := make([]string, len(knobs))
+	for i, kn := range knobs {
+		names[i] = kn.name
+	}
+	return names
+}
+
+// EnvName is the environment variable for knob name: NEBULA_MEMORY_LIMIT
+// for memory-limit.
+func EnvName(name string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// ParseKnobs reads and validates every knob of spec. The first invalid
+// value is returned as a *KnobError; an unknown nebula.dev/ annotation is
+// an error too.
+func ParseKnobs(spec *specs.Spec) (Knobs, error) {
+	var k Knobs
+	known := make(map[string]bool, len(knobs))
+	env := envMap(spec)
+	for _, kn := range knobs {
+		known[AnnotationPrefix+kn.name] = true
+		v, source, ok := lookupKnob(spec, env, kn.name)
+		if !ok {
+			continue
+		}
+		if err := kn.parse(&k, v); err != nil {
+			return Knobs{}, &KnobError{Knob: kn.name, Source: source, Value: v, Err: err}
+		}
+	}
+	var unknown []string
+	for a := range spec.Annotations {
+		if strings.HasPrefix(a, AnnotationPrefix) && !known[a] {
+			unknown = append(unknown, a)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return Knobs{}, fmt.Errorf("unknown annotation %s (Nebula's knobs: %s)", unknown[0], strings.Join(KnobNames(), ", "))
+	}
+	return k, nil
+}
+
+func lookupKnob(spec *specs.Spec, env map[string]string, name string) (value, source string, ok bool) {
+	if v, ok := spec.Annotations[AnnotationPrefix+name]; ok {
+		return v, "annotation " + AnnotationPrefix + name, true
+	}
+	if v, ok := env[EnvName(name)]; ok {
+		return v, "env " + EnvName(name), true
+	}
+	return "", "", false
+}
+
+func envMap(spec *specs.Spec) map[string]string {
+	m := map[string]string{}
+	if spec.Process == nil {
+		return m
+	}
+	for _, kv := range spec.Process.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+			m[k] = v // later entries win, as in execve
+		}
+	}
+	return m
+}
+
+func positiveDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New(`want a Go duration such as "300ms" or "30s"`)
+	}
+	if d <= 0 {
+		return 0, errors.New("want a positive duration")
+	}
+	return d, nil
+}
+
+// ParseSize parses a byte count with an optional binary suffix: "1048576",
+// "64Ki", "256Mi", "2Gi".
+func ParseSize(v string) (uint64, error) {
+	mult := uint64(1)
+	num := v
+	for _, s := range []struct {
+		suffix string
+		mult   uint64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}} {
+		if strings.HasSuffix(v, s.suffix) {
+			num, mult = strings.TrimSuffix(v, s.suffix), s.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return 0, errors.New(`want bytes with an optional Ki, Mi, Gi or Ti suffix, e.g. "64Mi"`)
+	}
+	if n > (1<<64-1)/mult {
+		return 0, errors.New("size overflows 64 bits")
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,95 @@
+package oci
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func specWith(ann map[string]string, env ...string) *specs.Spec {
+	return &specs.Spec{Annotations: ann, Process: &specs.Process{Args: []string{"/fn"}, Env: env}}
+}
+
+func TestParseKnobs(t *testing.T) {
+	tests := []struct {
+		name string
+		spec *specs.Spec
+		want Knobs
+	}{
+		{"none", specWith(nil, "PATH=/bin"), Knobs{}},
+		{"annotations", specWith(map[string]string{
+			"nebula.dev/runtime": "wasm", "nebula.dev/mode": "function", "nebula.dev/timeout": "300ms",
+			"nebula.dev/concurrency": "4", "nebula.dev/memory-limit": "64Mi", "nebula.dev/max-body": "1Ki",
+			"nebula.dev/metrics-port": "9100", "nebula.dev/reply-type": "t", "nebula.dev/reply-source": "/s",
+			"nebula.dev/reply-content-type": "text/plain; charset=utf-8",
+		}), Knobs{RuntimeWasm, ModeFunction, 300 * time.Millisecond, 4, 64 << 20, 1024, 9100, "t", "/s", "text/plain; charset=utf-8"}},
+		{"env", specWith(nil, "NEBULA_MODE=function", "NEBULA_MEMORY_LIMIT=1048576", "NEBULA_TIMEOUT=2s"),
+			Knobs{Mode: ModeFunction, MemoryLimit: 1 << 20, Timeout: 2 * time.Second}},
+		{"annotation wins over env", specWith(map[string]string{"nebula.dev/mode": "run"}, "NEBULA_MODE=function"),
+			Knobs{Mode: ModeRun}},
+		{"last env entry wins", specWith(nil, "NEBULA_CONCURRENCY=2", "NEBULA_CONCURRENCY=3"), Knobs{Concurrency: 3}},
+		{"unknown env is ignored", specWith(nil, "NEBULA_SOMETHING_ELSE=1"), Knobs{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseKnobs(tt.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseKnobsErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		spec    *specs.Spec
+		wantErr string
+	}{
+		{"memory words", specWith(map[string]string{"nebula.dev/memory-limit": "lots"}), `invalid knob memory-limit="lots" (annotation nebula.dev/memory-limit)`},
+		{"memory too small", specWith(map[string]string{"nebula.dev/memory-limit": "1Ki"}), "at least 64Ki"},
+		{"memory overflow", specWith(map[string]string{"nebula.dev/memory-limit": "99999999999999999Ti"}), "overflows"},
+		{"timeout no unit", specWith(nil, "NEBULA_TIMEOUT=30"), `invalid knob timeout="30" (env NEBULA_TIMEOUT)`},
+		{"timeout negative", specWith(map[string]string{"nebula.dev/timeout": "-1s"}), "positive"},
+		{"runtime", specWith(map[string]string{"nebula.dev/runtime": "docker"}), `want "wasm" or "runc"`},
+		{"mode", specWith(nil, "NEBULA_MODE=serve"), `invalid knob mode="serve"`},
+		{"concurrency zero", specWith(map[string]string{"nebula.dev/concurrency": "0"}), "1 to 10000"},
+		{"metrics port reserved", specWith(map[string]string{"nebula.dev/metrics-port": "9090"}), "reserved by Knative"},
+		{"metrics port range", specWith(map[string]string{"nebula.dev/metrics-port": "70000"}), "1 to 65535"},
+		{"reply content type", specWith(map[string]string{"nebula.dev/reply-content-type": "not a type/"}), "media type"},
+		{"reply type empty", specWith(map[string]string{"nebula.dev/reply-type": " "}), "non-empty"},
+		{"unknown annotation", specWith(map[string]string{"nebula.dev/memory-limt": "1Mi"}), "unknown annotation nebula.dev/memory-limt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseKnobs(tt.spec)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+	_, err := ParseKnobs(specWith(map[string]string{"nebula.dev/memory-limit": "lots"}))
+	var ke *KnobError
+	if !errors.As(err, &ke) || ke.Knob != "memory-limit" || ke.Value != "lots" {
+		t.Fatalf("want a *KnobError naming memory-limit and lots, got %#v", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]uint64{"0": 0, "1": 1, "64Ki": 64 << 10, "256Mi": 256 << 20, "2Gi": 2 << 30, "1Ti": 1 << 40} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "Mi", "1.5Mi", "-1", "1MB", "1 Mi", "1mi"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded, want an error", in)
+		}
+	}
+}

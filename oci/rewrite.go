@@ -1,0 +1,141 @@
+package oci
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Where Nebula's files appear inside a rewritten container.
+const (
+	HostDir    = "/dev/.nebula"
+	HostBinary = HostDir + "/nebula-host"
+	HostCache  = HostDir + "/cache"
+)
+
+// Host says where, on the host, the files Rewrite mounts into the
+// container are.
+type Host struct {
+	// Binary is the host program (the shim's own executable).
+	Binary string
+	// CacheDir is this module's compilation cache directory, or "" for none.
+	CacheDir string
+}
+
+// NeedsRewrite reports whether a task's process must become the host
+// program: wasm tasks, and function-mode tasks of either runtime.
+func NeedsRewrite(d Decision, k Knobs) bool {
+	return d.Runtime == RuntimeWasm || k.Mode == ModeFunction
+}
+
+// Rewrite makes the spec's process Nebula's host program, mounted
+// read-only at HostBinary, running the original args with the original env
+// and cwd. The host's flags carry the task's knobs, since annotations are
+// not visible inside the container.
+//
+// # Notes
+//
+//   - Mounts are appended after the spec's own, so they land inside the
+//     /dev tmpfs runc creates, never in the image's writable layer.
+//   - With no memory-limit knob, a wasm guest's limit is derived from the
+//     OCI memory limit: all of it in run mode, an equal share per
+//     concurrent instance in function mode.
+func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
+		return fmt.Errorf("spec has no process args to run")
+	}
+	if h.Binary == "" {
+		return fmt.Errorf("no host program to mount")
+	}
+	if !hasDevTmpfs(spec) {
+		spec.Mounts = append(spec.Mounts, specs.Mount{
+			Destination: HostDir, Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "noexec", "mode=755", "size=64k"},
+		})
+	}
+	spec.Mounts = append(spec.Mounts, specs.Mount{
+		Destination: HostBinary, Type: "bind", Source: h.Binary,
+		Options: []string{"rbind", "ro", "nosuid", "nodev"},
+	})
+	args := []string{HostBinary}
+	if h.CacheDir != "" {
+		spec.Mounts = append(spec.Mounts, specs.Mount{
+			Destination: HostCache, Type: "bind", Source: h.CacheDir,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		})
+		args = append(args, "--cache", HostCache)
+	}
+	mode := k.Mode
+	if mode == "" {
+		mode = ModeRun
+	}
+	runtime := "process"
+	if d.Runtime == RuntimeWasm {
+		runtime = "wasm"
+	}
+	args = append(args, "--mode", string(mode), "--runtime", runtime)
+	if limit := memoryLimit(spec, k, mode); limit > 0 && d.Runtime == RuntimeWasm {
+		args = append(args, "--memory-limit", strconv.FormatUint(limit, 10))
+	}
+	args = append(args, k.flags()...)
+	args = append(args, "--")
+	spec.Process.Args = append(args, spec.Process.Args...)
+	return nil
+}
+
+func memoryLimit(spec *specs.Spec, k Knobs, mode Mode) uint64 {
+	if k.MemoryLimit > 0 {
+		return k.MemoryLimit
+	}
+	if spec.Linux == nil || spec.Linux.Resources == nil || spec.Linux.Resources.Memory == nil ||
+		spec.Linux.Resources.Memory.Limit == nil || *spec.Linux.Resources.Memory.Limit <= 0 {
+		return 0
+	}
+	limit := uint64(*spec.Linux.Resources.Memory.Limit)
+	if mode == ModeFunction {
+		n := k.Concurrency
+		if n < 1 {
+			n = 1
+		}
+		limit /= uint64(n)
+	}
+	return limit
+}
+
+// flags renders the function-mode knobs as the host program's flags.
+func (k Knobs) flags() []string {
+	var f []string
+	add := func(name, v string) { f = append(f, "--"+name, v) }
+	if k.Timeout > 0 {
+		add("timeout", k.Timeout.String())
+	}
+	if k.Concurrency > 0 {
+		add("concurrency", strconv.Itoa(k.Concurrency))
+	}
+	if k.MaxBody > 0 {
+		add("max-body", strconv.FormatInt(k.MaxBody, 10))
+	}
+	if k.MetricsPort > 0 {
+		add("metrics-port", strconv.Itoa(k.MetricsPort))
+	}
+	if k.ReplyType != "" {
+		add("reply-type", k.ReplyType)
+	}
+	if k.ReplySource != "" {
+		add("reply-source", k.ReplySource)
+	}
+	if k.ReplyContentType != "" {
+		add("reply-content-type", k.ReplyContentType)
+	}
+	return f
+}
+
+func hasDevTmpfs(spec *specs.Spec) bool {
+	for _, m := range spec.Mounts {
+		if m.Destination == "/dev" && m.Type == "tmpfs" {
+			return true
+		}
+	}
+	return false
+}
