@@ -1,0 +1,150 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/api/types"
+	"golang.org/x/sys/unix"
+)
+
+// rootfsFiles reads files of a task's root filesystem before runc has
+// mounted it, straight from the snapshot's layers, so that Create can look
+// at the entrypoint without mounting anything.
+//
+// # Notes
+//
+//   - Each layer is opened with openat2(RESOLVE_IN_ROOT): a symlink in the
+//     image resolves inside that layer and can never reach a host file.
+//   - overlay: the upper dir, then each lower dir in order; a whiteout of
+//     the path itself hides lower layers. Whiteouts or opaque markers on
+//     parent directories are not considered, nor symlinks that cross
+//     layers; the worst outcome is a module that is then not found, which
+//     fails Create with a clear error.
+type rootfsFiles struct {
+	layers []string
+}
+
+// newRootfsFiles returns a reader for the rootfs that mounts (from the
+// Create request) or the spec's root path (ctr run --rootfs DIR) describe.
+func newRootfsFiles(mounts []*types.Mount, rootPath, bundle string) (*rootfsFiles, error) {
+	if len(mounts) == 0 {
+		if rootPath == "" {
+			return nil, errors.New("spec has no root path")
+		}
+		if !filepath.IsAbs(rootPath) {
+			rootPath = filepath.Join(bundle, rootPath)
+		}
+		return &rootfsFiles{layers: []string{rootPath}}, nil
+	}
+	if len(mounts) > 1 {
+		return nil, fmt.Errorf("%d rootfs mounts: only a single overlay or bind mount can be read", len(mounts))
+	}
+	m := mounts[0]
+	switch m.Type {
+	case "bind", "rbind":
+		return &rootfsFiles{layers: []string{m.Source}}, nil
+	case "overlay":
+		var upper string
+		var lower []string
+		for _, o := range m.Options {
+			switch k, v, _ := strings.Cut(o, "="); k {
+			case "upperdir":
+				upper = v
+			case "lowerdir":
+				lower = strings.Split(v, ":")
+			}
+		}
+		layers := lower
+		if upper != "" {
+			layers = append([]string{upper}, lower...)
+		}
+		if len(layers) == 0 {
+			return nil, errors.New("overlay rootfs mount without layers")
+		}
+		return &rootfsFiles{layers: layers}, nil
+	}
+	return nil, fmt.Errorf("rootfs mount of type %q cannot be read", m.Type)
+}
+
+// open opens the regular file at the absolute container path p.
+func (r *rootfsFiles) open(p string) (*os.File, error) {
+	rel := strings.TrimPrefix(filepath.Clean("/"+p), "/")
+	for _, layer := range r.layers {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(layer, rel), &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0 {
+			break // an overlay whiteout: deleted in this layer
+		}
+		f, err := openInRoot(layer, rel)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if !fi.Mode().IsRegular() {
+			f.Close()
+			return nil, fmt.Errorf("%s is not a regular file", p)
+		}
+		return f, nil
+	}
+	return nil, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
+}
+
+// header returns up to the first 8 bytes of the file at p.
+func (r *rootfsFiles) header(p string) ([]byte, error) {
+	f, err := r.open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, 8)
+	n, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
+// readFile reads the file at p, refusing files over max bytes.
+func (r *rootfsFiles) readFile(p string, max int64) ([]byte, error) {
+	f, err := r.open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", p, max)
+	}
+	return b, nil
+}
+
+func openInRoot(root, rel string) (*os.File, error) {
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: filepath.Join(root, rel), Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
+}

@@ -1,0 +1,77 @@
+package shim
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/containerd/api/types"
+	"golang.org/x/sys/unix"
+)
+
+func TestRootfsFiles(t *testing.T) {
+	base := t.TempDir()
+	upper, lower1, lower2 := filepath.Join(base, "upper"), filepath.Join(base, "l1"), filepath.Join(base, "l2")
+	write := func(p, s string) {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(lower2, "fn.wasm"), "\x00asm-lower2")
+	write(filepath.Join(lower1, "fn.wasm"), "\x00asm-lower1")
+	write(filepath.Join(lower2, "deleted"), "gone")
+	write(filepath.Join(lower2, "app/real"), "real")
+	os.MkdirAll(upper, 0o755)
+	if err := unix.Mknod(filepath.Join(upper, "deleted"), unix.S_IFCHR, 0); err != nil {
+		t.Fatalf("mknod whiteout: %v", err)
+	}
+	os.MkdirAll(filepath.Join(lower1, "app"), 0o755)
+	os.Symlink("/app/real", filepath.Join(lower2, "link-in-layer"))
+	os.Symlink("/etc/hostname", filepath.Join(lower2, "escape"))
+	os.Symlink("../../../../../../etc/hostname", filepath.Join(lower2, "escape-rel"))
+	os.MkdirAll(filepath.Join(lower2, "dir"), 0o755)
+
+	r, err := newRootfsFiles([]*types.Mount{{Type: "overlay", Source: "overlay",
+		Options: []string{"index=off", "workdir=" + base + "/work", "upperdir=" + upper, "lowerdir=" + lower1 + ":" + lower2}}}, "rootfs", "/bundle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.readFile("/fn.wasm", 100); err != nil || string(b) != "\x00asm-lower1" {
+		t.Errorf("upper layers must shadow lower ones: %q, %v", b, err)
+	}
+	if _, err := r.header("/deleted"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a whiteout must hide the lower file, got %v", err)
+	}
+	if b, err := r.readFile("/link-in-layer", 100); err != nil || string(b) != "real" {
+		t.Errorf("absolute symlink inside the layer: %q, %v", b, err)
+	}
+	for _, p := range []string{"/escape", "/escape-rel", "/../../etc/hostname"} {
+		if b, err := r.readFile(p, 100); err == nil {
+			t.Errorf("%s escaped the layer and read %q", p, b)
+		}
+	}
+	if _, err := r.header("/dir"); err == nil {
+		t.Error("a directory is not a module")
+	}
+	if _, err := r.readFile("/fn.wasm", 4); err == nil {
+		t.Error("size limit not enforced")
+	}
+	if h, err := r.header("/fn.wasm"); err != nil || string(h) != "\x00asm-low" {
+		t.Errorf("header = %q, %v", h, err)
+	}
+
+	// ctr run --rootfs DIR: no mounts, the spec's root path.
+	r, err = newRootfsFiles(nil, lower2, "/bundle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.readFile("/deleted", 100); err != nil || string(b) != "gone" {
+		t.Errorf("root path reader: %q, %v", b, err)
+	}
+	if _, err := newRootfsFiles([]*types.Mount{{Type: "zfs"}}, "", ""); err == nil {
+		t.Error("unknown mount types must be refused")
+	}
+}
