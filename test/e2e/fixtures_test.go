@@ -18,7 +18,7 @@ const (
 
 // probeImage is the image of test/functions/probe built natively, static,
 // by `nebula build`; its entrypoint is /probe.
-const probeImage = "nebula/probe:latest"
+const probeImage = "localhost/nebula/probe:latest"
 
 var (
 	fixturesOnce sync.Once

@@ -118,7 +118,7 @@ func TestBadInput(t *testing.T) {
 	d := startWithProbe(t)
 	spec := filepath.Join(t.TempDir(), "spec.json")
 	// A spec without a process: valid JSON, invalid bundle.
-	os.WriteFile(spec, []byte(`{"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "linux": {}}`), 0o600)
+	os.WriteFile(spec, []byte(`{"ociVersion": "1.0.2", "root": {"path": "/nonexistent-rootfs"}, "linux": {}}`), 0o600)
 	for _, runtime := range []string{runcV2, nebula} {
 		t.Run(runtime, func(t *testing.T) {
 			id := strings.ReplaceAll(runtime, ".", "-")
@@ -127,7 +127,7 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("missing entrypoint: exit %d, stderr %q; want an error naming /nope", r.ExitCode, r.Stderr)
 			}
 			d.Ctr(t, "container", "rm", id+"-noentry")
-			r = d.Ctr(t, "run", "--rm", "--runtime", runtime, "--config", spec, probeImage, id+"-noproc")
+			r = d.Ctr(t, "run", "--rm", "--runtime", runtime, "--config", spec, id+"-noproc")
 			if r.ExitCode == 0 || !strings.Contains(strings.ToLower(r.Stderr), "process") {
 				t.Errorf("spec without process: exit %d, stderr %q; want an error about the process", r.ExitCode, r.Stderr)
 			}
