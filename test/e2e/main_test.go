@@ -12,7 +12,6 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	harness.RemoveBinaries()
-	removeFixtures()
+	harness.RemoveFixtures()
 	os.Exit(code)
 }

@@ -6,8 +6,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"testing"
 )
+
+// T is the part of testing.TB the harness needs, so that `make demo` and
+// benchmarks outside `go test` can drive it too.
+type T interface {
+	Helper()
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+	Failed() bool
+	Cleanup(func())
+}
 
 // DefaultContainerdVersion is the daemon version tests use unless
 // NEBULA_CONTAINERD_VERSION says otherwise.
@@ -55,11 +65,11 @@ func ToolsDir() (string, error) {
 // Tool returns the path of a pinned containerd tool (containerd, ctr,
 // containerd-shim-runc-v2) of the given version, failing t if it is not
 // installed.
-func Tool(t testing.TB, version, name string) string {
+func Tool(t T, version, name string) string {
 	t.Helper()
 	dir, err := ToolsDir()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	p := filepath.Join(dir, "containerd-"+version, "bin", name)
 	if _, err := os.Stat(p); err != nil {
@@ -77,7 +87,7 @@ var (
 // Binaries builds Nebula's binaries (the shim, the nebula CLI) once per test
 // process and returns the directory holding them. The shim is built static,
 // as it is shipped.
-func Binaries(t testing.TB) string {
+func Binaries(t T) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		var root string
@@ -95,14 +105,7 @@ func Binaries(t testing.TB) string {
 		}
 	})
 	if buildErr != nil {
-		t.Fatal(buildErr)
+		t.Fatalf("%v", buildErr)
 	}
 	return binDir
-}
-
-// RemoveBinaries deletes what Binaries built; call it from TestMain.
-func RemoveBinaries() {
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
 }

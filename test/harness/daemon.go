@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -60,7 +59,7 @@ func WithConfig(toml string) Option { return func(c *daemonConfig) { c.extra += 
 
 // Start starts a private containerd for t and arranges for it to be torn
 // down, and checked for leftovers, when t ends.
-func Start(t testing.TB, opts ...Option) *Daemon {
+func Start(t T, opts ...Option) *Daemon {
 	t.Helper()
 	cfg := daemonConfig{version: ContainerdVersion()}
 	for _, o := range opts {
@@ -75,7 +74,7 @@ func Start(t testing.TB, opts ...Option) *Daemon {
 	Tool(t, cfg.version, "containerd-shim-runc-v2")
 	dir, err := os.MkdirTemp("", "nbe2e-")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	d.Dir = dir
 	d.Address = filepath.Join(dir, "c.sock")
@@ -98,24 +97,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
 %[5]s
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc", cfg.extra)
 	if err := os.WriteFile(d.config, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	t.Cleanup(func() { d.teardown(t) })
 	d.start(t)
 	return d
 }
 
-func (d *Daemon) start(t testing.TB) {
+func (d *Daemon) start(t T) {
 	t.Helper()
 	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(d.daemon, "--config", d.config)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = d.Dir
-	cmd.Env = append(os.Environ(), "PATH="+d.BinDir+":"+filepath.Dir(d.daemon)+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Env = append(os.Environ(),
+		"PATH="+d.BinDir+":"+filepath.Dir(d.daemon)+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		// Shims inherit the daemon's environment: a private module cache.
+		"NEBULA_CACHE_DIR="+d.CacheDir())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting containerd %s: %v", d.Version, err)
@@ -151,7 +153,7 @@ func (d *Daemon) start(t testing.TB) {
 
 // Stop stops the daemon (SIGTERM, then SIGKILL after 10 s). Shims and the
 // containers they run keep running, as with a real containerd restart.
-func (d *Daemon) Stop(t testing.TB) {
+func (d *Daemon) Stop(t T) {
 	t.Helper()
 	if d.cmd == nil {
 		return
@@ -171,11 +173,14 @@ func (d *Daemon) Stop(t testing.TB) {
 }
 
 // Restart stops and starts the daemon with the same root and state.
-func (d *Daemon) Restart(t testing.TB) {
+func (d *Daemon) Restart(t T) {
 	t.Helper()
 	d.Stop(t)
 	d.start(t)
 }
+
+// CacheDir is where this daemon's Nebula shims keep compiled modules.
+func (d *Daemon) CacheDir() string { return filepath.Join(d.Dir, "nebula-cache") }
 
 // Context returns a context in the daemon's namespace.
 func (d *Daemon) Context() context.Context {
@@ -190,13 +195,13 @@ type Result struct {
 
 // Ctr runs ctr against the daemon as a user types it (`ctr -a SOCK -n NS
 // args...`), with stdin from /dev/null.
-func (d *Daemon) Ctr(t testing.TB, args ...string) Result {
+func (d *Daemon) Ctr(t T, args ...string) Result {
 	t.Helper()
 	return d.CtrWith(t, nil, args...)
 }
 
 // CtrWith is Ctr with a caller-configured command (stdin, env, ...).
-func (d *Daemon) CtrWith(t testing.TB, setup func(*exec.Cmd), args ...string) Result {
+func (d *Daemon) CtrWith(t T, setup func(*exec.Cmd), args ...string) Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -207,7 +212,7 @@ func (d *Daemon) CtrWith(t testing.TB, setup func(*exec.Cmd), args ...string) Re
 		setup(cmd)
 	}
 	err := cmd.Run()
-	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
+	r := Result{Stdout: stdout.String(), Stderr: StripCtrWarnings(stderr.String())}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -219,8 +224,25 @@ func (d *Daemon) CtrWith(t testing.TB, setup func(*exec.Cmd), args ...string) Re
 	return r
 }
 
+// StripCtrWarnings removes the deprecation warnings ctr logs itself (since
+// containerd 2.2 it warns on every command on a cgroup v1 host), leaving
+// what the container wrote.
+func StripCtrWarnings(s string) string {
+	if !strings.Contains(s, "DEPRECATION") {
+		return s
+	}
+	lines := strings.SplitAfter(s, "\n")
+	kept := lines[:0]
+	for _, l := range lines {
+		if !strings.Contains(l, "DEPRECATION") {
+			kept = append(kept, l)
+		}
+	}
+	return strings.Join(kept, "")
+}
+
 // MustCtr runs ctr and fails t unless it exits 0; it returns stdout.
-func (d *Daemon) MustCtr(t testing.TB, args ...string) string {
+func (d *Daemon) MustCtr(t T, args ...string) string {
 	t.Helper()
 	r := d.Ctr(t, args...)
 	if r.ExitCode != 0 {
@@ -273,7 +295,7 @@ func (d *Daemon) ShimPIDs() []int {
 	return pids
 }
 
-func (d *Daemon) teardown(t testing.TB) {
+func (d *Daemon) teardown(t T) {
 	if t.Failed() {
 		t.Logf("containerd %s log (tail):\n%s", d.Version, d.LogTail(60))
 	}
@@ -308,7 +330,7 @@ func (d *Daemon) teardown(t testing.TB) {
 
 // removeAll kills and deletes every task and container of the namespace,
 // as a careful user would before stopping containerd.
-func (d *Daemon) removeAll(t testing.TB) {
+func (d *Daemon) removeAll(t T) {
 	ctx, cancel := context.WithTimeout(d.Context(), 30*time.Second)
 	defer cancel()
 	containers, err := d.Client.Containers(ctx)

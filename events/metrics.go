@@ -1,0 +1,131 @@
+package events
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// buckets are the classic buckets of every Nebula histogram, in seconds:
+// 10µs to 30s, 1-2.5-5 per decade. A tiny wasm guest runs in tens of
+// microseconds, a Go guest in milliseconds, a container starts in hundreds
+// of milliseconds: the interesting range spans five decades. Native
+// (sparse) buckets with factor 1.1 are exposed alongside.
+var buckets = []float64{
+	10e-6, 25e-6, 50e-6,
+	100e-6, 250e-6, 500e-6,
+	1e-3, 2.5e-3, 5e-3,
+	10e-3, 25e-3, 50e-3,
+	100e-3, 250e-3, 500e-3,
+	1, 2.5, 5,
+	10, 30,
+}
+
+func histogramOpts(name, help string) prometheus.HistogramOpts {
+	return prometheus.HistogramOpts{
+		Name:                            name,
+		Help:                            help,
+		Buckets:                         buckets,
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  160,
+		NativeHistogramMinResetDuration: time.Hour,
+	}
+}
+
+// codes whose counters are created up front: every status the front door
+// answers an invocation with. Others are created on first use.
+var knownCodes = [...]int{200, 202, 400, 405, 413, 415, 500, 503, 504}
+
+type metrics struct {
+	invocations *prometheus.CounterVec
+	byCode      [len(knownCodes)]prometheus.Counter
+	function    string
+	runtime     string
+
+	duration, startup, execution prometheus.Observer
+	inflight, queued             prometheus.Gauge
+
+	compileHit, compileMiss prometheus.Observer
+	ready                   prometheus.Gauge
+
+	gatherer prometheus.Gatherer
+}
+
+func newMetrics(reg prometheus.Registerer, function, runtime string) (*metrics, error) {
+	m := &metrics{function: function, runtime: runtime}
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		r.MustRegister(
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+		reg, m.gatherer = r, r
+	} else if g, ok := reg.(prometheus.Gatherer); ok {
+		m.gatherer = g
+	} else {
+		m.gatherer = prometheus.DefaultGatherer
+	}
+	fr := []string{"function", "runtime"}
+	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nebula_invocations_total",
+		Help: "Invocations (events received, probes excluded), by HTTP status code.",
+	}, []string{"function", "runtime", "code"})
+	duration := prometheus.NewHistogramVec(histogramOpts("nebula_invocation_duration_seconds",
+		"Request received to response written."), fr)
+	startup := prometheus.NewHistogramVec(histogramOpts("nebula_invocation_startup_seconds",
+		"Per-invocation cold start: instantiate (wasm) or spawn until running (process)."), fr)
+	execution := prometheus.NewHistogramVec(histogramOpts("nebula_invocation_execution_seconds",
+		"Guest run time."), fr)
+	inflight := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nebula_inflight_invocations",
+		Help: "Invocations running now.",
+	}, fr)
+	queued := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nebula_queue_depth",
+		Help: "Requests waiting for a slot.",
+	}, []string{"function"})
+	compile := prometheus.NewHistogramVec(histogramOpts("nebula_module_compile_seconds",
+		"Module compilation at task start, by compilation cache hit or miss."), []string{"function", "cache"})
+	ready := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nebula_task_ready_seconds",
+		Help: "Time from the shim's Create to the front door being ready.",
+	}, fr)
+	for _, c := range []prometheus.Collector{m.invocations, duration, startup, execution, inflight, queued, compile, ready} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for i, code := range knownCodes {
+		m.byCode[i] = m.invocations.WithLabelValues(function, runtime, strconv.Itoa(code))
+	}
+	m.duration = duration.WithLabelValues(function, runtime)
+	m.startup = startup.WithLabelValues(function, runtime)
+	m.execution = execution.WithLabelValues(function, runtime)
+	m.inflight = inflight.WithLabelValues(function, runtime)
+	m.queued = queued.WithLabelValues(function)
+	m.compileHit = compile.WithLabelValues(function, "hit")
+	m.compileMiss = compile.WithLabelValues(function, "miss")
+	m.ready = ready.WithLabelValues(function, runtime)
+	return m, nil
+}
+
+func (m *metrics) count(code int) {
+	for i, c := range knownCodes {
+		if c == code {
+			m.byCode[i].Inc()
+			return
+		}
+	}
+	m.invocations.WithLabelValues(m.function, m.runtime, strconv.Itoa(code)).Inc()
+}
+
+func (m *metrics) handler() http.Handler {
+	h := promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return mux
+}

@@ -1,0 +1,90 @@
+package events
+
+import (
+	"bytes"
+	"io"
+	"sync"
+)
+
+// maxLine bounds the part of a line held back while waiting for its
+// newline: a longer line is written in pieces, each prefixed.
+const maxLine = 16 << 10
+
+// sink serialises writes to the task's stderr. Every Write it does holds
+// whole lines only, so lines of concurrent invocations never interleave.
+type sink struct {
+	mu   sync.Mutex
+	w    io.Writer
+	pool sync.Pool // *lineWriter
+}
+
+func (s *sink) write(p []byte) {
+	s.mu.Lock()
+	_, _ = s.w.Write(p) // the guest is not to fail because logging does
+	s.mu.Unlock()
+}
+
+// get returns a lineWriter prefixing lines with "[id] ".
+func (s *sink) get(id string) *lineWriter {
+	lw, _ := s.pool.Get().(*lineWriter)
+	if lw == nil {
+		lw = &lineWriter{s: s}
+	}
+	lw.prefix = append(append(append(lw.prefix[:0], '['), id...), "] "...)
+	return lw
+}
+
+// put flushes lw's last, unterminated line and recycles it. The invoker has
+// returned, so nothing writes to lw any more.
+func (s *sink) put(lw *lineWriter) {
+	lw.mu.Lock()
+	if len(lw.pending) > 0 {
+		lw.out = append(append(append(lw.out[:0], lw.prefix...), lw.pending...), '\n')
+		s.write(lw.out)
+		lw.pending = lw.pending[:0]
+	}
+	lw.mu.Unlock()
+	if cap(lw.out) > 4*maxLine || cap(lw.pending) > 4*maxLine {
+		return
+	}
+	s.pool.Put(lw)
+}
+
+// lineWriter is one invocation's stderr: it prefixes every line and hands
+// complete lines to the sink.
+type lineWriter struct {
+	s       *sink
+	mu      sync.Mutex // an invoker may write from several goroutines
+	prefix  []byte
+	pending []byte // start of a line whose newline has not come yet
+	out     []byte
+}
+
+func (lw *lineWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	out := lw.out[:0]
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if len(lw.pending)+len(p) < maxLine {
+				lw.pending = append(lw.pending, p...)
+				break
+			}
+			// Too long to hold: emit what we have as a line of its own.
+			take := min(len(p), maxLine-len(lw.pending))
+			out = append(append(append(out, lw.prefix...), lw.pending...), p[:take]...)
+			out = append(out, '\n')
+			lw.pending, p = lw.pending[:0], p[take:]
+			continue
+		}
+		out = append(append(append(out, lw.prefix...), lw.pending...), p[:i+1]...)
+		lw.pending, p = lw.pending[:0], p[i+1:]
+	}
+	if len(out) > 0 {
+		lw.s.write(out)
+	}
+	lw.out = out
+	return n, nil
+}

@@ -1,0 +1,253 @@
+package spawn_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"nebula.dev/nebula/abi"
+	"nebula.dev/nebula/spawn"
+)
+
+func sh(script string, env ...string) abi.Invoker {
+	return spawn.New("/bin/sh", []string{"-c", script}, env, spawn.NewConfig())
+}
+
+func TestRuntime(t *testing.T) {
+	if got := sh("true").Runtime(); got != abi.RuntimeProcess {
+		t.Fatalf("Runtime() = %q, want %q", got, abi.RuntimeProcess)
+	}
+}
+
+func TestStdinStdoutEnv(t *testing.T) {
+	inv := sh(`cat; printf '|%s|%s|%s' "$CE_ID" "$BASE" "$CE_TYPE"`, "BASE=base", "CE_TYPE=stale", "PATH=/usr/bin:/bin")
+	resp, err := inv.Invoke(context.Background(), &abi.Request{
+		ID:    "e1",
+		Stdin: []byte("hello\x00world"),
+		Env:   []string{"CE_ID=e1", "CE_TYPE=com.example.ping"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "hello\x00world|e1|base|com.example.ping"; string(resp.Stdout) != want {
+		t.Fatalf("stdout = %q, want %q", resp.Stdout, want)
+	}
+	if resp.Startup <= 0 || resp.Execution <= 0 {
+		t.Fatalf("timings not measured: %+v", resp)
+	}
+}
+
+func TestHostEnvNotInherited(t *testing.T) {
+	t.Setenv("NEBULA_SPAWN_TEST_SECRET", "leak")
+	resp, err := sh(`printf '%s' "${NEBULA_SPAWN_TEST_SECRET-unset}"`).Invoke(context.Background(), &abi.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Stdout) != "unset" {
+		t.Fatalf("host environment leaked: %q", resp.Stdout)
+	}
+}
+
+func TestEmptyStdinIsEOF(t *testing.T) {
+	resp, err := sh(`wc -c`, "PATH=/usr/bin:/bin").Invoke(context.Background(), &abi.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(resp.Stdout)) != "0" {
+		t.Fatalf("stdin not empty: %q", resp.Stdout)
+	}
+}
+
+func TestLargeStdin(t *testing.T) {
+	in := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	resp, err := sh(`cat`, "PATH=/usr/bin:/bin").Invoke(context.Background(), &abi.Request{Stdin: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(resp.Stdout, in) {
+		t.Fatalf("got %d bytes back, want %d", len(resp.Stdout), len(in))
+	}
+}
+
+func TestStderr(t *testing.T) {
+	var errBuf bytes.Buffer
+	resp, err := sh(`echo out; echo oops >&2`).Invoke(context.Background(), &abi.Request{Stderr: &errBuf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Stdout) != "out\n" || errBuf.String() != "oops\n" {
+		t.Fatalf("stdout %q stderr %q", resp.Stdout, errBuf.String())
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	resp, err := sh(`printf partial; exit 3`).Invoke(context.Background(), &abi.Request{})
+	var exit *abi.ExitError
+	if !errors.As(err, &exit) || exit.Code != 3 {
+		t.Fatalf("err = %v, want ExitError{3}", err)
+	}
+	if resp == nil || string(resp.Stdout) != "partial" {
+		t.Fatalf("resp = %+v", resp)
+	}
+}
+
+func TestKilledBySignalIsTrap(t *testing.T) {
+	_, err := sh(`kill -SEGV $$`).Invoke(context.Background(), &abi.Request{})
+	if !errors.Is(err, abi.ErrTrap) {
+		t.Fatalf("err = %v, want ErrTrap", err)
+	}
+}
+
+// gone reports whether pid no longer runs (reaped, or a zombie waiting for
+// whoever inherited it).
+func gone(pid int) bool {
+	if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && (f[0] == "Z" || f[0] == "X")
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if gone(pid) {
+			return
+		}
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	t.Fatalf("process %d survived its invocation", pid)
+}
+
+func childPid(t *testing.T, out []byte) int {
+	t.Helper()
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil || pid <= 0 {
+		t.Fatalf("no child pid in stdout %q", out)
+	}
+	return pid
+}
+
+func TestTimeoutKillsGroup(t *testing.T) {
+	inv := sh(`sleep 1000 & echo $!; wait`, "PATH=/usr/bin:/bin")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	resp, err := inv.Invoke(ctx, &abi.Request{})
+	if !errors.Is(err, abi.ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want it to wrap the context's error", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Invoke returned after %v", d)
+	}
+	waitGone(t, childPid(t, resp.Stdout))
+}
+
+func TestLeftoversKilledAtExit(t *testing.T) {
+	// The leader exits at once; its background child still holds stdout.
+	inv := sh(`sleep 1000 & echo $!`, "PATH=/usr/bin:/bin")
+	start := time.Now()
+	resp, err := inv.Invoke(context.Background(), &abi.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Invoke waited %v for a background child", d)
+	}
+	waitGone(t, childPid(t, resp.Stdout))
+}
+
+func TestOutputCap(t *testing.T) {
+	inv := spawn.New("/bin/sh", []string{"-c", `while :; do echo 0123456789; done`}, nil,
+		spawn.NewConfig().WithMaxOutput(1000))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := inv.Invoke(ctx, &abi.Request{})
+	if !errors.Is(err, abi.ErrOutputLimit) {
+		t.Fatalf("err = %v, want ErrOutputLimit", err)
+	}
+	if len(resp.Stdout) > 1000 {
+		t.Fatalf("kept %d bytes, cap 1000", len(resp.Stdout))
+	}
+}
+
+func TestDir(t *testing.T) {
+	dir := t.TempDir()
+	inv := spawn.New("/bin/sh", []string{"-c", "pwd"}, nil, spawn.NewConfig().WithDir(dir))
+	resp, err := inv.Invoke(context.Background(), &abi.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(resp.Stdout)) != dir {
+		t.Fatalf("pwd = %q, want %q", resp.Stdout, dir)
+	}
+}
+
+func TestLookPathAndMissing(t *testing.T) {
+	resp, err := spawn.New("echo", []string{"hi"}, nil, spawn.NewConfig()).Invoke(context.Background(), &abi.Request{})
+	if err != nil || string(resp.Stdout) != "hi\n" {
+		t.Fatalf("echo: %q, %v", resp.Stdout, err)
+	}
+	// The base env's PATH wins over the host's.
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/fn-in-path", []byte("#!/bin/sh\necho found\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = spawn.New("fn-in-path", nil, []string{"PATH=relative:" + dir}, spawn.NewConfig()).Invoke(context.Background(), &abi.Request{})
+	if err != nil || string(resp.Stdout) != "found\n" {
+		t.Fatalf("fn-in-path: %q, %v", resp.Stdout, err)
+	}
+	for _, inv := range []abi.Invoker{
+		spawn.New("/nonexistent/fn", nil, nil, spawn.NewConfig()),
+		spawn.New("fn-in-path", nil, []string{"PATH=/nonexistent"}, spawn.NewConfig()),
+	} {
+		if _, err = inv.Invoke(context.Background(), &abi.Request{}); err == nil {
+			t.Fatal("missing program: no error")
+		}
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	inv := sh(`cat; printf '%s' "$CE_ID"`, "PATH=/usr/bin:/bin")
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			id := strconv.Itoa(i)
+			resp, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("in" + id), Env: []string{"CE_ID=" + id}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if want := "in" + id + id; string(resp.Stdout) != want {
+				t.Errorf("stdout %q, want %q", resp.Stdout, want)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkInvokeTrue(b *testing.B) {
+	inv := spawn.New("/bin/true", nil, []string{"PATH=/usr/bin:/bin"}, spawn.NewConfig())
+	req := &abi.Request{ID: "b", Env: []string{"CE_ID=b", "CE_TYPE=t"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := inv.Invoke(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,102 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Images every fixture set holds, built by `nebula build` from
+// test/functions: the probe natively (entrypoint /probe) and as wasm
+// (entrypoint /probe.wasm, plus /etc/greeting.txt), and two WAT modules.
+const (
+	ProbeImage     = "localhost/nebula/probe:latest"
+	ProbeWasmImage = "localhost/nebula/probe-wasm:latest"
+	HelloWasmImage = "localhost/nebula/hello-wasm:latest"
+	Exit7WasmImage = "localhost/nebula/exit7-wasm:latest"
+)
+
+// images maps each archive in the fixtures directory to nebula build's
+// arguments; GREETING stands for test/e2e/testdata/greeting.txt.
+var images = map[string][]string{
+	"probe.tar":      {"probe", "-t", ProbeImage},
+	"probe-wasm.tar": {"probe.wasm", "-t", ProbeWasmImage, "--add", "GREETING:/etc/greeting.txt"},
+	"hello-wasm.tar": {"hello.wasm", "-t", HelloWasmImage},
+	"exit7-wasm.tar": {"exit7.wasm", "-t", Exit7WasmImage},
+}
+
+var (
+	fixturesOnce sync.Once
+	fixturesDir  string
+	fixturesErr  error
+)
+
+// Fixtures builds, once per process, the example functions
+// (test/functions/build.sh: *.wasm, probe, probe.wasm) and their image
+// archives with the nebula CLI, and returns the directory holding both.
+func Fixtures(t T) string {
+	t.Helper()
+	bin := Binaries(t)
+	fixturesOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			fixturesErr = err
+			return
+		}
+		if fixturesDir, fixturesErr = os.MkdirTemp("", "nebula-fixtures-"); fixturesErr != nil {
+			return
+		}
+		build := exec.Command("test/functions/build.sh", fixturesDir)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			fixturesErr = fmt.Errorf("test/functions/build.sh: %v\n%s", err, out)
+			return
+		}
+		greeting := filepath.Join(root, "test/e2e/testdata/greeting.txt")
+		for archive, args := range images {
+			args = append([]string{"build"}, args...)
+			args[1] = filepath.Join(fixturesDir, args[1])
+			for i, a := range args {
+				args[i] = strings.Replace(a, "GREETING", greeting, 1)
+			}
+			args = append(args, "-o", filepath.Join(fixturesDir, archive))
+			if out, err := exec.Command(filepath.Join(bin, "nebula"), args...).CombinedOutput(); err != nil {
+				fixturesErr = fmt.Errorf("nebula %s: %v\n%s", strings.Join(args, " "), err, out)
+				return
+			}
+		}
+	})
+	if fixturesErr != nil {
+		t.Fatalf("%v", fixturesErr)
+	}
+	return fixturesDir
+}
+
+// ImportFixtures imports every fixture image into d.
+func (d *Daemon) ImportFixtures(t T) {
+	t.Helper()
+	dir := Fixtures(t)
+	archives := make([]string, 0, len(images))
+	for a := range images {
+		archives = append(archives, a)
+	}
+	sort.Strings(archives)
+	for _, a := range archives {
+		d.MustCtr(t, "images", "import", filepath.Join(dir, a))
+	}
+}
+
+// RemoveFixtures deletes what Fixtures and Binaries built; call it from
+// TestMain (or at the end of a program).
+func RemoveFixtures() {
+	if fixturesDir != "" {
+		os.RemoveAll(fixturesDir)
+	}
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
