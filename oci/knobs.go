@@ -36,12 +36,12 @@ const (
 	RuntimeRunc Runtime = "runc"
 )
 
-// Defaults for knobs a task does not set.
+// Ports a function task listens on unless told otherwise: $PORT (Knative's
+// contract) for events, the metrics-port knob for /metrics. Other defaults
+// (timeout, body limit, concurrency) belong to package events.
 const (
-	DefaultTimeout     = 30 * time.Second
-	DefaultMaxBody     = 10 << 20
-	DefaultMetricsPort = 9464
 	DefaultPort        = 8080
+	DefaultMetricsPort = 9464
 )
 
 // KnativeReservedPorts are the ports Knative's queue-proxy and friends use in

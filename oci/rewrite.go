@@ -3,6 +3,7 @@ package oci
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -21,6 +22,15 @@ type Host struct {
 	Binary string
 	// CacheDir is this module's compilation cache directory, or "" for none.
 	CacheDir string
+	// ID is the task's container id, the function's name when K_SERVICE
+	// is not set.
+	ID string
+	// CacheHit and CompileTime report how the shim compiled the module;
+	// CreatedAt is when the shim's Create began. Function mode reports
+	// them as metrics.
+	CacheHit    bool
+	CompileTime time.Duration
+	CreatedAt   time.Time
 }
 
 // NeedsRewrite reports whether a task's process must become the host
@@ -78,7 +88,22 @@ func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
 	if limit := memoryLimit(spec, k, mode); limit > 0 && d.Runtime == RuntimeWasm {
 		args = append(args, "--memory-limit", strconv.FormatUint(limit, 10))
 	}
-	args = append(args, k.flags()...)
+	if mode == ModeFunction {
+		args = append(args, k.flags()...)
+		if h.ID != "" {
+			args = append(args, "--container-id", h.ID)
+		}
+		if !h.CreatedAt.IsZero() {
+			args = append(args, "--created-at", h.CreatedAt.UTC().Format(time.RFC3339Nano))
+		}
+		if h.CacheDir != "" {
+			cache := "miss"
+			if h.CacheHit {
+				cache = "hit"
+			}
+			args = append(args, "--compile-cache", cache, "--compile-time", h.CompileTime.String())
+		}
+	}
 	args = append(args, "--")
 	spec.Process.Args = append(args, spec.Process.Args...)
 	return nil

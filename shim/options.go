@@ -10,7 +10,6 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	"github.com/pelletier/go-toml/v2"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -26,7 +25,7 @@ func runcOptions(opts *anypb.Any) (*anypb.Any, error) {
 	}
 	v, err := typeurl.UnmarshalAny(opts)
 	if err != nil {
-		return nil, fmt.Errorf("runtime options of type %q: %w: %w", opts.GetTypeUrl(), err, errdefs.ErrInvalidArgument)
+		return nil, invalidArgument(fmt.Errorf("runtime options of type %q: %w", opts.GetTypeUrl(), err))
 	}
 	switch o := v.(type) {
 	case *options.Options:
@@ -41,8 +40,8 @@ func runcOptions(opts *anypb.Any) (*anypb.Any, error) {
 		}
 		return typeurl.MarshalAnyToProto(ro)
 	default:
-		return nil, fmt.Errorf("runtime options of type %q are not supported (want runc's options.Options or CRI's runtimeoptions.v1.Options): %w",
-			opts.GetTypeUrl(), errdefs.ErrInvalidArgument)
+		return nil, invalidArgument(fmt.Errorf("runtime options of type %q are not supported (want runc's options.Options or CRI's runtimeoptions.v1.Options)",
+			opts.GetTypeUrl()))
 	}
 }
 
@@ -56,7 +55,7 @@ func parseRuntimeOptions(o *runtimeoptions.Options) (*options.Options, error) {
 	if p := o.GetConfigPath(); p != "" {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil, fmt.Errorf("reading runtime options file: %w: %w", err, errdefs.ErrInvalidArgument)
+			return nil, invalidArgument(fmt.Errorf("reading runtime options file: %w", err))
 		}
 		body, source = b, "runtime options file "+p
 	}
@@ -68,10 +67,10 @@ func parseRuntimeOptions(o *runtimeoptions.Options) (*options.Options, error) {
 	if err := dec.Decode(&ro); err != nil {
 		var strict *toml.StrictMissingError
 		if errors.As(err, &strict) {
-			return nil, fmt.Errorf("%s: unknown option %s (runc's options are BinaryName, Root, SystemdCgroup, NoPivotRoot, NoNewKeyring, ShimCgroup, IoUid, IoGid, CriuImagePath, CriuWorkPath): %w",
-				source, strictKeys(strict), errdefs.ErrInvalidArgument)
+			return nil, invalidArgument(fmt.Errorf("%s: unknown option %s (runc's options are BinaryName, Root, SystemdCgroup, NoPivotRoot, NoNewKeyring, ShimCgroup, IoUid, IoGid, CriuImagePath, CriuWorkPath)",
+				source, strictKeys(strict)))
 		}
-		return nil, fmt.Errorf("%s: %w: %w", source, err, errdefs.ErrInvalidArgument)
+		return nil, invalidArgument(fmt.Errorf("%s: %w", source, err))
 	}
 	return &ro, nil
 }

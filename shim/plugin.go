@@ -30,7 +30,7 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return newService(runc), nil
+			return newService(runc)
 		},
 	})
 }

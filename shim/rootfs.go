@@ -94,11 +94,11 @@ func (r *rootfsFiles) open(p string) (*os.File, error) {
 		}
 		if !fi.Mode().IsRegular() {
 			f.Close()
-			return nil, fmt.Errorf("%s is not a regular file", p)
+			return nil, errors.New("not a regular file")
 		}
 		return f, nil
 	}
-	return nil, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
+	return nil, fmt.Errorf("no such file in the container's root filesystem: %w", fs.ErrNotExist)
 }
 
 // header returns up to the first 8 bytes of the file at p.
@@ -128,7 +128,7 @@ func (r *rootfsFiles) readFile(p string, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", p, max)
+		return nil, fmt.Errorf("larger than %d bytes", max)
 	}
 	return b, nil
 }

@@ -203,6 +203,7 @@ func runInPty(t *testing.T, d *harness.Daemon, args ...string) string {
 	var got string
 	select {
 	case got = <-out:
+		got = harness.StripCtrWarnings(got)
 	case <-time.After(10 * time.Second):
 		t.Fatal("terminal output did not end")
 	}

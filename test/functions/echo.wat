@@ -1,0 +1,31 @@
+;; echo copies stdin to stdout through a 4 KiB buffer until end of file, then
+;; returns (exit 0). A failed read or write exits 1.
+(module
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  ;; Layout: iovec at 0 {buf, len}; count at 8; buffer at 16.
+  (func (export "_start")
+    (local $n i32)
+    (loop $copy
+      (i32.store (i32.const 0) (i32.const 16))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (if (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8))
+        (then (call $proc_exit (i32.const 1))))
+      (local.set $n (i32.load (i32.const 8)))
+      (if (i32.eqz (local.get $n)) (then (return)))
+      ;; Write the n bytes read; loop on short writes.
+      (i32.store (i32.const 4) (local.get $n))
+      (block $done
+        (loop $write
+          (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))
+            (then (call $proc_exit (i32.const 1))))
+          (local.set $n (i32.sub (local.get $n) (i32.load (i32.const 8))))
+          (br_if $done (i32.eqz (local.get $n)))
+          (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.load (i32.const 8))))
+          (i32.store (i32.const 4) (local.get $n))
+          (br $write)))
+      (br $copy))))

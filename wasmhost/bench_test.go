@@ -1,0 +1,195 @@
+package wasmhost
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"nebula.dev/nebula/abi"
+	"nebula.dev/nebula/test/functions"
+)
+
+// The benchmarks cover the phases of a wasm task for a tiny hand-written
+// module (hello.wat, echo.wat) and a Go wasip1 module (probe.wasm):
+// compiling (with and without a cache), instantiating, running and closing.
+//
+//	go test -run '^$' -bench . -benchtime 2s ./wasmhost/
+
+var benchModules = []struct {
+	name string
+	file string
+	args []string
+}{
+	{"hello.wat", functions.Hello, nil},
+	{"echo.wat", functions.Echo, nil},
+	{"probe.wasm", functions.Probe, []string{"echo"}},
+}
+
+// BenchmarkCompile compiles without a cache; close-ns/op is Module.Close.
+func BenchmarkCompile(b *testing.B) {
+	ctx := context.Background()
+	for _, bm := range benchModules {
+		if bm.file == functions.Echo {
+			continue // as hello
+		}
+		b.Run(bm.name, func(b *testing.B) {
+			wasm := wasmFile(b, bm.file)
+			h := newHost(b, NewConfig())
+			b.ReportAllocs()
+			var closing time.Duration
+			for b.Loop() {
+				mod, err := h.Compile(ctx, wasm)
+				if err != nil {
+					b.Fatal(err)
+				}
+				t := time.Now()
+				mod.Close(ctx)
+				closing += time.Since(t)
+			}
+			b.ReportMetric(float64(closing.Nanoseconds())/float64(b.N), "close-ns/op")
+		})
+	}
+}
+
+// BenchmarkCompileCached loads from a verified cache directory, as the host
+// in the container does; verify-ns/op is the SHA-256 check of the entries.
+func BenchmarkCompileCached(b *testing.B) {
+	ctx := context.Background()
+	for _, bm := range benchModules {
+		if bm.file == functions.Echo {
+			continue
+		}
+		b.Run(bm.name, func(b *testing.B) {
+			wasm := wasmFile(b, bm.file)
+			dir := filepath.Join(b.TempDir(), "cache")
+			if bm.file == functions.Probe {
+				dir = sharedProbeCache(b)
+			} else if _, _, err := CompileToCache(ctx, wasm, dir, nil); err != nil {
+				b.Fatal(err)
+			}
+			h := newHost(b, NewConfig().WithCacheDir(dir))
+			var verify time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				mod, err := h.Compile(ctx, wasm)
+				if err != nil || !mod.CacheHit() {
+					b.Fatalf("%v, hit %v", err, mod.CacheHit())
+				}
+				mod.Close(ctx)
+				t := time.Now()
+				verifyCache(dir)
+				verify += time.Since(t)
+			}
+			b.ReportMetric(float64(verify.Nanoseconds())/float64(b.N), "verify-ns/op")
+		})
+	}
+}
+
+// BenchmarkCheck is Check: hand parsing plus wazero's interpreter pass.
+func BenchmarkCheck(b *testing.B) {
+	ctx := context.Background()
+	for _, bm := range benchModules {
+		if bm.file == functions.Echo {
+			continue
+		}
+		b.Run(bm.name, func(b *testing.B) {
+			wasm := wasmFile(b, bm.file)
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := Check(ctx, wasm, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkInstantiate instantiates and closes an instance without running
+// `_start`.
+func BenchmarkInstantiate(b *testing.B) {
+	ctx := context.Background()
+	for _, bm := range benchModules {
+		b.Run(bm.name, func(b *testing.B) {
+			mod := compile(b, nil, bm.file)
+			cfg := mod.moduleConfig(&RunConfig{Args: append([]string{bm.file}, bm.args...)})
+			b.ReportAllocs()
+			for b.Loop() {
+				inst, err := mod.runtime.InstantiateModule(ctx, mod.compiled, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				inst.Close(ctx)
+			}
+		})
+	}
+}
+
+// BenchmarkRun is Module.Run: instantiate, `_start`, close (run mode).
+func BenchmarkRun(b *testing.B) {
+	ctx := context.Background()
+	for _, bm := range benchModules {
+		b.Run(bm.name, func(b *testing.B) {
+			mod := compile(b, nil, bm.file)
+			rc := RunConfig{Args: append([]string{bm.file}, bm.args...), Stdout: io.Discard}
+			b.ReportAllocs()
+			for b.Loop() {
+				if code, err := mod.Run(ctx, rc); code != 0 || err != nil {
+					b.Fatal(code, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkInvoke is Invoker.Invoke of an echo (function mode): instantiate
+// with stdin from memory, `_start`, capture stdout, close.
+func BenchmarkInvoke(b *testing.B) {
+	ctx := context.Background()
+	req := &abi.Request{Stdin: []byte(`{"hello":"world"}`), Env: []string{"CE_ID=1", "CE_TYPE=t"}}
+	for _, bm := range benchModules {
+		if bm.file == functions.Hello {
+			continue
+		}
+		b.Run(bm.name, func(b *testing.B) {
+			inv := NewInvoker(compile(b, nil, bm.file), RunConfig{Args: append([]string{bm.file}, bm.args...)})
+			var startup, exec time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := inv.Invoke(ctx, req)
+				if err != nil || len(resp.Stdout) != len(req.Stdin) {
+					b.Fatal(err)
+				}
+				startup += resp.Startup
+				exec += resp.Execution
+			}
+			b.ReportMetric(float64(startup.Nanoseconds())/float64(b.N), "startup-ns/op")
+			b.ReportMetric(float64(exec.Nanoseconds())/float64(b.N), "exec-ns/op")
+		})
+		b.Run(bm.name+"/parallel", func(b *testing.B) {
+			inv := NewInvoker(compile(b, nil, bm.file), RunConfig{Args: append([]string{bm.file}, bm.args...)})
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := inv.Invoke(ctx, req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkFib runs a CPU-bound guest: fib(27) in the Go probe.
+func BenchmarkFib(b *testing.B) {
+	ctx := context.Background()
+	mod := compile(b, nil, functions.Probe)
+	rc := RunConfig{Args: []string{"probe", "fib", "27"}, Stdout: io.Discard}
+	for b.Loop() {
+		if code, err := mod.Run(ctx, rc); code != 0 || err != nil {
+			b.Fatal(code, err)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package wasmhost
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"nebula.dev/nebula/test/functions"
+)
+
+// wat compiles WebAssembly text with wat2wasm.
+func wat(tb testing.TB, src string) []byte {
+	tb.Helper()
+	needFunctions(tb)
+	dir := tb.TempDir()
+	in, out := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
+	if err := os.WriteFile(in, []byte(src), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if b, err := exec.Command("wat2wasm", "--no-check", in, "-o", out).CombinedOutput(); err != nil {
+		tb.Fatalf("wat2wasm: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func TestCheck(t *testing.T) {
+	hello := wasmFile(t, functions.Hello)
+	tests := []struct {
+		name string
+		wasm []byte
+		cfg  Config
+		err  error
+		msg  string // a substring of the error message
+	}{
+		{name: "hello", wasm: hello},
+		{name: "probe", wasm: wasmFile(t, functions.Probe)},
+		{name: "probe within limit", wasm: wasmFile(t, functions.Probe), cfg: NewConfig().WithMemoryLimit(64 << 20)},
+		{name: "empty", wasm: nil, err: ErrNotWasm, msg: "the file is empty"},
+		{name: "ELF", wasm: []byte("\x7fELF\x02\x01\x01\x00"), err: ErrNotWasm,
+			msg: `it starts with 7f 45 4c 46 (an ELF executable), not the magic number 00 61 73 6d`},
+		{name: "text format", wasm: []byte("(module)"), err: ErrNotWasm, msg: "WebAssembly text: compile it with wat2wasm"},
+		{name: "short magic", wasm: []byte("\x00as"), err: ErrTruncated, msg: "3 bytes, shorter than the 8-byte header"},
+		{name: "short header", wasm: []byte("\x00asm\x01\x00"), err: ErrTruncated, msg: "6 bytes, shorter than the 8-byte header"},
+		{name: "component", wasm: []byte("\x00asm\x0d\x00\x01\x00"), err: ErrNotWasm, msg: "a WebAssembly component"},
+		{name: "version 2", wasm: []byte("\x00asm\x02\x00\x00\x00"), err: ErrNotWasm, msg: "unsupported binary version 0x2, want 1"},
+		{name: "truncated", wasm: hello[:len(hello)-5], err: ErrTruncated, msg: "section 11 (data) at offset"},
+		{name: "truncated section header", wasm: append(append([]byte{}, hello[:8]...), 1, 0x85), err: ErrTruncated,
+			msg: "it ends inside the header of a section at offset 0x8"},
+		{name: "unknown section", wasm: []byte("\x00asm\x01\x00\x00\x00\x42\x00"), err: ErrInvalid, msg: "unknown section id 66 at offset 0x8"},
+		{name: "bad import", wasm: wasmFile(t, functions.BadImport), err: ErrUnsupportedImport,
+			msg: "unsupported import: env.nope (function); only the wasi_snapshot_preview1 functions of wazero v1.11.0 are provided"},
+		{name: "unknown wasi function", err: ErrUnsupportedImport, msg: "wasi_snapshot_preview1.nope (not implemented)",
+			wasm: wat(t, `(module (import "wasi_snapshot_preview1" "nope" (func)) (func (export "_start")))`)},
+		{name: "wrong wasi type", err: ErrUnsupportedImport,
+			msg:  "wasi_snapshot_preview1.fd_write with type (i32) -> (), want (i32, i32, i32, i32) -> (i32)",
+			wasm: wat(t, `(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32))) (func (export "_start")))`)},
+		{name: "imported memory", err: ErrUnsupportedImport, msg: "env.memory (a memory; only functions can be imported)",
+			wasm: wat(t, `(module (import "env" "memory" (memory 1)) (func (export "_start")))`)},
+		{name: "several bad imports", err: ErrUnsupportedImport, msg: "2 imports: env.a (function), env.b (function)",
+			wasm: wat(t, `(module (import "env" "a" (func)) (import "env" "b" (func)) (func (export "_start")))`)},
+		{name: "no _start", wasm: wasmFile(t, functions.NoStart), err: ErrNoStart,
+			msg: `no _start function: the module does not export "_start", the entry point of a WASI command (it exports main, memory)`},
+		{name: "reactor", err: ErrNoStart, msg: "it exports _initialize: a WASI reactor, not a command",
+			wasm: wat(t, `(module (func (export "_initialize")))`)},
+		{name: "_start not a function", err: ErrNoStart, msg: `export "_start" is a memory, not a function`,
+			wasm: wat(t, `(module (memory (export "_start") 1))`)},
+		{name: "_start with parameters", err: ErrNoStart, msg: `"_start" has type (i32) -> (), want () -> ()`,
+			wasm: wat(t, `(module (func (export "_start") (param i32)))`)},
+		{name: "minimum memory over the limit", cfg: NewConfig().WithMemoryLimit(1<<20 + 100), err: ErrMemoryMinimum,
+			msg:  "memory minimum above the limit: the module needs at least 100 pages (6553600 bytes) of memory; the limit is 16 pages (1048576 bytes)",
+			wasm: wat(t, `(module (memory 100) (func (export "_start")))`)},
+		{name: "maximum memory over the limit is fine", cfg: NewConfig().WithMemoryLimit(1 << 20),
+			wasm: wat(t, `(module (memory 1 1000) (func (export "_start")))`)},
+		{name: "invalid body", err: ErrInvalid, msg: "invalid WebAssembly module: ",
+			wasm: wat(t, `(module (func (export "_start") (drop (i32.const 1)) (drop)))`)},
+	}
+	ctx := context.Background()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Check(ctx, tc.wasm, tc.cfg)
+			if tc.err == nil {
+				if err != nil {
+					t.Fatalf("Check: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("Check: got %v, want %v", err, tc.err)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("Check: got %q, want it to contain %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+// TestCompileChecks: Compile rejects what Check rejects, with the same error.
+func TestCompileChecks(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t, NewConfig().WithMemoryLimit(1<<20))
+	for name, want := range map[string]error{
+		functions.BadImport: ErrUnsupportedImport,
+		functions.NoStart:   ErrNoStart,
+		functions.Probe:     nil, // 39 pages minimum, above 16
+	} {
+		_, err := h.Compile(ctx, wasmFile(t, name))
+		if want == nil {
+			want = ErrMemoryMinimum
+		}
+		if !errors.Is(err, want) {
+			t.Errorf("Compile(%s): got %v, want %v", name, err, want)
+		}
+	}
+	_, err := h.Compile(ctx, wat(t, `(module (func (export "_start") (drop (i32.const 1)) (drop)))`))
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("Compile(invalid body): got %v, want ErrInvalid", err)
+	}
+}

@@ -1,0 +1,205 @@
+package wasmhost
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// wazeroRelease is the wazero version go.mod requires. See doc.go for why.
+const wazeroRelease = "v1.11.0"
+
+// startFunction is the entry point of a WASI command.
+const startFunction = "_start"
+
+// Host compiles modules with one Config. It is safe for concurrent use.
+type Host struct {
+	cfg *config
+
+	mu      sync.Mutex
+	modules map[*Module]struct{}
+	closed  bool
+}
+
+// New returns a Host compiling with cfg. A nil cfg means NewConfig().
+func New(ctx context.Context, cfg Config) (*Host, error) {
+	// Resolve the WASI function table now: Compile needs it.
+	if _, err := wasiFunctions(); err != nil {
+		return nil, fmt.Errorf("wasmhost: %w", err)
+	}
+	return &Host{cfg: toConfig(cfg), modules: map[*Module]struct{}{}}, nil
+}
+
+// Close closes every Module the Host compiled, stopping their instances.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	mods := h.modules
+	h.modules, h.closed = nil, true
+	h.mu.Unlock()
+	var errs []error
+	for m := range mods {
+		errs = append(errs, m.close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Module is a compiled module, ready to Run or to serve invocations
+// (NewInvoker). It is safe for concurrent use.
+type Module struct {
+	host     *Host
+	runtime  wazero.Runtime
+	cache    wazero.CompilationCache // nil without a file cache
+	compiled wazero.CompiledModule
+	base     wazero.ModuleConfig
+
+	limit       uint64 // memory limit in bytes; 0: none beyond 4 GiB
+	stdoutLimit int64
+
+	cacheHit    bool
+	cacheDetail string
+	compileTime time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Compile checks wasm as Check does (without its interpreter pass) and
+// compiles it to native code, with the Host's cache directory if it has one.
+//
+// With a cache directory, an entry verified against the checksums written
+// by CompileToCache is loaded instead of compiling; a missing, stale or
+// corrupt entry, or a read-only directory without an entry, makes Compile
+// compile the module in memory instead, never fail. CacheHit and
+// CompileTime report what happened.
+func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
+	start := time.Now()
+	c := h.cfg
+	if _, err := preflight(wasm, c); err != nil {
+		return nil, err
+	}
+	m := &Module{host: h, stdoutLimit: c.stdoutLimit}
+	if pages, ok := c.limit(); ok {
+		m.limit = uint64(pages) * PageSize
+	}
+
+	var err error
+	if c.cacheDir != "" {
+		var ok bool
+		if ok, m.cacheDetail = verifyCache(c.cacheDir); ok {
+			before, _ := listEntries(c.cacheDir)
+			if err = m.compile(ctx, wasm, c.cacheDir); err == nil {
+				after, _ := listEntries(c.cacheDir)
+				m.cacheHit = len(after) == len(before)
+				if !m.cacheHit {
+					m.cacheDetail = "no entry for this wazero build"
+				}
+			} else {
+				m.cacheDetail = "the cache failed: " + err.Error()
+			}
+		}
+	}
+	if m.runtime == nil || err != nil {
+		if err = m.compile(ctx, wasm, ""); err != nil {
+			m.close(ctx)
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if m.cacheHit {
+		m.cacheDetail = "hit"
+	}
+
+	m.base = wazero.NewModuleConfig().
+		WithName("").         // anonymous: instances may run concurrently
+		WithStartFunctions(). // _start is called explicitly, see Run
+		WithSysWalltime().
+		WithSysNanotime().
+		WithOsyield(runtime.Gosched).
+		WithRandSource(rand.Reader)
+	m.compileTime = time.Since(start)
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		m.close(ctx)
+		return nil, errors.New("wasmhost: host closed")
+	}
+	h.modules[m] = struct{}{}
+	return m, nil
+}
+
+// compile compiles wasm into a new Runtime, with the file cache in cacheDir
+// unless it is empty.
+func (m *Module) compile(ctx context.Context, wasm []byte, cacheDir string) (err error) {
+	m.runtime, m.cache, m.compiled, err = compileIn(ctx, wasm, cacheDir)
+	return
+}
+
+func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runtime, cc wazero.CompilationCache, cm wazero.CompiledModule, err error) {
+	// The memory limit is enforced by linearMemory, not by
+	// WithMemoryLimitPages: wazero refuses to grow past its limit before
+	// asking the allocator, which leaves no trace. See doc.go.
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	if cacheDir != "" {
+		if cc, err = wazero.NewCompilationCacheWithDir(cacheDir); err != nil {
+			return nil, nil, nil, err
+		}
+		rc = rc.WithCompilationCache(cc)
+	}
+	r = wazero.NewRuntimeWithConfig(ctx, rc)
+	if cm, err = r.CompileModule(ctx, wasm); err == nil {
+		_, err = wasi_snapshot_preview1.Instantiate(ctx, r)
+	}
+	if err != nil {
+		r.Close(ctx)
+		if cc != nil {
+			cc.Close(ctx)
+		}
+		return nil, nil, nil, err
+	}
+	return r, cc, cm, nil
+}
+
+// CacheHit reports whether Compile loaded the module from the cache
+// directory rather than compiling it.
+func (m *Module) CacheHit() bool { return m.cacheHit }
+
+// CacheDetail explains CacheHit for logs: "hit", "no cache directory",
+// "no entry", "corrupt entry: ..." and so on.
+func (m *Module) CacheDetail() string {
+	if m.cacheDetail == "" {
+		return "no cache directory"
+	}
+	return m.cacheDetail
+}
+
+// CompileTime is how long Compile took, checks and cache included.
+func (m *Module) CompileTime() time.Duration { return m.compileTime }
+
+// Close releases the compiled code. Running instances are stopped.
+func (m *Module) Close(ctx context.Context) error {
+	if h := m.host; h != nil {
+		h.mu.Lock()
+		delete(h.modules, m)
+		h.mu.Unlock()
+	}
+	return m.close(ctx)
+}
+
+func (m *Module) close(ctx context.Context) error {
+	m.closeOnce.Do(func() {
+		if m.runtime != nil {
+			m.closeErr = m.runtime.Close(ctx)
+		}
+		if m.cache != nil {
+			m.closeErr = errors.Join(m.closeErr, m.cache.Close(ctx))
+		}
+	})
+	return m.closeErr
+}

@@ -1,0 +1,212 @@
+package wasmhost
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+
+	"nebula.dev/nebula/abi"
+)
+
+// Invoker runs one invocation per fresh instance of a Module: function mode.
+// It implements abi.Invoker and is safe for concurrent use.
+type Invoker struct {
+	mod  *Module
+	base wazero.ModuleConfig // args, env, working directory, file system
+	pool sync.Pool           // *slot
+}
+
+var _ abi.Invoker = (*Invoker)(nil)
+
+// NewInvoker returns an Invoker of mod. Every invocation gets base's Args,
+// Env (plus the request's), Dir and FS; base's Stdin, Stdout and Stderr are
+// ignored: stdin is the request's data, stdout is captured into the
+// response (at most the Config's stdout limit), stderr goes to the
+// request's Stderr.
+func NewInvoker(mod *Module, base RunConfig) *Invoker {
+	return &Invoker{mod: mod, base: mod.moduleConfig(&base)}
+}
+
+// Runtime implements abi.Invoker: abi.RuntimeWasm.
+func (*Invoker) Runtime() string { return abi.RuntimeWasm }
+
+// slot holds what one invocation at a time needs, reused across
+// invocations (sync.Pool) so that an invocation allocates little besides
+// the instance itself.
+type slot struct {
+	cfg    wazero.ModuleConfig // Invoker.base bound to this slot's stdio
+	stdin  bytes.Reader
+	stdout capWriter
+	stderr switchWriter
+	mem    linearMemory
+	done   <-chan struct{} // the invocation's ctx.Done(), for nanosleep
+}
+
+func (inv *Invoker) newSlot() *slot {
+	s := &slot{}
+	s.stdout.limit = inv.mod.stdoutLimit
+	s.cfg = inv.base.
+		WithStdin(&s.stdin).
+		WithStdout(&s.stdout).
+		WithStderr(&s.stderr).
+		WithNanosleep(s.nanosleep)
+	return s
+}
+
+// nanosleep is sleeper for the slot's current invocation.
+func (s *slot) nanosleep(ns int64) {
+	if ns <= 0 {
+		return
+	}
+	t := time.NewTimer(time.Duration(ns))
+	select {
+	case <-t.C:
+	case <-s.done:
+		t.Stop()
+	}
+}
+
+// Invoke implements abi.Invoker: it instantiates the module with req's
+// data as stdin and req's Env added, calls `_start`, and returns what the
+// guest wrote to stdout. Response.Startup is the instantiation time,
+// Response.Execution the time in `_start`. Errors:
+//
+//   - the guest wrote more than the stdout limit: abi.ErrOutputLimit (the
+//     guest is stopped as soon as it does);
+//   - ctx's deadline passed: abi.ErrTimeout (the guest is stopped);
+//   - ctx was cancelled: an error wrapping context.Cause(ctx);
+//   - the memory limit refused the guest memory and it died:
+//     abi.ErrMemoryLimit;
+//   - the guest trapped: an error wrapping abi.ErrTrap with wazero's
+//     message and the wasm stack trace;
+//   - the guest exited non-zero: *abi.ExitError.
+func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
+	s, _ := inv.pool.Get().(*slot)
+	if s == nil {
+		s = inv.newSlot()
+	}
+	defer inv.pool.Put(s)
+
+	// A cancel of our own stops the guest when its output goes over the
+	// limit: wazero closes the module when the context is done.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.done = ctx.Done()
+	s.stdin.Reset(req.Stdin)
+	s.stdout.reset(cancel)
+	s.stderr.w = req.Stderr
+	if s.stderr.w == nil {
+		s.stderr.w = io.Discard
+	}
+	defer s.release()
+
+	cfg := s.cfg
+	for _, kv := range req.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			cfg = cfg.WithEnv(k, v)
+		}
+	}
+	limit := inv.mod.limit
+	if limit != 0 {
+		s.mem.limit = limit
+		ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
+	}
+
+	resp := &abi.Response{}
+	t0 := time.Now()
+	mod, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, cfg)
+	t1 := time.Now()
+	resp.Startup = t1.Sub(t0)
+	if err != nil {
+		if ctx.Err() != nil {
+			return resp, invokeCanceled(ctx)
+		}
+		return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
+	}
+	_, err = mod.ExportedFunction(startFunction).Call(ctx)
+	resp.Execution = time.Since(t1)
+	r := classify(ctx, err, mod, &s.mem, limit)
+	mod.Close(context.Background())
+
+	if s.stdout.over {
+		return resp, abi.ErrOutputLimit
+	}
+	if len(s.stdout.buf) > 0 {
+		resp.Stdout = bytes.Clone(s.stdout.buf)
+	}
+	switch r.kind {
+	case outcomeExit:
+		if r.code != 0 {
+			return resp, &abi.ExitError{Code: r.code}
+		}
+		return resp, nil
+	case outcomeCanceled:
+		return resp, invokeCanceled(ctx)
+	case outcomeMemoryLimit:
+		return resp, fmt.Errorf("%w: memory limit of %d bytes reached", abi.ErrMemoryLimit, r.limit)
+	default:
+		return resp, fmt.Errorf("%w: %s", abi.ErrTrap, r.msg)
+	}
+}
+
+// invokeCanceled is the error of an invocation stopped because ctx is done.
+func invokeCanceled(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, context.DeadlineExceeded) {
+		return abi.ErrTimeout
+	}
+	return fmt.Errorf("wasmhost: invocation cancelled: %w", cause)
+}
+
+// release drops the references the slot holds to one invocation.
+func (s *slot) release() {
+	s.stdin.Reset(nil)
+	s.stderr.w = nil
+	s.stdout.cancel = nil
+	s.done = nil
+	s.mem = linearMemory{}
+	if cap(s.stdout.buf) > 64<<10 {
+		s.stdout.buf = nil // don't pin a large reply in the pool
+	}
+}
+
+// capWriter collects stdout up to a limit. Over it, it fails the write and
+// cancels the invocation, which stops the guest.
+type capWriter struct {
+	buf    []byte
+	limit  int64 // <= 0: none
+	over   bool
+	cancel context.CancelCauseFunc
+}
+
+func (w *capWriter) reset(cancel context.CancelCauseFunc) {
+	w.buf, w.over, w.cancel = w.buf[:0], false, cancel
+}
+
+var errOutputLimit = errors.New("stdout limit reached")
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	if w.over {
+		return 0, errOutputLimit
+	}
+	if w.limit > 0 && int64(len(w.buf))+int64(len(p)) > w.limit {
+		w.over = true
+		w.cancel(abi.ErrOutputLimit)
+		return 0, errOutputLimit
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+// switchWriter forwards to the current invocation's stderr.
+type switchWriter struct{ w io.Writer }
+
+func (w *switchWriter) Write(p []byte) (int, error) { return w.w.Write(p) }
