@@ -43,6 +43,7 @@ containers or as WebAssembly modules.`,
 		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
 	})
 	root.AddCommand(newBuildCommand())
+	root.AddCommand(newInvokeCommand())
 	return root
 }
 

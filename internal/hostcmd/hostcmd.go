@@ -76,10 +76,6 @@ func Main(args []string) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, stopSignals...)
 	defer signal.Stop(sigs)
-	if os.Getpid() == 1 {
-		stop := reapOrphans()
-		defer stop()
-	}
 
 	code := run(args, os.Stdin, os.Stdout, os.Stderr, sigs)
 	if code < 0 || code > 255 {
@@ -136,6 +132,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		hide = stringList{wasmhost.DefaultHiddenPath}
 	}
 	module, guestArgs := flags.Arg(0), flags.Args()
+	// As PID 1, reap orphans — except when spawning a process per event:
+	// a reaper waiting for any child would steal the invocations' exit
+	// statuses from spawn (see doc.go).
+	if os.Getpid() == 1 && !(*mode == "function" && *runtime == "process") {
+		stop := reapOrphans()
+		defer stop()
+	}
 	switch {
 	case *mode == "function" && *runtime == "process":
 		return serveFunction(&fn, spawnInvoker(guestArgs), nil, stderr, sigs)
@@ -241,7 +244,7 @@ func parseSize(s string) (uint64, error) {
 // reapOrphans waits for the processes that become children of PID 1 (the
 // orphans of `ctr task exec` sessions, for instance), as an init must, so
 // that they do not linger as zombies. The host starts no processes of its
-// own, so it takes nothing from anyone.
+// own in this mode, so it takes nothing from anyone.
 func reapOrphans() (stop func()) {
 	chld := make(chan os.Signal, 1)
 	signal.Notify(chld, syscall.SIGCHLD)

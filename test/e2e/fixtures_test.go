@@ -17,6 +17,8 @@ const (
 	probeWasmImage = harness.ProbeWasmImage
 	helloWasmImage = harness.HelloWasmImage
 	exit7WasmImage = harness.Exit7WasmImage
+	probeFnWasm    = harness.ProbeFnWasmImage
+	probeFnNative  = harness.ProbeFnImage
 )
 
 func fixtures(t testing.TB) string { return harness.Fixtures(t) }

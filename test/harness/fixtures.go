@@ -18,6 +18,14 @@ const (
 	ProbeWasmImage = "localhost/nebula/probe-wasm:latest"
 	HelloWasmImage = "localhost/nebula/hello-wasm:latest"
 	Exit7WasmImage = "localhost/nebula/exit7-wasm:latest"
+
+	// Function-mode images (NEBULA_MODE=function baked in): the probe
+	// dispatching on the event's type, as wasm and natively; the tiny WAT
+	// echo; a module that traps.
+	ProbeFnWasmImage = "localhost/nebula/probe-fn-wasm:latest"
+	ProbeFnImage     = "localhost/nebula/probe-fn:latest"
+	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
+	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
 )
 
 // images maps each archive in the fixtures directory to nebula build's
@@ -27,6 +35,11 @@ var images = map[string][]string{
 	"probe-wasm.tar": {"probe.wasm", "-t", ProbeWasmImage, "--add", "GREETING:/etc/greeting.txt"},
 	"hello-wasm.tar": {"hello.wasm", "-t", HelloWasmImage},
 	"exit7-wasm.tar": {"exit7.wasm", "-t", Exit7WasmImage},
+
+	"probe-fn-wasm.tar": {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
+	"probe-fn.tar":      {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
+	"echo-fn-wasm.tar":  {"echo.wasm", "--function", "-t", EchoFnWasmImage},
+	"trap-fn-wasm.tar":  {"trap.wasm", "--function", "-t", TrapFnWasmImage},
 }
 
 var (

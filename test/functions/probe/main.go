@@ -22,6 +22,10 @@
 //	membomb          allocate (and touch) 1 MiB blocks until it dies
 //	flood            write to stdout forever
 //	fib N            print the N-th Fibonacci number, computed recursively
+//	empty            print nothing
+//	stderr           write two lines to stderr
+//	ce               function mode: run the command the CloudEvent names,
+//	                 type "probe.COMMAND", arguments from the subject
 //
 // Several commands can be chained with a "+" argument, e.g.
 // "symlink ../etc/hostname /tmp/x + cat /tmp/x"; the first failure prints
@@ -35,6 +39,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -189,6 +194,19 @@ func run(cmd string, args []string) error {
 				return err
 			}
 		}
+	case "ce":
+		// Function mode: the event picks the command. Type "probe.CMD",
+		// arguments from the subject, e.g. type probe.exit, subject "3".
+		typ := os.Getenv("CE_TYPE")
+		if !strings.HasPrefix(typ, "probe.") || typ == "probe.ce" {
+			return fmt.Errorf("ce: want an event type probe.COMMAND, got %q", typ)
+		}
+		return run(strings.TrimPrefix(typ, "probe."), strings.Fields(os.Getenv("CE_SUBJECT")))
+	case "empty":
+		// Prints nothing: a function with no reply.
+	case "stderr":
+		fmt.Fprintln(os.Stderr, "line one to stderr")
+		fmt.Fprintln(os.Stderr, "line two to stderr")
 	case "fib":
 		if err := need(args, 1, "fib N"); err != nil {
 			return err
