@@ -125,6 +125,9 @@ func (o invokeOptions) check() error {
 	if o.dataSet && o.file != "" {
 		return errors.New("--data and --file: give at most one of them")
 	}
+	if _, err := url.Parse(o.source); err != nil {
+		return fmt.Errorf("--source %q: not a URI-reference: %w", o.source, errors.Unwrap(err))
+	}
 	if _, _, err := mime.ParseMediaType(o.contentType); err != nil {
 		return fmt.Errorf("--content-type %q: not a media type: %w", o.contentType, err)
 	}
@@ -247,7 +250,7 @@ func (o invokeOptions) newEvent(id string, data []byte, exts map[string]string) 
 		ev.DataBase64 = needsBase64(o.contentType, data)
 	}
 	if err := ev.Validate(); err != nil {
-		return ev, attributeError(ev, err)
+		return ev, o.attributeError(err)
 	}
 	return ev, nil
 }
@@ -271,33 +274,23 @@ func needsBase64(contentType string, data []byte) bool {
 
 // attributeError rewords sdk-go's validation error in terms of the flag
 // that set the attribute.
-func attributeError(ev event.Event, err error) error {
+func (o invokeOptions) attributeError(err error) error {
 	var ve event.ValidationError
 	if !errors.As(err, &ve) {
 		return err
+	}
+	values := map[string]string{
+		"id": o.id, "source": o.source, "type": o.typ,
+		"subject": o.subject, "datacontenttype": o.contentType,
 	}
 	for _, attr := range slices.Sorted(maps.Keys(ve)) {
 		if name, ok := strings.CutPrefix(attr, "extension:"); ok {
 			return fmt.Errorf("--extension %s: %w", name, ve[attr])
 		}
-		flag := coreAttributeFlags[attr]
-		if flag == "" {
-			return fmt.Errorf("%s: %w", attr, ve[attr])
+		if flag := coreAttributeFlags[attr]; flag != "" {
+			return fmt.Errorf("%s %q: %w", flag, values[attr], ve[attr])
 		}
-		var val string
-		switch attr {
-		case "id":
-			val = ev.ID()
-		case "source":
-			val = ev.Source()
-		case "type":
-			val = ev.Type()
-		case "subject":
-			val = ev.Subject()
-		case "datacontenttype":
-			val = ev.DataContentType()
-		}
-		return fmt.Errorf("%s %q: %w", flag, val, ve[attr])
+		return fmt.Errorf("%s: %w", attr, ve[attr])
 	}
 	return err
 }
@@ -582,7 +575,11 @@ func send(client *http.Client, newReq func(int) (*http.Request, error), i int) r
 // Server-Timing phase.
 func summarize(results []result, conns int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d events over %d connections:", len(results), conns)
+	fmt.Fprintf(&b, "%d events over %d connection", len(results), conns)
+	if conns != 1 {
+		b.WriteByte('s')
+	}
+	b.WriteByte(':')
 	counts := map[int]int{}
 	var errs int
 	var client []float64
