@@ -2,10 +2,14 @@ package wasmhost
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"nebula.dev/nebula/abi"
 	"nebula.dev/nebula/test/functions"
@@ -191,5 +195,34 @@ func BenchmarkFib(b *testing.B) {
 		if code, err := mod.Run(ctx, rc); code != 0 || err != nil {
 			b.Fatal(code, err)
 		}
+	}
+}
+
+// BenchmarkDeadlineCost measures what the per-invocation deadline
+// mechanism costs a CPU-bound guest: fib(27) in the Go probe on plain
+// wazero runtimes with WithCloseOnContextDone off and on. Nebula always
+// turns it on — without it a spinning guest cannot be stopped and blocks
+// the whole process at the next garbage collection.
+func BenchmarkDeadlineCost(b *testing.B) {
+	ctx := context.Background()
+	wasm := wasmFile(b, functions.Probe)
+	for _, closeOnDone := range []bool{false, true} {
+		b.Run(fmt.Sprintf("closeOnContextDone=%v", closeOnDone), func(b *testing.B) {
+			r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone))
+			defer r.Close(ctx)
+			wasi_snapshot_preview1.MustInstantiate(ctx, r)
+			cm, err := r.CompileModule(ctx, wasm)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := wazero.NewModuleConfig().WithArgs("probe", "fib", "27").WithStdout(io.Discard).WithName("")
+			for b.Loop() {
+				mod, err := r.InstantiateModule(ctx, cm, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				mod.Close(ctx)
+			}
+		})
 	}
 }

@@ -114,11 +114,16 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 			cfg = cfg.WithEnv(k, v)
 		}
 	}
+	// Instances of one slot reuse its linear memory, cleared: without it,
+	// every event allocates the guest's whole memory afresh and the garbage
+	// collector, not wazero, bounds throughput (see doc.go).
 	limit := inv.mod.limit
-	if limit != 0 {
-		s.mem.limit = limit
-		ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
+	s.mem.limit = limit
+	if limit == 0 {
+		s.mem.limit = maxPages * PageSize
 	}
+	s.mem.reuse = true
+	ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
 
 	resp := &abi.Response{}
 	t0 := time.Now()
@@ -133,7 +138,7 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	}
 	_, err = mod.ExportedFunction(startFunction).Call(ctx)
 	resp.Execution = time.Since(t1)
-	r := classify(ctx, err, mod, &s.mem, limit)
+	r := classify(ctx, err, mod, &s.mem, s.mem.limit)
 	mod.Close(context.Background())
 
 	if s.stdout.over {
@@ -172,7 +177,7 @@ func (s *slot) release() {
 	s.stderr.w = nil
 	s.stdout.cancel = nil
 	s.done = nil
-	s.mem = linearMemory{}
+	s.mem.buf = nil // spare stays, for the slot's next instance
 	if cap(s.stdout.buf) > 64<<10 {
 		s.stdout.buf = nil // don't pin a large reply in the pool
 	}

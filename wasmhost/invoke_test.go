@@ -176,3 +176,22 @@ func TestInvokerConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// TestInvokeMemoryCleared: invocations reuse their slot's linear memory,
+// and no byte of one guest's memory reaches the next.
+func TestInvokeMemoryCleared(t *testing.T) {
+	ctx := context.Background()
+	inv := NewInvoker(compile(t, nil, functions.Scratch), RunConfig{Args: []string{functions.Scratch}})
+	for i := 0; i < 3; i++ {
+		if _, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte("SECRET from the previous event")}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := inv.Invoke(ctx, &abi.Request{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Stdout) != 64 || !bytes.Equal(resp.Stdout, make([]byte, 64)) {
+			t.Fatalf("a fresh instance's memory holds %q, want 64 zero bytes", resp.Stdout)
+		}
+	}
+}

@@ -250,13 +250,27 @@ type linearMemory struct {
 	buf     []byte
 	limit   uint64 // bytes
 	refused bool
+	// spare is the previous instance's memory, kept by Free for the next
+	// Allocate when reuse is on (function mode): bytes [0, len(spare)) may
+	// hold the old guest's data and are cleared before reuse; every byte
+	// beyond len(spare) is already zero.
+	spare []byte
+	reuse bool
 }
+
+// maxSpare bounds the memory a linearMemory keeps between instances.
+const maxSpare = 64 << 20
 
 // Allocate implements experimental.MemoryAllocator. One linearMemory backs
 // one instance, which has at most one memory.
 func (m *linearMemory) Allocate(cap, _ uint64) experimental.LinearMemory {
-	m.buf = make([]byte, 0, min(cap, m.limit))
 	m.refused = false
+	if m.spare != nil {
+		clear(m.spare) // the next guest must not see the last one's data
+		m.buf, m.spare = m.spare[:0], nil
+		return m
+	}
+	m.buf = make([]byte, 0, min(cap, m.limit))
 	return m
 }
 
@@ -275,4 +289,9 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 }
 
 // Free implements experimental.LinearMemory.
-func (m *linearMemory) Free() { m.buf = nil }
+func (m *linearMemory) Free() {
+	if m.reuse && cap(m.buf) <= maxSpare {
+		m.spare = m.buf
+	}
+	m.buf = nil
+}

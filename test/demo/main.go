@@ -1,13 +1,21 @@
 // Command demo is `make demo`: it starts a private containerd with Nebula's
-// shim, runs the same function natively under runc.v2 and Nebula and as
-// WebAssembly under Nebula, and prints what each printed and how long each
-// `ctr run --rm` took.
+// shim; runs the same program natively under runc.v2 and Nebula and as
+// WebAssembly under Nebula, printing what each printed and how long each
+// `ctr run --rm` took; then starts the same function in function mode as
+// wasm and as a process per event, sends each one event and a burst with
+// `nebula invoke`, and shows the phases side by side and a few lines of
+// /metrics.
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"nebula.dev/nebula/test/harness"
@@ -74,5 +82,49 @@ func main() {
 		slices.Sort(times)
 		fmt.Printf("%-20s ctr run --rm --runtime %s %s\n", c.label, c.runtime, c.image)
 		fmt.Printf("%-20s   printed %q; median of %d runs %v (first run includes compiling)\n", "", out, runs, times[runs/2].Round(time.Millisecond))
+	}
+
+	functionMode(t, d)
+}
+
+// functionMode shows the heart of Nebula: a CloudEvent per fresh instance.
+func functionMode(t *demoT, d *harness.Daemon) {
+	invoke := filepath.Join(d.BinDir, "nebula")
+	fmt.Println("\nfunction mode: the probe function, as wasm and as a process per event")
+	fns := []struct {
+		label, image string
+	}{
+		{"wasm", harness.ProbeFnWasmImage},
+		{"process", harness.ProbeFnImage},
+	}
+	for _, fn := range fns {
+		f := harness.StartFunction(t, d, fn.image, "demo-fn-"+fn.label)
+		fmt.Printf("\n$ nebula invoke %s --type probe.echo --data '{\"hello\":\"nebula\"}'   # %s\n", f.URL, fn.label)
+		run(t, invoke, "invoke", f.URL, "--type", "probe.echo", "--data", `{"hello":"nebula"}`)
+		fmt.Printf("$ nebula invoke %s --type probe.echo --data '{}' --count 300 --concurrency 2\n", f.URL)
+		run(t, invoke, "invoke", f.URL, "--type", "probe.echo", "--data", "{}", "--count", "300", "--concurrency", "2")
+		fmt.Printf("$ curl -s %s | grep -E '^nebula_(invocations_total|task_ready|module_compile_seconds_(sum|count))'\n", f.Metrics)
+		resp, err := http.Get(f.Metrics)
+		if err != nil {
+			t.Fatalf("scraping %s: %v", f.Metrics, err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, "nebula_invocations_total") && !strings.HasSuffix(line, " 0") ||
+				strings.HasPrefix(line, "nebula_task_ready") || strings.HasPrefix(line, "nebula_module_compile_seconds_sum") ||
+				strings.HasPrefix(line, "nebula_module_compile_seconds_count") {
+				fmt.Println(line)
+			}
+		}
+		resp.Body.Close()
+	}
+}
+
+func run(t *demoT, name string, args ...string) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v", filepath.Base(name), strings.Join(args, " "), err)
 	}
 }

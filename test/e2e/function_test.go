@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -22,47 +21,11 @@ import (
 	"nebula.dev/nebula/test/harness"
 )
 
-// function is a function-mode task started with ctr on the host network,
-// on ports of its own.
-type function struct {
-	id, url, metrics string
-}
+type function = harness.Function
 
-// startFunction runs image in function mode with ctr, as a user would
-// (`ctr run -d --net-host --env PORT=...`), and waits until it is ready.
-func startFunction(t *testing.T, d *harness.Daemon, image, id string, extra ...string) function {
+func startFunction(t testing.TB, d *harness.Daemon, image, id string, extra ...string) function {
 	t.Helper()
-	port, mport := freePort(t), freePort(t)
-	args := []string{"run", "-d", "--runtime", nebula, "--net-host",
-		"--env", "PORT=" + strconv.Itoa(port), "--env", "K_SERVICE=" + id, "--env", "FOO=bar",
-		"--annotation", "nebula.dev/metrics-port=" + strconv.Itoa(mport)}
-	args = append(append(args, extra...), image, id)
-	d.MustCtr(t, args...)
-	f := function{id: id, url: fmt.Sprintf("http://127.0.0.1:%d/", port), metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(f.url + "healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return f
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("function %s not ready after 20s: %v\n%s", id, err, d.LogTail(30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return harness.StartFunction(t, d, image, id, extra...)
 }
 
 type reply struct {
@@ -102,7 +65,7 @@ func binary(t *testing.T, f function, command, subject string, data []byte, ext 
 	for k, v := range ext {
 		h["Ce-"+k] = v
 	}
-	return send(t, "POST", f.url, h, data)
+	return send(t, "POST", f.URL, h, data)
 }
 
 var serverTiming = regexp.MustCompile(`^start;dur=\d+\.\d{3}, exec;dur=\d+\.\d{3}|(^|, )total;dur=\d+\.\d{3}`)
@@ -131,7 +94,7 @@ func TestFunction(t *testing.T) {
 			if r.status != 200 || string(r.body) != "hello, nebula" {
 				t.Fatalf("binary echo: %d %q", r.status, r.body)
 			}
-			if r.header.Get("Ce-Type") != "probe.echo.reply" || r.header.Get("Ce-Source") != "/nebula/"+f.id ||
+			if r.header.Get("Ce-Type") != "probe.echo.reply" || r.header.Get("Ce-Source") != "/nebula/"+f.ID ||
 				r.header.Get("Ce-Id") == "" || r.header.Get("Ce-Id") == "id-echo" || r.header.Get("Ce-Specversion") != "1.0" {
 				t.Errorf("binary reply attributes: %v", r.header)
 			}
@@ -142,7 +105,7 @@ func TestFunction(t *testing.T) {
 			// Structured in, structured out; JSON data reaches stdin as its
 			// JSON text, data_base64 as the decoded bytes.
 			ev := `{"specversion":"1.0","id":"s1","source":"/e2e","type":"probe.echo","datacontenttype":"application/json","data":{"a":[1,2]}}`
-			r = count(send(t, "POST", f.url, map[string]string{"Content-Type": "application/cloudevents+json"}, []byte(ev)))
+			r = count(send(t, "POST", f.URL, map[string]string{"Content-Type": "application/cloudevents+json"}, []byte(ev)))
 			var got map[string]any
 			if r.status != 200 || json.Unmarshal(r.body, &got) != nil {
 				t.Fatalf("structured echo: %d %q", r.status, r.body)
@@ -155,7 +118,7 @@ func TestFunction(t *testing.T) {
 			}
 			raw := []byte{0, 1, 2, 0xff, 'x'}
 			ev = `{"specversion":"1.0","id":"s2","source":"/e2e","type":"probe.echo","datacontenttype":"application/octet-stream","data_base64":"` + base64.StdEncoding.EncodeToString(raw) + `"}`
-			r = count(send(t, "POST", f.url, map[string]string{"Content-Type": "application/cloudevents+json"}, []byte(ev)))
+			r = count(send(t, "POST", f.URL, map[string]string{"Content-Type": "application/cloudevents+json"}, []byte(ev)))
 			got = nil
 			json.Unmarshal(r.body, &got)
 			if b, _ := base64.StdEncoding.DecodeString(fmt.Sprint(got["data_base64"])); r.status != 200 || !bytes.Equal(b, raw) {
@@ -167,7 +130,7 @@ func TestFunction(t *testing.T) {
 			r = count(binary(t, f, "env", "subj", nil, map[string]string{"Myext": "v1", "Time": "2026-01-02T03:04:05Z"}))
 			for _, want := range []string{"CE_SPECVERSION=1.0", "CE_ID=id-env", "CE_SOURCE=/e2e", "CE_TYPE=probe.env",
 				"CE_SUBJECT=subj", "CE_TIME=2026-01-02T03:04:05Z", "CE_MYEXT=v1", "CE_DATACONTENTTYPE=text/plain",
-				"K_SERVICE=" + f.id, "FOO=bar", "PORT="} {
+				"K_SERVICE=" + f.ID, "FOO=bar", "PORT="} {
 				if !strings.Contains(string(r.body), want) {
 					t.Errorf("env lacks %s:\n%s", want, r.body)
 				}
@@ -198,16 +161,16 @@ func TestFunction(t *testing.T) {
 				{"memory bomb", func() reply { return binary(t, f, "membomb", "", nil, nil) }, 500},
 				{"stdout flood", func() reply { return binary(t, f, "flood", "", nil, nil) }, 500},
 				{"malformed", func() reply {
-					return send(t, "POST", f.url, map[string]string{"Content-Type": "application/cloudevents+json"}, []byte(`{"specversion":`))
+					return send(t, "POST", f.URL, map[string]string{"Content-Type": "application/cloudevents+json"}, []byte(`{"specversion":`))
 				}, 400},
 				{"missing id", func() reply {
-					return send(t, "POST", f.url, map[string]string{"Ce-Specversion": "1.0", "Ce-Source": "/e2e", "Ce-Type": "probe.echo"}, nil)
+					return send(t, "POST", f.URL, map[string]string{"Ce-Specversion": "1.0", "Ce-Source": "/e2e", "Ce-Type": "probe.echo"}, nil)
 				}, 400},
 				{"batch", func() reply {
-					return send(t, "POST", f.url, map[string]string{"Content-Type": "application/cloudevents-batch+json"}, []byte(`[]`))
+					return send(t, "POST", f.URL, map[string]string{"Content-Type": "application/cloudevents-batch+json"}, []byte(`[]`))
 				}, 415},
 				{"not a CloudEvent", func() reply {
-					return send(t, "POST", f.url, map[string]string{"Content-Type": "text/plain"}, []byte("hi"))
+					return send(t, "POST", f.URL, map[string]string{"Content-Type": "text/plain"}, []byte("hi"))
 				}, 415},
 				{"too big", func() reply { return binary(t, f, "echo", "", bytes.Repeat([]byte("x"), 65<<10), nil) }, 413},
 			} {
@@ -219,7 +182,7 @@ func TestFunction(t *testing.T) {
 					t.Errorf("%s: no Server-Timing header", tc.name)
 				}
 			}
-			if r := send(t, "GET", f.url, nil, nil); r.status != 405 || r.header.Get("Allow") != "POST" {
+			if r := send(t, "GET", f.URL, nil, nil); r.status != 405 || r.header.Get("Allow") != "POST" {
 				t.Errorf("GET /: %d, Allow %q; want 405 and Allow: POST", r.status, r.header.Get("Allow"))
 			} else {
 				codes[405]++
@@ -227,24 +190,24 @@ func TestFunction(t *testing.T) {
 
 			// Probes are answered and not counted.
 			for _, h := range []map[string]string{{"User-Agent": "kube-probe/1.31"}, {"K-Network-Probe": "probe"}} {
-				if r := send(t, "GET", f.url+"health/readiness", h, nil); r.status != 200 {
+				if r := send(t, "GET", f.URL+"health/readiness", h, nil); r.status != 200 {
 					t.Errorf("probe %v: %d", h, r.status)
 				}
 			}
 
 			// /metrics counts exactly what was sent, per status code.
-			fams := scrape(t, f.metrics)
+			fams := scrape(t, f.Metrics)
 			for code, n := range codes {
-				if got := counter(fams, "nebula_invocations_total", map[string]string{"function": f.id, "runtime": rt.name, "code": strconv.Itoa(code)}); got != float64(n) {
+				if got := counter(fams, "nebula_invocations_total", map[string]string{"function": f.ID, "runtime": rt.name, "code": strconv.Itoa(code)}); got != float64(n) {
 					t.Errorf("nebula_invocations_total{code=%d} = %v, want %d", code, got, n)
 				}
 			}
 			for _, h := range []string{"nebula_invocation_duration_seconds", "nebula_invocation_startup_seconds", "nebula_invocation_execution_seconds"} {
-				if n := histogramCount(fams, h, f.id); n == 0 {
+				if n := histogramCount(fams, h, f.ID); n == 0 {
 					t.Errorf("%s has no observations", h)
 				}
 			}
-			if rt.name == "wasm" && histogramCount(fams, "nebula_module_compile_seconds", f.id) != 1 {
+			if rt.name == "wasm" && histogramCount(fams, "nebula_module_compile_seconds", f.ID) != 1 {
 				t.Errorf("nebula_module_compile_seconds: want one observation")
 			}
 			if fams["nebula_task_ready_seconds"] == nil {
@@ -309,18 +272,18 @@ func TestFunctionDrain(t *testing.T) {
 	inflight := make(chan reply, 1)
 	go func() { inflight <- binary(t, f, "sleep", "1s", nil, nil) }()
 	time.Sleep(300 * time.Millisecond) // let the event reach the guest
-	d.MustCtr(t, "task", "kill", "-s", "SIGTERM", f.id)
-	if st := waitExit(t, d, f.id); st != 0 {
+	d.MustCtr(t, "task", "kill", "-s", "SIGTERM", f.ID)
+	if st := waitExit(t, d, f.ID); st != 0 {
 		t.Errorf("exit status %d after SIGTERM, want 0", st)
 	}
 	if r := <-inflight; r.status != 200 || string(r.body) != "slept\n" {
 		t.Errorf("in-flight invocation: %d %q, want 200 slept", r.status, r.body)
 	}
-	if _, err := http.Post(f.url, "text/plain", strings.NewReader("x")); err == nil {
+	if _, err := http.Post(f.URL, "text/plain", strings.NewReader("x")); err == nil {
 		t.Errorf("a new event was accepted after the drain")
 	}
-	d.MustCtr(t, "task", "rm", f.id)
-	d.MustCtr(t, "container", "rm", f.id)
+	d.MustCtr(t, "task", "rm", f.ID)
+	d.MustCtr(t, "container", "rm", f.ID)
 }
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {

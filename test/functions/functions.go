@@ -27,6 +27,7 @@ const (
 	Hello     = "hello.wasm"     // prints "hello from wasm\n", exits 0
 	Exit7     = "exit7.wasm"     // proc_exit(7)
 	Echo      = "echo.wasm"      // copies stdin to stdout
+	Scratch   = "scratch.wasm"   // with no stdin, prints 64 bytes of its memory
 	Trap      = "trap.wasm"      // executes unreachable
 	BadImport = "badimport.wasm" // imports env.nope
 	NoStart   = "nostart.wasm"   // exports no _start
