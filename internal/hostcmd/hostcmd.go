@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -180,6 +181,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		wd = "/"
 	}
 	if *mode == "function" {
+		conc := fn.concurrency
+		if conc < 1 {
+			conc = goruntime.GOMAXPROCS(0)
+		}
+		fn.guestMemory = limit * uint64(conc)
 		inv := wasmhost.NewInvoker(mod, wasmhost.RunConfig{Args: guestArgs, Env: os.Environ(), Dir: wd, FS: root})
 		return serveFunction(&fn, inv, mod, stderr, sigs)
 	}
