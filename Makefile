@@ -45,6 +45,7 @@ bench: build tools
 # snippet that registers it for CRI.
 install: build
 	install -D -m 0755 $(BIN)/containerd-shim-nebula-v1 $(DESTDIR)$(PREFIX)/bin/containerd-shim-nebula-v1
+	install -D -m 0755 $(BIN)/nebula-host $(DESTDIR)$(PREFIX)/bin/nebula-host
 	install -D -m 0755 $(BIN)/nebula $(DESTDIR)$(PREFIX)/bin/nebula
 	install -D -m 0644 deploy/containerd/nebula.toml $(DESTDIR)/etc/containerd/conf.d/nebula.toml
 	@echo "installed; containerd's config must import /etc/containerd/conf.d/*.toml (see README)"

@@ -18,7 +18,7 @@ const (
 // Host says where, on the host, the files Rewrite mounts into the
 // container are.
 type Host struct {
-	// Binary is the host program (the shim's own executable).
+	// Binary is the host program, nebula-host.
 	Binary string
 	// CacheDir is this module's compilation cache directory, or "" for none.
 	CacheDir string

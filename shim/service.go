@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs/pkg/errgrpc"
@@ -16,8 +17,8 @@ import (
 type service struct {
 	taskAPI.TTRPCTaskService
 	// hostBinary is the host program mounted into wasm and function
-	// containers: this very executable, which becomes the host when
-	// invoked as nebula-host.
+	// containers: nebula-host, next to the shim's executable unless
+	// NEBULA_HOST_BINARY says otherwise.
 	hostBinary string
 	// cacheRoot holds one compilation cache directory per module digest.
 	cacheRoot string
@@ -27,20 +28,24 @@ type service struct {
 // NEBULA_CACHE_DIR says otherwise (set it in containerd's shim manager env).
 const DefaultCacheRoot = "/var/lib/nebula/cache"
 
+// HostBinaryName is the host program's file name, expected next to the shim.
+const HostBinaryName = "nebula-host"
+
 // newService wraps runc, containerd's runc-v2 task service.
 func newService(runc taskAPI.TTRPCTaskService) (*service, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("locating the shim's executable: %w", err)
+	host := os.Getenv("NEBULA_HOST_BINARY")
+	if host == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("locating the shim's executable: %w", err)
+		}
+		host = filepath.Join(filepath.Dir(exe), HostBinaryName)
 	}
 	root := os.Getenv("NEBULA_CACHE_DIR")
 	if root == "" {
 		root = DefaultCacheRoot
 	}
-	if err := os.MkdirAll(root, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the module cache %s: %w", root, err)
-	}
-	return &service{TTRPCTaskService: runc, hostBinary: exe, cacheRoot: root}, nil
+	return &service{TTRPCTaskService: runc, hostBinary: host, cacheRoot: root}, nil
 }
 
 // RegisterTTRPC registers the router, not the runc service it wraps, as

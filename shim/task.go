@@ -67,6 +67,9 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) err
 		return nil
 	}
 
+	if fi, err := os.Stat(s.hostBinary); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
+	}
 	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
 	if decision.Runtime == oci.RuntimeWasm {
 		module := oci.EntrypointPath(&spec)
@@ -86,6 +89,9 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) err
 		cfg := wasmhost.NewConfig()
 		if knobs.MemoryLimit > 0 {
 			cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
+		}
+		if err := os.MkdirAll(s.cacheRoot, 0o700); err != nil {
+			return fmt.Errorf("module cache %s: %w", s.cacheRoot, err)
 		}
 		hit, took, err := wasmhost.CompileToCache(ctx, wasm, dir, cfg)
 		if err != nil {
