@@ -90,12 +90,13 @@ func main() {
 // functionMode shows the heart of Nebula: a CloudEvent per fresh instance.
 func functionMode(t *demoT, d *harness.Daemon) {
 	invoke := filepath.Join(d.BinDir, "nebula")
-	fmt.Println("\nfunction mode: the probe function, as wasm and as a process per event")
+	fmt.Println("\nfunction mode: the Go probe as wasm and as a process per event, and a tiny WAT echo as wasm")
 	fns := []struct {
 		label, image string
 	}{
 		{"wasm", harness.ProbeFnWasmImage},
 		{"process", harness.ProbeFnImage},
+		{"tiny-wasm", harness.EchoFnWasmImage},
 	}
 	for _, fn := range fns {
 		f := harness.StartFunction(t, d, fn.image, "demo-fn-"+fn.label)
