@@ -16,7 +16,6 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
-	"github.com/google/go-cmp/cmp"
 
 	"nebula.dev/nebula/test/harness"
 )
@@ -40,17 +39,11 @@ func TestParityClient(t *testing.T) {
 		"binary-log":  "err: probe: open /nope: no such file or directory\nout: hello from probe\n",
 		"file-log":    "hello from probe\nprobe: open /nope: no such file or directory\n",
 	}
-	for k, v := range expect {
-		if want[k] != v {
-			t.Errorf("runc.v2 %s = %q, want %q", k, want[k], v)
-		}
-	}
+	checkBaseline(t, want, expect)
 	if mt := want["metrics/type"]; mt != "io.containerd.cgroups.v1.Metrics" && mt != "io.containerd.cgroups.v2.Metrics" {
 		t.Errorf("runc.v2 metrics type %q is not a cgroups metrics type", mt)
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("Nebula differs from runc.v2 (-runc.v2 +nebula):\n%s", diff)
-	}
+	checkParity(t, want, got)
 }
 
 func observeClient(t *testing.T, d *harness.Daemon, runtime, prefix, logger string) map[string]string {

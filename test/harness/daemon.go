@@ -49,6 +49,7 @@ type Option func(*daemonConfig)
 type daemonConfig struct {
 	version string
 	extra   string
+	cri     *CRIConfig
 }
 
 // WithVersion selects the containerd version (default ContainerdVersion()).
@@ -56,6 +57,10 @@ func WithVersion(v string) Option { return func(c *daemonConfig) { c.version = v
 
 // WithConfig appends TOML to the daemon's config file.
 func WithConfig(toml string) Option { return func(c *daemonConfig) { c.extra += "\n" + toml } }
+
+// WithCRI keeps containerd's CRI plugins enabled (Start disables them
+// otherwise) and configures them as CRIConfig says; see cri.go.
+func WithCRI(c CRIConfig) Option { return func(cfg *daemonConfig) { cfg.cri = &c } }
 
 // Start starts a private containerd for t and arranges for it to be torn
 // down, and checked for leftovers, when t ends.
@@ -81,10 +86,15 @@ func Start(t T, opts ...Option) *Daemon {
 	d.Namespace = "nbe2e-" + randomHex(4)
 	d.logPath = filepath.Join(dir, "containerd.log")
 	d.config = filepath.Join(dir, "config.toml")
+	disabled := `"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim", "io.containerd.nri.v1.nri"`
+	if cfg.cri != nil {
+		disabled = `"io.containerd.nri.v1.nri"`
+		cfg.extra += "\n" + cfg.cri.toml(t, cfg.version)
+	}
 	conf := fmt.Sprintf(`version = 3
 root = %[1]q
 state = %[2]q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim", "io.containerd.nri.v1.nri"]
+disabled_plugins = [%[6]s]
 
 [grpc]
   address = %[3]q
@@ -95,7 +105,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
 [debug]
   level = "debug"
 %[5]s
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc", cfg.extra)
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Address, d.Address+".ttrpc", cfg.extra, disabled)
 	if err := os.WriteFile(d.config, []byte(conf), 0o600); err != nil {
 		t.Fatalf("%v", err)
 	}

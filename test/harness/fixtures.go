@@ -26,6 +26,9 @@ const (
 	ProbeFnImage     = "localhost/nebula/probe-fn:latest"
 	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
 	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
+
+	// PauseImage is the CRI sandbox ("pause") image, test/functions/pause.
+	PauseImage = "localhost/nebula/pause:v1"
 )
 
 // images maps each archive in the fixtures directory to nebula build's
@@ -40,6 +43,8 @@ var images = map[string][]string{
 	"probe-fn.tar":      {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
 	"echo-fn-wasm.tar":  {"echo.wasm", "--function", "-t", EchoFnWasmImage},
 	"trap-fn-wasm.tar":  {"trap.wasm", "--function", "-t", TrapFnWasmImage},
+
+	"pause.tar": {"pause", "-t", PauseImage},
 }
 
 var (
@@ -49,7 +54,8 @@ var (
 )
 
 // Fixtures builds, once per process, the example functions
-// (test/functions/build.sh: *.wasm, probe, probe.wasm) and their image
+// (test/functions/build.sh: *.wasm, probe, probe.wasm; and the static
+// pause program, test/functions/pause) and their image
 // archives with the nebula CLI, and returns the directory holding both.
 func Fixtures(t T) string {
 	t.Helper()
@@ -67,6 +73,13 @@ func Fixtures(t T) string {
 		build.Dir = root
 		if out, err := build.CombinedOutput(); err != nil {
 			fixturesErr = fmt.Errorf("test/functions/build.sh: %v\n%s", err, out)
+			return
+		}
+		pause := exec.Command("go", "build", "-o", filepath.Join(fixturesDir, "pause"), "./test/functions/pause")
+		pause.Dir = root
+		pause.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := pause.CombinedOutput(); err != nil {
+			fixturesErr = fmt.Errorf("go build ./test/functions/pause: %v\n%s", err, out)
 			return
 		}
 		greeting := filepath.Join(root, "test/e2e/testdata/greeting.txt")

@@ -24,6 +24,11 @@
 //	fib N            print the N-th Fibonacci number, computed recursively
 //	empty            print nothing
 //	stderr           write two lines to stderr
+//	post URL BODY [NAME:VALUE]...
+//	                 send BODY to URL (http://IPV4-OR-localhost[:PORT]/PATH)
+//	                 in an HTTP/1.1 POST with the given headers and print
+//	                 the raw response; native only (raw sockets, so that
+//	                 neither build links package net), ENOSYS under wasip1
 //	ce               function mode: run the command the CloudEvent names,
 //	                 type "probe.COMMAND", arguments from the subject
 //
@@ -40,6 +45,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -207,6 +213,11 @@ func run(cmd string, args []string) error {
 	case "stderr":
 		fmt.Fprintln(os.Stderr, "line one to stderr")
 		fmt.Fprintln(os.Stderr, "line two to stderr")
+	case "post":
+		if len(args) < 2 {
+			return fmt.Errorf("usage: post URL BODY [NAME:VALUE]...")
+		}
+		return post(args[0], args[1], args[2:])
 	case "fib":
 		if err := need(args, 1, "fib N"); err != nil {
 			return err
@@ -227,4 +238,89 @@ func fib(n int) int {
 		return n
 	}
 	return fib(n-1) + fib(n-2)
+}
+
+// post sends an HTTP/1.1 POST with raw syscalls and copies the response to
+// stdout. Package net would add a megabyte to probe.wasm and init work to
+// every instance and process the benchmarks time; syscall is linked anyway.
+func post(url, body string, headers []string) error {
+	rest, ok := strings.CutPrefix(url, "http://")
+	if !ok {
+		return fmt.Errorf("post: want http://HOST[:PORT]/PATH, got %q", url)
+	}
+	hostport, path, _ := strings.Cut(rest, "/")
+	host, portText, hasPort := strings.Cut(hostport, ":")
+	port := 80
+	if hasPort {
+		var err error
+		if port, err = strconv.Atoi(portText); err != nil || port <= 0 || port > 65535 {
+			return fmt.Errorf("post: bad port in %q", url)
+		}
+	}
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	var addr [4]byte
+	parts := strings.Split(host, ".")
+	if len(parts) != 4 {
+		return fmt.Errorf("post: want an IPv4 address or localhost, got %q", host)
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 255 {
+			return fmt.Errorf("post: want an IPv4 address or localhost, got %q", host)
+		}
+		addr[i] = byte(n)
+	}
+	var req strings.Builder
+	fmt.Fprintf(&req, "POST /%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n", path, hostport, len(body))
+	for _, h := range headers {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok || name == "" {
+			return fmt.Errorf("post: want a header NAME:VALUE, got %q", h)
+		}
+		fmt.Fprintf(&req, "%s: %s\r\n", name, value)
+	}
+	req.WriteString("\r\n" + body)
+
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		return fmt.Errorf("post: socket: %v", err)
+	}
+	defer syscall.Close(fd)
+	sa := &syscall.SockaddrInet4{Port: port, Addr: addr}
+	err = syscall.Connect(fd, sa)
+	for err == syscall.EINTR || err == syscall.EALREADY { // interrupted; still connecting
+		time.Sleep(time.Millisecond)
+		err = syscall.Connect(fd, sa)
+	}
+	if err != nil && err != syscall.EISCONN {
+		return fmt.Errorf("post: connect %s: %v", hostport, err)
+	}
+	for b := []byte(req.String()); len(b) > 0; {
+		n, err := syscall.Write(fd, b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("post: write: %v", err)
+		}
+		b = b[n:]
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("post: read: %v", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if _, err := os.Stdout.Write(buf[:n]); err != nil {
+			return err
+		}
+	}
 }
