@@ -12,7 +12,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -59,6 +62,11 @@ func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (h
 	before, err := listEntries(dir)
 	if err != nil {
 		return false, time.Since(start), err
+	}
+	if verified && hasEntryFor(before, wazeroCacheSubdir()) {
+		// Verified bytes of this wazero's entry: loading them here as well
+		// would only repeat, outside the container, what the host does.
+		return true, time.Since(start), nil
 	}
 	r, cc, _, err := compileIn(ctx, wasm, dir)
 	if err != nil && verified {
@@ -234,4 +242,38 @@ func hashFile(name string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// wazeroCacheSubdir is the directory wazero's file cache keeps its entries
+// in, below the cache directory: "wazero-<version>-<arch>-<os>", the version
+// found exactly as wazero's internal/version finds it (the required wazero
+// module's version, else the main module's, else "dev" — test binaries).
+// Should the two ever disagree, the fast path is merely never taken.
+var wazeroCacheSubdir = sync.OnceValue(func() string {
+	missing := func(v string) bool { return v == "" || v == "(devel)" }
+	v := ""
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range info.Deps {
+			if strings.Contains(d.Path, "github.com/tetratelabs/wazero") {
+				v = d.Version
+			}
+		}
+		if missing(v) {
+			v = info.Main.Version
+		}
+	}
+	if missing(v) {
+		v = "dev"
+	}
+	return "wazero-" + v + "-" + runtime.GOARCH + "-" + runtime.GOOS
+})
+
+// hasEntryFor reports whether entries holds a file in subdir.
+func hasEntryFor(entries []string, subdir string) bool {
+	for _, e := range entries {
+		if strings.HasPrefix(e, subdir+"/") {
+			return true
+		}
+	}
+	return false
 }

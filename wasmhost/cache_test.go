@@ -47,6 +47,11 @@ func TestCompileToCache(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, ManifestName)); err != nil || !strings.Contains(string(b), "wazero-") {
 		t.Fatalf("manifest: %q, %v", b, err)
 	}
+	// The hit is recognised without loading the entry: it is in the
+	// directory this wazero keeps its entries in.
+	if entries, err := listEntries(dir); err != nil || !hasEntryFor(entries, wazeroCacheSubdir()) {
+		t.Fatalf("entries %v (%v) hold none in %q", entries, err, wazeroCacheSubdir())
+	}
 	hit, _, err = CompileToCache(ctx, hello, dir, nil)
 	if err != nil || !hit {
 		t.Fatalf("second CompileToCache: hit %v, err %v; want a hit", hit, err)
@@ -273,7 +278,7 @@ func roChild(m *testing.M) int {
 func TestCacheReadOnlyChild(t *testing.T) {
 	ro := os.Getenv(roChildEnv)
 	if ro == "" {
-		t.Skip("run by TestCacheReadOnly")
+		t.Fatal("run only by TestCacheReadOnly, in a child process")
 	}
 	ctx := context.Background()
 	hello := wasmFile(t, functions.Hello)
