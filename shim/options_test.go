@@ -19,13 +19,7 @@ import (
 )
 
 func TestRuncOptions(t *testing.T) {
-	anyOf := func(v any) *anypb.Any {
-		a, err := typeurl.MarshalAnyToProto(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
+	anyOf := func(v any) *anypb.Any { return mustAny(t, v) }
 	file := filepath.Join(t.TempDir(), "opts.toml")
 	os.WriteFile(file, []byte("BinaryName = \"crun\"\nSystemdCgroup = true\n"), 0o600)
 

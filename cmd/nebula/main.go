@@ -44,6 +44,7 @@ containers or as WebAssembly modules.`,
 	})
 	root.AddCommand(newBuildCommand())
 	root.AddCommand(newInvokeCommand())
+	root.AddCommand(newBenchCommand())
 	return root
 }
 
