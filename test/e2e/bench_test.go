@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -111,8 +111,8 @@ func BenchmarkTaskStartCompile(b *testing.B) {
 
 // BenchmarkFunctionLoad sends echo events over loopback to function tasks
 // — a tiny WAT module, the Go probe as wasm, the Go probe as a process per
-// event — and to a bare Go net/http echo handler in this process, the
-// floor. Each cell gets the same number of events from the same number of
+// event — and to a bare Go net/http echo handler in a process of its own
+// (test/functions/floor), the floor. Each cell gets the same number of events from the same number of
 // concurrent keep-alive clients, cells interleaved round by round. The
 // load generator shares the machine's cores with the server.
 //
@@ -207,25 +207,38 @@ func load(b *testing.B, url, typ string, n, c int) (float64, []time.Duration) {
 	return float64(n) / elapsed.Seconds(), lat
 }
 
-// startFloor serves the same echo with a bare net/http handler.
+// startFloor runs test/functions/floor, a bare net/http echo, as a
+// process of its own on loopback.
 func startFloor(b *testing.B) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	root, err := harness.RepoRoot()
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		data, _ := io.ReadAll(r.Body)
-		h := w.Header()
-		h.Set("Ce-Specversion", "1.0")
-		h.Set("Ce-Id", "reply")
-		h.Set("Ce-Source", "/floor")
-		h.Set("Ce-Type", r.Header.Get("Ce-Type")+".reply")
-		h.Set("Content-Type", "application/json")
-		w.Write(data)
-	})}
-	go srv.Serve(l)
-	b.Cleanup(func() { srv.Close() })
-	return "http://" + l.Addr().String() + "/"
+	bin := filepath.Join(b.TempDir(), "floor")
+	build := exec.Command("go", "build", "-o", bin, "./test/functions/floor")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building the floor: %v\n%s", err, out)
+	}
+	port := harness.FreePort(b)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if resp, err := http.Post(url, "text/plain", nil); err == nil {
+			resp.Body.Close()
+			return url
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the floor did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func startFunctionB(b *testing.B, d *harness.Daemon, image, id string) string {
