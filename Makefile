@@ -9,7 +9,7 @@ CONTAINERD_VERSION ?= 2.4.2
 
 export CGO_ENABLED = 0
 
-.PHONY: all build functions tools test test-unit test-e2e demo bench install clean
+.PHONY: all build functions tools test test-unit test-e2e demo bench bench-go install clean
 
 all: build
 
@@ -38,7 +38,12 @@ test-e2e:
 demo: build tools
 	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) run ./test/demo
 
+# The Docker-vs-WebAssembly study (nebula bench) against a private containerd;
+# results in $(OUT)/bench. The go test benchmarks are `make bench-go`.
 bench: build tools
+	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) run ./test/benchrun -out $(OUT)/bench
+
+bench-go: build tools
 	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./test/e2e
 
 # Installs the shim next to an existing containerd and prints the config
