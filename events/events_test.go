@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -258,21 +259,9 @@ func TestBinaryReply(t *testing.T) {
 		"CE_TRACEPARENT":     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		"CE_MYEXT":           "a%20b", // passed through as sdk-go does
 	}
-	if got := envMap(req.Env); !equalMaps(got, want) || len(req.Env) != len(want) {
+	if got := envMap(req.Env); !maps.Equal(got, want) || len(req.Env) != len(want) {
 		t.Errorf("env\n%q\nwant\n%q", req.Env, want)
 	}
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestBinaryMinimalEnv(t *testing.T) {
@@ -282,7 +271,7 @@ func TestBinaryMinimalEnv(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	want := map[string]string{"CE_SPECVERSION": "1.0", "CE_ID": "evt-1", "CE_SOURCE": "/test/source", "CE_TYPE": "silent"}
-	if got := envMap(h.f.last(t).Env); !equalMaps(got, want) {
+	if got := envMap(h.f.last(t).Env); !maps.Equal(got, want) {
 		t.Errorf("env %q, want %q", got, want)
 	}
 	if len(h.f.last(t).Stdin) != 0 {
@@ -336,7 +325,7 @@ func TestStructuredJSONData(t *testing.T) {
 		"CE_SUBJECT": "subj", "CE_TIME": "2024-01-02T03:04:05Z", "CE_DATASCHEMA": "https://example.com/s",
 		"CE_DATACONTENTTYPE": "application/json", "CE_TRACEPARENT": "00-x-y-01", "CE_COUNT": "7", "CE_FLAG": "true",
 	}
-	if got := envMap(req.Env); !equalMaps(got, want) {
+	if got := envMap(req.Env); !maps.Equal(got, want) {
 		t.Errorf("env\n%q\nwant\n%q", got, want)
 	}
 }

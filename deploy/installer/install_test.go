@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,7 +183,7 @@ func TestInstallFreshNode(t *testing.T) {
 	if ch := n.install(); ch != (Changes{}) || n.restarts != 1 {
 		t.Errorf("second install: %+v, %d restarts; want no change and no restart", ch, n.restarts)
 	}
-	if after := n.files(); !equalMaps(before, after) {
+	if after := n.files(); !maps.Equal(before, after) {
 		t.Errorf("second install changed files:\n%v\n%v", before, after)
 	}
 
@@ -290,7 +291,7 @@ func TestInstallConfigOtherImports(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "/etc/containerd/conf.d/*.toml") {
 		t.Errorf("install: %v, want an error naming the import to add", err)
 	}
-	if after := n.files(); !equalMaps(before, after) || n.restarts != 0 {
+	if after := n.files(); !maps.Equal(before, after) || n.restarts != 0 {
 		t.Errorf("a refused install changed files or restarted containerd (%d)", n.restarts)
 	}
 }
@@ -330,7 +331,7 @@ func TestInstallRestartFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "did not come back") {
 		t.Errorf("install: %v, want the restart error", err)
 	}
-	if after := n.files(); !equalMaps(before, after) {
+	if after := n.files(); !maps.Equal(before, after) {
 		t.Errorf("files not restored:\nbefore %v\nafter %v", before, after)
 	}
 	if n.restarts != 3 { // install, failed restart, restart with the old files
@@ -360,18 +361,6 @@ func TestRunUsage(t *testing.T) {
 	if !strings.Contains(out.String(), "restart containerd to apply it") {
 		t.Errorf("-restart none does not say that containerd needs a restart:\n%s", out.String())
 	}
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestSameContent(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,7 +369,7 @@ func TestBuild(t *testing.T) {
 				wantStrings(t, "env", a.config.Config.Env, []string{"NEBULA_MODE=function", "GREETING=hello=world", "EMPTY="})
 				wantStrings(t, "cmd", a.config.Config.Cmd, []string{"--flag", "two words", "last"})
 				wantStrings(t, "entrypoint", a.config.Config.Entrypoint, []string{"/fn.wasm"})
-				if want := map[string]string{"org.opencontainers.image.title": "fn", "team": "b"}; !mapsEqual(a.config.Config.Labels, want) {
+				if want := map[string]string{"org.opencontainers.image.title": "fn", "team": "b"}; !maps.Equal(a.config.Config.Labels, want) {
 					t.Errorf("labels %v, want %v", a.config.Config.Labels, want)
 				}
 				wantStrings(t, "layer", a.layerNames(), []string{
@@ -576,18 +577,6 @@ func wantDir(t *testing.T, a *archive, name string, mode int64) {
 	if e.hdr.Typeflag != tar.TypeDir || e.hdr.Mode != mode {
 		t.Errorf("layer %s: type %c mode %o; want a directory, mode %o", name, e.hdr.Typeflag, e.hdr.Mode, mode)
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestBuildErrors(t *testing.T) {

@@ -3,10 +3,8 @@ package harness
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -239,23 +237,8 @@ func StartCRI(t T, opts ...Option) *CRI {
 // busy two-core machine.
 func (c *CRI) Crictl(t T, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	ep := "unix://" + c.Address
-	cmd := exec.CommandContext(ctx, c.crictl, append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "2m"}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.ExitCode = ee.ExitCode()
-	default:
-		t.Fatalf("crictl %s: %v", strings.Join(args, " "), err)
-	}
-	return r
+	return runTool(t, nil, c.crictl, append([]string{"--runtime-endpoint", ep, "--image-endpoint", ep, "--timeout", "2m"}, args...)...)
 }
 
 // MustCrictl runs crictl and fails t unless it exits 0; it returns stdout.
@@ -271,22 +254,7 @@ func (c *CRI) MustCrictl(t T, args ...string) string {
 // ctrCRI runs ctr in CRI's namespace.
 func (c *CRI) ctrCRI(t T, args ...string) Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.ctr, append([]string{"-a", c.Address, "-n", CRINamespace}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := Result{Stdout: stdout.String(), Stderr: StripCtrWarnings(stderr.String())}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		r.ExitCode = ee.ExitCode()
-	default:
-		t.Fatalf("ctr %s: %v", strings.Join(args, " "), err)
-	}
-	return r
+	return runTool(t, nil, c.ctr, append([]string{"-a", c.Address, "-n", CRINamespace}, args...)...)
 }
 
 func (c *CRI) mustCtrCRI(t T, args ...string) string {

@@ -213,9 +213,17 @@ func (d *Daemon) Ctr(t T, args ...string) Result {
 // CtrWith is Ctr with a caller-configured command (stdin, env, ...).
 func (d *Daemon) CtrWith(t T, setup func(*exec.Cmd), args ...string) Result {
 	t.Helper()
+	return runTool(t, setup, d.ctr, append([]string{"-a", d.Address, "-n", d.Namespace}, args...)...)
+}
+
+// runTool runs a command-line tool (ctr, crictl) with stdin from /dev/null,
+// a two-minute limit and ctr's own warnings removed from its stderr. A
+// non-zero exit is a Result, not a failure; not running at all fails t.
+func runTool(t T, setup func(*exec.Cmd), path string, args ...string) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, d.ctr, append([]string{"-a", d.Address, "-n", d.Namespace}, args...)...)
+	cmd := exec.CommandContext(ctx, path, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if setup != nil {
@@ -229,7 +237,7 @@ func (d *Daemon) CtrWith(t T, setup func(*exec.Cmd), args ...string) Result {
 	case errors.As(err, &ee):
 		r.ExitCode = ee.ExitCode()
 	default:
-		t.Fatalf("ctr %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("%s %s: %v", filepath.Base(path), strings.Join(args, " "), err)
 	}
 	return r
 }
