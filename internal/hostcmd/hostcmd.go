@@ -12,7 +12,7 @@
 //   - --cache DIR: the module's compilation cache, filled by the shim with
 //     wasmhost.CompileToCache and mounted read-only. Optional; a missing or
 //     corrupt cache only costs a compile.
-//   - --memory-limit BYTES: per-instance memory limit (Ki, Mi, Gi suffixes).
+//   - --memory-limit BYTES: per-instance memory limit (Ki, Mi, Gi, Ti suffixes).
 //   - --hide PATH: hidden from the guest, with everything under it
 //     (repeatable; default /dev/.nebula). The shim should mount the host
 //     binary and the cache under /dev/.nebula.
@@ -34,11 +34,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"nebula.dev/nebula/oci"
 	"nebula.dev/nebula/wasmhost"
 )
 
@@ -104,7 +104,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	flags := flag.NewFlagSet(name, flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	cacheDir := flags.String("cache", "", "read-only compilation cache `DIR` of the module (optional)")
-	memLimit := flags.String("memory-limit", "0", "memory limit per instance in `BYTES` (suffix Ki, Mi or Gi allowed; 0: 4 GiB)")
+	memLimit := flags.String("memory-limit", "0", "memory limit per instance in `BYTES` (suffix Ki, Mi, Gi or Ti allowed; 0: 4 GiB)")
 	mode := flags.String("mode", "run", "`run` the module once, or serve events as a `function`")
 	runtime := flags.String("runtime", "wasm", "what runs the guest: `wasm`, or (function mode) `process`")
 	var fn functionFlags
@@ -125,7 +125,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		flags.Usage()
 		return ExitUsage
 	}
-	limit, err := parseSize(*memLimit)
+	limit, err := oci.ParseSize(*memLimit)
 	if err != nil {
 		return fail(ExitUsage, "--memory-limit %q: %v", *memLimit, err)
 	}
@@ -225,26 +225,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 			return stopCode
 		}
 	}
-}
-
-// parseSize parses a size in bytes with an optional binary suffix: 1048576,
-// 1024Ki, 1Mi, 1Gi.
-func parseSize(s string) (uint64, error) {
-	mult := uint64(1)
-	for suffix, m := range map[string]uint64{"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30} {
-		if strings.HasSuffix(s, suffix) {
-			s, mult = strings.TrimSuffix(s, suffix), m
-			break
-		}
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, errors.New("want a number of bytes, optionally with a suffix Ki, Mi or Gi")
-	}
-	if n > (1<<64-1)/mult {
-		return 0, errors.New("too large")
-	}
-	return n * mult, nil
 }
 
 // reapOrphans waits for the processes that become children of PID 1 (the
