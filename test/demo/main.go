@@ -81,7 +81,7 @@ func main() {
 		}
 		slices.Sort(times)
 		fmt.Printf("%-20s ctr run --rm --runtime %s %s\n", c.label, c.runtime, c.image)
-		fmt.Printf("%-20s   printed %q; median of %d runs %v (first run includes compiling)\n", "", out, runs, times[runs/2].Round(time.Millisecond))
+		fmt.Printf("%-20s   printed %q; median of %d runs %v (the first run also compiles the module)\n", "", out, runs, times[runs/2].Round(time.Millisecond))
 	}
 
 	functionMode(t, d)
