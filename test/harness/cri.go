@@ -186,14 +186,8 @@ func StartCRI(t T, opts ...Option) *CRI {
 	// Registered after the daemon's teardown, so it runs before it.
 	t.Cleanup(func() { c.teardown(t, hostNetns) })
 
-	dir := Fixtures(t)
-	archives := make([]string, 0, len(images))
-	for a := range images {
-		archives = append(archives, a)
-	}
-	sort.Strings(archives)
-	for _, a := range archives {
-		c.mustCtrCRI(t, "images", "import", filepath.Join(dir, a))
+	for _, a := range fixtureArchives(t) {
+		c.mustCtrCRI(t, "images", "import", a)
 	}
 
 	deadline := time.Now().Add(30 * time.Second)

@@ -105,15 +105,21 @@ func Fixtures(t T) string {
 // ImportFixtures imports every fixture image into d.
 func (d *Daemon) ImportFixtures(t T) {
 	t.Helper()
+	for _, a := range fixtureArchives(t) {
+		d.MustCtr(t, "images", "import", a)
+	}
+}
+
+// fixtureArchives returns the paths of the fixture image archives, sorted.
+func fixtureArchives(t T) []string {
+	t.Helper()
 	dir := Fixtures(t)
 	archives := make([]string, 0, len(images))
 	for a := range images {
-		archives = append(archives, a)
+		archives = append(archives, filepath.Join(dir, a))
 	}
 	sort.Strings(archives)
-	for _, a := range archives {
-		d.MustCtr(t, "images", "import", filepath.Join(dir, a))
-	}
+	return archives
 }
 
 // RemoveFixtures deletes what Fixtures and Binaries built; call it from
