@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned containerd daemons, ctr, containerd-shim-runc-v2 and crictl
-# that the end-to-end tests drive, into .tools/ (cached: a version already
-# built is not built again).
+# that the end-to-end tests drive, into /var/cache/nebula/tools (or
+# $NEBULA_TOOLS): outside the clone, so a fresh clone on the same machine
+# reuses them; a version already built is not built again.
 #
 # containerd is built inside its own module, exactly as its go.mod pins its
 # dependencies: `go install module@version` refuses containerd 2.0–2.3 because
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-tools=${NEBULA_TOOLS:-$root/.tools}
+tools=${NEBULA_TOOLS:-/var/cache/nebula/tools}
 versions=${NEBULA_CONTAINERD_VERSIONS:-"2.0.14 2.4.2"}
 crictl_version=${NEBULA_CRICTL_VERSION:-1.34.0}
 

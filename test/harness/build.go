@@ -50,16 +50,17 @@ func ContainerdVersion() string {
 	return DefaultContainerdVersion
 }
 
+// DefaultToolsDir is where hack/install-tools.sh builds the pinned tools
+// unless NEBULA_TOOLS says otherwise: outside the clone, so that a fresh
+// clone on the same machine (CI's) does not build them again.
+const DefaultToolsDir = "/var/cache/nebula/tools"
+
 // ToolsDir is where hack/install-tools.sh put the pinned tools.
 func ToolsDir() (string, error) {
 	if d := os.Getenv("NEBULA_TOOLS"); d != "" {
 		return d, nil
 	}
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(root, ".tools"), nil
+	return DefaultToolsDir, nil
 }
 
 // Tool returns the path of a pinned containerd tool (containerd, ctr,

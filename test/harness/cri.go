@@ -42,7 +42,7 @@ const CRINamespace = "k8s.io"
 const RuntimeHandler = "nebula"
 
 // DefaultCrictlVersion is the crictl tests use unless NEBULA_CRICTL_VERSION
-// says otherwise (hack/install-tools.sh builds it into .tools/).
+// says otherwise (hack/install-tools.sh builds it into /var/cache/nebula/tools).
 const DefaultCrictlVersion = "1.34.0"
 
 // CNIBinDir is where Debian's containernetworking-plugins installs the CNI

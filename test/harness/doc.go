@@ -4,7 +4,7 @@
 // built by `nebula build`.
 //
 // The daemons, ctr and containerd-shim-runc-v2 are the pinned versions that
-// hack/install-tools.sh builds into .tools/. A missing tool fails the test:
+// hack/install-tools.sh builds into /var/cache/nebula/tools. A missing tool fails the test:
 // end-to-end tests never skip.
 //
 // Each Daemon checks after itself, when its test ends, that no shim process,
