@@ -9,7 +9,7 @@ CONTAINERD_VERSION ?= 2.4.2
 
 export CGO_ENABLED = 0
 
-.PHONY: all build functions tools test test-unit test-e2e demo bench bench-go install clean
+.PHONY: all build functions tools test test-unit test-e2e demo bench bench-go soak install clean
 
 all: build
 
@@ -45,6 +45,12 @@ bench: build tools
 
 bench-go: build tools
 	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) test -run '^$$' -bench . -benchtime 20x -timeout 30m ./test/e2e
+
+# Drives the tiny and the Go wasm function at saturation (1,000,000 and
+# 50,000 events) and fails on any non-2xx reply or on growth of the host's
+# memory, file descriptors or goroutines after warm-up.
+soak: build tools
+	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) run ./test/soakrun
 
 # Installs the shim next to an existing containerd and prints the config
 # snippet that registers it for CRI.

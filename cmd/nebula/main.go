@@ -45,6 +45,7 @@ containers or as WebAssembly modules.`,
 	root.AddCommand(newBuildCommand())
 	root.AddCommand(newInvokeCommand())
 	root.AddCommand(newBenchCommand())
+	root.AddCommand(newSoakCommand())
 	return root
 }
 

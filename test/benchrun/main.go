@@ -18,33 +18,6 @@ import (
 	"nebula.dev/nebula/test/harness"
 )
 
-// runT runs the harness outside `go test`: failures end the program.
-type runT struct {
-	cleanups []func()
-	failed   bool
-}
-
-func (t *runT) Helper()                         {}
-func (t *runT) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
-func (t *runT) Errorf(format string, args ...any) {
-	t.failed = true
-	fmt.Fprintf(os.Stderr, "benchrun: "+format+"\n", args...)
-}
-func (t *runT) Fatalf(format string, args ...any) {
-	t.Errorf(format, args...)
-	t.cleanup()
-	os.Exit(1)
-}
-func (t *runT) Failed() bool     { return t.failed }
-func (t *runT) Cleanup(f func()) { t.cleanups = append(t.cleanups, f) }
-func (t *runT) cleanup() {
-	for i := len(t.cleanups) - 1; i >= 0; i-- {
-		t.cleanups[i]()
-	}
-	t.cleanups = nil
-	harness.RemoveFixtures()
-}
-
 func main() {
 	out := flag.String("out", "", "output directory (default out/bench under the repository)")
 	flag.Usage = func() {
@@ -61,7 +34,7 @@ func main() {
 		*out = filepath.Join(root, "out", "bench")
 	}
 
-	t := &runT{}
+	t := harness.NewProgramT("benchrun")
 	fmt.Println("building Nebula, the example functions and their images...")
 	d := harness.Start(t)
 	d.ImportFixtures(t)
@@ -76,12 +49,12 @@ func main() {
 	cmd := exec.Command(filepath.Join(d.BinDir, "nebula"), args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	err := cmd.Run()
-	t.cleanup()
+	t.RunCleanups()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchrun: nebula bench:", err)
 		os.Exit(1)
 	}
-	if t.failed {
+	if t.Failed() {
 		os.Exit(1)
 	}
 }

@@ -21,36 +21,9 @@ import (
 	"nebula.dev/nebula/test/harness"
 )
 
-// demoT runs the harness outside `go test`: failures end the program.
-type demoT struct {
-	cleanups []func()
-	failed   bool
-}
-
-func (t *demoT) Helper()                         {}
-func (t *demoT) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
-func (t *demoT) Errorf(format string, args ...any) {
-	t.failed = true
-	fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...)
-}
-func (t *demoT) Fatalf(format string, args ...any) {
-	t.Errorf(format, args...)
-	t.cleanup()
-	os.Exit(1)
-}
-func (t *demoT) Failed() bool     { return t.failed }
-func (t *demoT) Cleanup(f func()) { t.cleanups = append(t.cleanups, f) }
-func (t *demoT) cleanup() {
-	for i := len(t.cleanups) - 1; i >= 0; i-- {
-		t.cleanups[i]()
-	}
-	t.cleanups = nil
-	harness.RemoveFixtures()
-}
-
 func main() {
-	t := &demoT{}
-	defer t.cleanup()
+	t := harness.NewProgramT("demo")
+	defer t.RunCleanups()
 	fmt.Println("building Nebula, the example functions and their images...")
 	d := harness.Start(t)
 	d.ImportFixtures(t)
@@ -88,7 +61,7 @@ func main() {
 }
 
 // functionMode shows the heart of Nebula: a CloudEvent per fresh instance.
-func functionMode(t *demoT, d *harness.Daemon) {
+func functionMode(t *harness.ProgramT, d *harness.Daemon) {
 	invoke := filepath.Join(d.BinDir, "nebula")
 	fmt.Println("\nfunction mode: the Go probe as wasm and as a process per event, and a tiny WAT echo as wasm")
 	fns := []struct {
@@ -122,7 +95,7 @@ func functionMode(t *demoT, d *harness.Daemon) {
 	}
 }
 
-func run(t *demoT, name string, args ...string) {
+func run(t *harness.ProgramT, name string, args ...string) {
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
