@@ -4,21 +4,31 @@
 //
 // Every Invoke starts the entrypoint anew, CGI-style: stdin is the event's
 // data, the environment is the task's plus the invocation's CE_* variables,
-// stdout (capped) is the reply, stderr goes to the request's writer. The
-// process leads its own process group, and the whole group is killed when
-// the leader exits, when the invocation's context is done, or when stdout
-// passes the cap: nothing the function started outlives its invocation.
+// stdout (capped) is the reply, stderr goes to the request's writer.
+//
+// No process outlives its invocation, and none is left a zombie: each
+// entrypoint runs under a supervisor of its own (Supervise), a child
+// subreaper that inherits every orphan the function makes — by setsid, a
+// double fork, or its parent's death — and that, when the entrypoint exits,
+// when the invocation's context is done, or when stdout passes the cap,
+// kills and reaps every remaining descendant before it reports the
+// entrypoint's exact wait status. Invocations are independent: each
+// supervisor touches only its own descendants.
 //
 // # Notes
 //
-// The process runs inside the task's container already, so plain fork/exec
-// is all it takes. If the host process is PID 1 of its container, orphans
-// that a killed group leaves behind are re-parented to it; they are killed
-// with the group, but reaping their zombies is the host program's concern.
+// The supervisor is a program the host re-executes for each event (see
+// Config.WithSupervisor): an exec more per event, measured in the README
+// and chosen over cheaper designs in docs/rationale.md. A host that is its
+// container's init must also reap the orphans of processes it did not
+// start (`ctr task exec` sessions): ReapOrphans does that without taking
+// an invocation's exit status.
 package spawn
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -39,20 +49,42 @@ import (
 const DefaultMaxOutput = 10 << 20 // 10 MiB
 
 // pipeGrace bounds how long Invoke waits for stdout and stderr to close
-// after the group was killed: a process that escaped the group (setsid)
+// after the supervisor exited: a process that escaped it (by killing it)
 // may hold them open.
 const pipeGrace = 100 * time.Millisecond
+
+// killGrace is how long Invoke waits for a supervisor asked to kill its
+// invocation before it kills the supervisor itself.
+const killGrace = 5 * time.Second
+
+// ErrNoSupervisor is returned by Invoke when the Config named no
+// supervisor.
+var ErrNoSupervisor = errors.New("spawn: no supervisor configured (Config.WithSupervisor)")
 
 // Config is the immutable configuration of an Invoker; the zero value is
 // the default. Chain the WithXxx methods, each of which returns a copy.
 type Config struct {
-	maxOutput int64
-	dir       string
+	maxOutput  int64
+	dir        string
+	supervisor []string
 }
 
 // NewConfig returns the default Config: stdout capped at DefaultMaxOutput,
-// the host's working directory.
+// the host's working directory, and no supervisor (which Invoke needs).
 func NewConfig() Config { return Config{} }
+
+// WithSupervisor sets the command line that runs Supervise: a program, its
+// argv[0], and arguments, typically a program's own executable and
+// SuperviseArg, for a main that dispatches on it:
+//
+//	cfg.WithSupervisor("/proc/self/exe", "nebula-host", spawn.SuperviseArg)
+//
+// The supervisor starts with the invocation's stdio and working
+// directory, an empty environment, and its control socket on fd 3.
+func (c Config) WithSupervisor(path string, argv ...string) Config {
+	c.supervisor = append([]string{path}, argv...)
+	return c
+}
 
 // WithMaxOutput caps a process's stdout at n bytes. A process writing more
 // is killed and Invoke returns abi.ErrOutputLimit. Zero means
@@ -63,12 +95,13 @@ func (c Config) WithMaxOutput(n int64) Config { c.maxOutput = n; return c }
 func (c Config) WithDir(dir string) Config { c.dir = dir; return c }
 
 type invoker struct {
-	path      string
-	argv      []string
-	env       []string
-	envKeys   map[string]struct{}
-	maxOutput int64
-	dir       string
+	path       string
+	argv       []string
+	env        []string
+	envKeys    map[string]struct{}
+	maxOutput  int64
+	dir        string
+	supervisor []string
 
 	lookOnce sync.Once
 	lookErr  error
@@ -81,12 +114,13 @@ type invoker struct {
 // container is, or in the host's PATH when env has none.
 func New(path string, args []string, env []string, cfg Config) abi.Invoker {
 	inv := &invoker{
-		path:      path,
-		argv:      append([]string{path}, args...),
-		env:       append([]string(nil), env...),
-		envKeys:   make(map[string]struct{}, len(env)),
-		maxOutput: cfg.maxOutput,
-		dir:       cfg.dir,
+		path:       path,
+		argv:       append([]string{path}, args...),
+		env:        append([]string(nil), env...),
+		envKeys:    make(map[string]struct{}, len(env)),
+		maxOutput:  cfg.maxOutput,
+		dir:        cfg.dir,
+		supervisor: cfg.supervisor,
 	}
 	if inv.maxOutput <= 0 {
 		inv.maxOutput = DefaultMaxOutput
@@ -167,9 +201,12 @@ func (inv *invoker) environ(extra []string) []string {
 
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
-// Invoke runs req in a new process.
+// Invoke runs req in a new process under a supervisor of its own.
 func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
 	resp := &abi.Response{}
+	if len(inv.supervisor) < 2 {
+		return resp, ErrNoSupervisor
+	}
 	if err := inv.resolve(); err != nil {
 		return resp, err
 	}
@@ -181,9 +218,9 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		return resp, err
 	}
 
-	// The child's ends of the pipes are closed as soon as it started: EOF on
-	// ours then means every process holding them is gone.
-	var files [3]*os.File
+	// The supervisor's ends of the pipes are closed as soon as it started:
+	// EOF on ours then means every process holding them is gone.
+	var files [4]*os.File
 	var closeAfterWait []*os.File
 	defer func() {
 		for _, f := range closeAfterWait {
@@ -220,36 +257,46 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 		files[2], errR = w, r
 	}
-
-	t0 := time.Now()
-	p, err := os.StartProcess(inv.path, inv.argv, &os.ProcAttr{
-		Dir:   inv.dir,
-		Env:   inv.environ(req.Env),
-		Files: files[:],
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
-	started := time.Now()
-	resp.Startup = started.Sub(t0)
+	ctrl, ctrlChild, err := controlPair()
 	if err != nil {
 		return resp, err
 	}
-	pid := p.Pid
-	// Close the child's ends now.
+	closeAfterWait = append(closeAfterWait, ctrl, ctrlChild)
+	files[controlFD] = ctrlChild
+
+	t0 := time.Now()
+	p, err := startOwned(inv.supervisor[0], inv.supervisor[1:], &os.ProcAttr{
+		Dir:   inv.dir,
+		Env:   []string{},
+		Files: files[:],
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	})
+	if err != nil {
+		resp.Startup = time.Since(t0)
+		return resp, fmt.Errorf("starting the supervisor: %w", err)
+	}
 	for _, f := range files {
 		if f != null {
 			f.Close()
 		}
 	}
 
-	var killed atomic.Int32 // why the group was killed
+	var killed atomic.Int32 // why the invocation was killed
 	const (
 		byContext = 1 + iota
 		byOutput
 	)
+	var lastResort *time.Timer
+	var lastResortMu sync.Mutex
 	kill := func(why int32) {
-		if killed.CompareAndSwap(0, why) {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		if !killed.CompareAndSwap(0, why) {
+			return
 		}
+		_, _ = ctrl.Write([]byte{'k'})
+		_ = p.Signal(syscall.SIGCONT) // a stopped supervisor could not act
+		lastResortMu.Lock()
+		lastResort = time.AfterFunc(killGrace, func() { _ = p.Kill() })
+		lastResortMu.Unlock()
 	}
 	stopWatch := context.AfterFunc(ctx, func() { kill(byContext) })
 
@@ -270,21 +317,48 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 	}
 
-	// Wait for the leader to exit without reaping it, so that its pid (the
-	// group's id) cannot be reused while the rest of the group is killed.
-	var info unix.Siginfo
-	for {
-		err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
+	// The request, then "started" (or why not), then the wait status.
+	var started time.Time
+	status, serr := func() (syscall.WaitStatus, error) {
+		if _, err := ctrl.Write(appendRequest(nil, inv.path, inv.argv, inv.environ(req.Env))); err != nil {
+			return 0, fmt.Errorf("sending the request to the supervisor: %w", err)
 		}
-	}
-	resp.Execution = time.Since(started)
+		tag, payload, err := readMessage(ctrl)
+		started = time.Now()
+		resp.Startup = started.Sub(t0)
+		switch {
+		case err != nil:
+			return 0, err
+		case tag == msgFailed:
+			return 0, errors.New(string(payload))
+		case tag != msgStarted:
+			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
+		}
+		tag, payload, err = readMessage(ctrl)
+		resp.Execution = time.Since(started)
+		switch {
+		case err != nil:
+			return 0, err
+		case tag == msgFailed:
+			return 0, fmt.Errorf("supervisor: %s", payload)
+		case tag != msgExited:
+			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
+		}
+		return syscall.WaitStatus(binary.BigEndian.Uint32(payload)), nil
+	}()
 	stopWatch()
-	_ = syscall.Kill(-pid, syscall.SIGKILL) // whatever the function left behind
 	state, werr := p.Wait()
-	if err == nil {
-		err = werr
+	release(p.Pid)
+	lastResortMu.Lock()
+	if lastResort != nil {
+		lastResort.Stop()
+	}
+	lastResortMu.Unlock()
+	if werr != nil && serr == nil {
+		serr = werr
+	}
+	if errors.Is(serr, io.EOF) || errors.Is(serr, io.ErrUnexpectedEOF) {
+		serr = fmt.Errorf("supervisor exited without a status: %v", state)
 	}
 
 	// Every writer of the pipes is dead, bar escapees: bound the wait.
@@ -305,17 +379,58 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	case byContext:
 		return resp, fmt.Errorf("%w: %w", abi.ErrTimeout, context.Cause(ctx))
 	}
-	if err != nil {
-		return resp, err
+	if serr != nil {
+		return resp, serr
 	}
-	ws, _ := state.Sys().(syscall.WaitStatus)
 	switch {
-	case ws.Signaled():
-		return resp, fmt.Errorf("%w: killed by signal %v", abi.ErrTrap, ws.Signal())
-	case ws.ExitStatus() != 0:
-		return resp, &abi.ExitError{Code: ws.ExitStatus()}
+	case status.Signaled():
+		return resp, fmt.Errorf("%w: killed by signal %v", abi.ErrTrap, status.Signal())
+	case status.ExitStatus() != 0:
+		return resp, &abi.ExitError{Code: status.ExitStatus()}
 	}
 	return resp, nil
+}
+
+// controlPair returns the two ends of a supervisor's control socket.
+func controlPair() (host, child *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control socket: %w", err)
+	}
+	// The host's end goes to the runtime's poller; the supervisor's stays
+	// blocking.
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("control socket: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "control"), os.NewFile(uintptr(fds[1]), "control"), nil
+}
+
+// readMessage reads one message of the supervisor.
+func readMessage(r io.Reader) (tag byte, payload []byte, err error) {
+	var b [5]byte
+	if _, err := io.ReadFull(r, b[:1]); err != nil {
+		return 0, nil, err
+	}
+	switch b[0] {
+	case msgStarted:
+		return b[0], nil, nil
+	case msgExited:
+		if _, err := io.ReadFull(r, b[1:5]); err != nil {
+			return 0, nil, err
+		}
+		return b[0], b[1:5], nil
+	case msgFailed:
+		if _, err := io.ReadFull(r, b[1:5]); err != nil {
+			return 0, nil, err
+		}
+		n := min(binary.BigEndian.Uint32(b[1:5]), 64<<10)
+		payload = make([]byte, n)
+		_, err = io.ReadFull(r, payload)
+		return b[0], payload, err
+	}
+	return b[0], nil, nil
 }
 
 // readCapped reads r to EOF into a buffer, calling over, and stopping,

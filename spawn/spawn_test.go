@@ -13,12 +13,34 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"nebula.dev/nebula/abi"
 	"nebula.dev/nebula/spawn"
 )
 
+// TestMain runs the supervisor when the test binary is re-executed as one,
+// and makes the test process a child subreaper, as nebula-host is init of
+// its container: an orphan the supervisor let escape would become a child
+// of the test process, and a zombie, since nothing here waits for it.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == spawn.SuperviseArg {
+		os.Exit(spawn.Supervise(os.Args[2:]))
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// config is the default Config with the test binary as the supervisor.
+func config() spawn.Config {
+	return spawn.NewConfig().WithSupervisor("/proc/self/exe", "spawn.test", spawn.SuperviseArg)
+}
+
 func sh(script string, env ...string) abi.Invoker {
-	return spawn.New("/bin/sh", []string{"-c", script}, env, spawn.NewConfig())
+	return spawn.New("/bin/sh", []string{"-c", script}, env, config())
 }
 
 func TestRuntime(t *testing.T) {
@@ -174,7 +196,7 @@ func TestLeftoversKilledAtExit(t *testing.T) {
 
 func TestOutputCap(t *testing.T) {
 	inv := spawn.New("/bin/sh", []string{"-c", `while :; do echo 0123456789; done`}, nil,
-		spawn.NewConfig().WithMaxOutput(1000))
+		config().WithMaxOutput(1000))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := inv.Invoke(ctx, &abi.Request{})
@@ -188,7 +210,7 @@ func TestOutputCap(t *testing.T) {
 
 func TestDir(t *testing.T) {
 	dir := t.TempDir()
-	inv := spawn.New("/bin/sh", []string{"-c", "pwd"}, nil, spawn.NewConfig().WithDir(dir))
+	inv := spawn.New("/bin/sh", []string{"-c", "pwd"}, nil, config().WithDir(dir))
 	resp, err := inv.Invoke(context.Background(), &abi.Request{})
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +221,7 @@ func TestDir(t *testing.T) {
 }
 
 func TestLookPathAndMissing(t *testing.T) {
-	resp, err := spawn.New("echo", []string{"hi"}, nil, spawn.NewConfig()).Invoke(context.Background(), &abi.Request{})
+	resp, err := spawn.New("echo", []string{"hi"}, nil, config()).Invoke(context.Background(), &abi.Request{})
 	if err != nil || string(resp.Stdout) != "hi\n" {
 		t.Fatalf("echo: %q, %v", resp.Stdout, err)
 	}
@@ -208,13 +230,13 @@ func TestLookPathAndMissing(t *testing.T) {
 	if err := os.WriteFile(dir+"/fn-in-path", []byte("#!/bin/sh\necho found\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	resp, err = spawn.New("fn-in-path", nil, []string{"PATH=relative:" + dir}, spawn.NewConfig()).Invoke(context.Background(), &abi.Request{})
+	resp, err = spawn.New("fn-in-path", nil, []string{"PATH=relative:" + dir}, config()).Invoke(context.Background(), &abi.Request{})
 	if err != nil || string(resp.Stdout) != "found\n" {
 		t.Fatalf("fn-in-path: %q, %v", resp.Stdout, err)
 	}
 	for _, inv := range []abi.Invoker{
-		spawn.New("/nonexistent/fn", nil, nil, spawn.NewConfig()),
-		spawn.New("fn-in-path", nil, []string{"PATH=/nonexistent"}, spawn.NewConfig()),
+		spawn.New("/nonexistent/fn", nil, nil, config()),
+		spawn.New("fn-in-path", nil, []string{"PATH=/nonexistent"}, config()),
 	} {
 		if _, err = inv.Invoke(context.Background(), &abi.Request{}); err == nil {
 			t.Fatal("missing program: no error")
@@ -242,7 +264,7 @@ func TestConcurrent(t *testing.T) {
 }
 
 func BenchmarkInvokeTrue(b *testing.B) {
-	inv := spawn.New("/bin/true", nil, []string{"PATH=/usr/bin:/bin"}, spawn.NewConfig())
+	inv := spawn.New("/bin/true", nil, []string{"PATH=/usr/bin:/bin"}, config())
 	req := &abi.Request{ID: "b", Env: []string{"CE_ID=b", "CE_TYPE=t"}}
 	b.ReportAllocs()
 	for b.Loop() {
