@@ -22,13 +22,18 @@ import (
 
 var markSeq atomic.Int64
 
+// scripts returns an Invoker that runs the shell script in each request's
+// $SCRIPT: one Invoker, so that its supervisors serve one hostile
+// invocation after another.
+func scripts(t *testing.T, cfg spawn.Config) *spawn.Invoker {
+	return newInvoker(t, "/bin/sh", []string{"-c", `eval "$SCRIPT"`}, []string{"PATH=/usr/bin:/bin"}, cfg)
+}
+
 // marked runs script in an invocation whose environment carries a marker
 // unique to it, which every process it starts inherits.
-func marked(t *testing.T, ctx context.Context, script string, cfg spawn.Config) (mark string, resp *abi.Response, err error) {
-	t.Helper()
+func marked(ctx context.Context, inv *spawn.Invoker, script string) (mark string, resp *abi.Response, err error) {
 	mark = fmt.Sprintf("%d-%d", os.Getpid(), markSeq.Add(1))
-	inv := spawn.New("/bin/sh", []string{"-c", script}, []string{"PATH=/usr/bin:/bin", "NEBULA_TEST_MARK=" + mark}, cfg)
-	resp, err = inv.Invoke(ctx, &abi.Request{})
+	resp, err = inv.Invoke(ctx, &abi.Request{Env: []string{"SCRIPT=" + script, "NEBULA_TEST_MARK=" + mark}})
 	return mark, resp, err
 }
 
@@ -91,6 +96,7 @@ func assertContained(t *testing.T, mark string) {
 // behind in every way a shell can, each with an exit status to report
 // exactly.
 func TestNothingOutlivesItsInvocation(t *testing.T) {
+	inv := scripts(t, config())
 	for _, tc := range []struct {
 		name, script string
 		check        func(error) bool
@@ -111,7 +117,7 @@ func TestNothingOutlivesItsInvocation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			mark, resp, err := marked(t, ctx, tc.script, config())
+			mark, resp, err := marked(ctx, inv, tc.script)
 			if !tc.check(err) {
 				t.Errorf("err = %v", err)
 			}
@@ -143,13 +149,14 @@ func signalled(name string) func(error) bool {
 func TestKilledInvocationContained(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	mark, _, err := marked(t, ctx, `setsid sleep 1000 & (setsid sh -c 'sleep 1000 &' &); sleep 1000`, config())
+	inv := scripts(t, config().WithMaxOutput(1000))
+	mark, _, err := marked(ctx, inv, `setsid sleep 1000 & (setsid sh -c 'sleep 1000 &' &); sleep 1000`)
 	if !errors.Is(err, abi.ErrTimeout) {
 		t.Errorf("timeout: err = %v", err)
 	}
 	assertContained(t, mark)
 
-	mark, _, err = marked(t, context.Background(), `setsid sleep 1000 & while :; do echo 0123456789; done`, config().WithMaxOutput(1000))
+	mark, _, err = marked(context.Background(), inv, `setsid sleep 1000 & while :; do echo 0123456789; done`)
 	if !errors.Is(err, abi.ErrOutputLimit) {
 		t.Errorf("output cap: err = %v", err)
 	}
@@ -161,19 +168,20 @@ func TestKilledInvocationContained(t *testing.T) {
 func TestInvocationsIndependent(t *testing.T) {
 	// The long invocation's background child must live until it ends.
 	long := `sleep 1000 & child=$!; sleep 2; kill -0 $child && echo alive`
+	inv := scripts(t, config())
 	var wg sync.WaitGroup
 	var longOut []byte
 	var longErr error
 	var longMark string
 	wg.Go(func() {
 		var resp *abi.Response
-		longMark, resp, longErr = marked(t, context.Background(), long, config())
+		longMark, resp, longErr = marked(context.Background(), inv, long)
 		longOut = resp.Stdout
 	})
 	for i := range 40 {
 		wg.Go(func() {
 			code := i % 4
-			_, _, err := marked(t, context.Background(), fmt.Sprintf(`setsid sleep 1000 & sleep 1000 & exit %d`, code), config())
+			_, _, err := marked(context.Background(), inv, fmt.Sprintf(`setsid sleep 1000 & sleep 1000 & exit %d`, code))
 			if code == 0 && err != nil || code != 0 && !exitCode(code)(err) {
 				t.Errorf("invocation %d: err = %v, want exit %d", i, err, code)
 			}
@@ -205,6 +213,7 @@ func TestReapOrphans(t *testing.T) {
 	// every child that Invoke did not start.
 	stop := spawn.ReapOrphans()
 	defer stop()
+	inv := scripts(t, config())
 	var wg sync.WaitGroup
 	for i := range 30 {
 		wg.Go(func() {
@@ -218,7 +227,7 @@ func TestReapOrphans(t *testing.T) {
 			default:
 				want = exitCode(i % 3)
 			}
-			mark, resp, err := marked(t, context.Background(), script, config())
+			mark, resp, err := marked(context.Background(), inv, script)
 			if !want(err) || string(resp.Stdout) != "started\n" {
 				t.Errorf("invocation %d: %q, %v", i, resp.Stdout, err)
 			}

@@ -34,13 +34,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"nebula.dev/nebula/abi"
 )
@@ -94,14 +93,15 @@ func (c Config) WithMaxOutput(n int64) Config { c.maxOutput = n; return c }
 // WithDir sets the working directory of the processes (the spec's cwd).
 func (c Config) WithDir(dir string) Config { c.dir = dir; return c }
 
-type invoker struct {
-	path       string
-	argv       []string
-	env        []string
-	envKeys    map[string]struct{}
-	maxOutput  int64
-	dir        string
-	supervisor []string
+// Invoker is the process runtime's abi.Invoker.
+type Invoker struct {
+	path        string
+	argv        []string
+	env         []string
+	envKeys     map[string]struct{}
+	maxOutput   int64
+	dir         string
+	supervisors *pool
 
 	lookOnce sync.Once
 	lookErr  error
@@ -112,16 +112,23 @@ type invoker struct {
 // (KEY=VALUE; the host's own environment is not inherited). A path without
 // a slash is looked up on first use in env's PATH, as the entrypoint of a
 // container is, or in the host's PATH when env has none.
-func New(path string, args []string, env []string, cfg Config) abi.Invoker {
-	inv := &invoker{
-		path:       path,
-		argv:       append([]string{path}, args...),
-		env:        append([]string(nil), env...),
-		envKeys:    make(map[string]struct{}, len(env)),
-		maxOutput:  cfg.maxOutput,
-		dir:        cfg.dir,
-		supervisor: cfg.supervisor,
+//
+// Supervisors are started as invocations need them and kept for the next
+// ones: an Invoker holds as many as it ever ran invocations at once. Close
+// stops them.
+func New(path string, args []string, env []string, cfg Config) *Invoker {
+	inv := &Invoker{
+		path:      path,
+		argv:      append([]string{path}, args...),
+		env:       append([]string(nil), env...),
+		envKeys:   make(map[string]struct{}, len(env)),
+		maxOutput: cfg.maxOutput,
+		dir:       cfg.dir,
 	}
+	inv.supervisors = &pool{argv: cfg.supervisor, dir: cfg.dir}
+	// An Invoker dropped without Close would leave its supervisors to exit
+	// at the finalizers of their sockets, and to stay unreaped zombies.
+	runtime.AddCleanup(inv, (*pool).close, inv.supervisors)
 	if inv.maxOutput <= 0 {
 		inv.maxOutput = DefaultMaxOutput
 	}
@@ -138,10 +145,17 @@ func envKey(kv string) string {
 	return kv
 }
 
-// Runtime returns abi.RuntimeProcess.
-func (inv *invoker) Runtime() string { return abi.RuntimeProcess }
+// Close stops the idle supervisors, and each busy one when its invocation
+// ends. Invoke fails after Close.
+func (inv *Invoker) Close() error {
+	inv.supervisors.close()
+	return nil
+}
 
-func (inv *invoker) resolve() error {
+// Runtime returns abi.RuntimeProcess.
+func (inv *Invoker) Runtime() string { return abi.RuntimeProcess }
+
+func (inv *Invoker) resolve() error {
 	inv.lookOnce.Do(func() {
 		if !strings.ContainsRune(inv.path, '/') {
 			inv.path, inv.lookErr = lookPath(inv.path, inv.env)
@@ -175,7 +189,7 @@ func lookPath(file string, env []string) (string, error) {
 
 // environ is the base environment plus extra, an extra variable replacing a
 // base one of the same name.
-func (inv *invoker) environ(extra []string) []string {
+func (inv *Invoker) environ(extra []string) []string {
 	env := make([]string, 0, len(inv.env)+len(extra))
 	override := false
 	for _, kv := range extra {
@@ -201,10 +215,11 @@ func (inv *invoker) environ(extra []string) []string {
 
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
-// Invoke runs req in a new process under a supervisor of its own.
-func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
+// Invoke runs req in a new process, under a supervisor that serves no
+// other invocation meanwhile.
+func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
 	resp := &abi.Response{}
-	if len(inv.supervisor) < 2 {
+	if len(inv.supervisors.argv) < 2 {
 		return resp, ErrNoSupervisor
 	}
 	if err := inv.resolve(); err != nil {
@@ -218,9 +233,9 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		return resp, err
 	}
 
-	// The supervisor's ends of the pipes are closed as soon as it started:
+	// The child's ends of the pipes are closed as soon as they are sent:
 	// EOF on ours then means every process holding them is gone.
-	var files [4]*os.File
+	var files [3]*os.File
 	var closeAfterWait []*os.File
 	defer func() {
 		for _, f := range closeAfterWait {
@@ -257,46 +272,48 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 		files[2], errR = w, r
 	}
-	ctrl, ctrlChild, err := controlPair()
-	if err != nil {
-		return resp, err
-	}
-	closeAfterWait = append(closeAfterWait, ctrl, ctrlChild)
-	files[controlFD] = ctrlChild
 
 	t0 := time.Now()
-	p, err := startOwned(inv.supervisor[0], inv.supervisor[1:], &os.ProcAttr{
-		Dir:   inv.dir,
-		Env:   []string{},
-		Files: files[:],
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
+	sup, err := inv.supervisors.get()
 	if err != nil {
 		resp.Startup = time.Since(t0)
-		return resp, fmt.Errorf("starting the supervisor: %w", err)
+		return resp, err
 	}
+	sup.seq++
+	seq := sup.seq
+	err = sup.send(seq, files, appendRequest(nil, inv.path, inv.argv, inv.environ(req.Env)))
 	for _, f := range files {
 		if f != null {
 			f.Close()
 		}
 	}
+	if err != nil {
+		resp.Startup = time.Since(t0)
+		_, _ = sup.stop()
+		return resp, err
+	}
 
+	// kill asks the supervisor to kill this invocation, and kills the
+	// supervisor itself if it has not answered within killGrace; never
+	// once the invocation is over, when the supervisor may serve another.
 	var killed atomic.Int32 // why the invocation was killed
 	const (
 		byContext = 1 + iota
 		byOutput
 	)
+	var killMu sync.Mutex
+	var over bool
 	var lastResort *time.Timer
-	var lastResortMu sync.Mutex
 	kill := func(why int32) {
 		if !killed.CompareAndSwap(0, why) {
 			return
 		}
-		_, _ = ctrl.Write([]byte{'k'})
-		_ = p.Signal(syscall.SIGCONT) // a stopped supervisor could not act
-		lastResortMu.Lock()
-		lastResort = time.AfterFunc(killGrace, func() { _ = p.Kill() })
-		lastResortMu.Unlock()
+		killMu.Lock()
+		defer killMu.Unlock()
+		if !over {
+			sup.kill(seq)
+			lastResort = time.AfterFunc(killGrace, func() { _ = sup.p.Kill() })
+		}
 	}
 	stopWatch := context.AfterFunc(ctx, func() { kill(byContext) })
 
@@ -317,48 +334,47 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 	}
 
-	// The request, then "started" (or why not), then the wait status.
-	var started time.Time
+	// "started" (or why not), then the wait status.
+	var failed error // the entrypoint could not start
 	status, serr := func() (syscall.WaitStatus, error) {
-		if _, err := ctrl.Write(appendRequest(nil, inv.path, inv.argv, inv.environ(req.Env))); err != nil {
-			return 0, fmt.Errorf("sending the request to the supervisor: %w", err)
-		}
-		tag, payload, err := readMessage(ctrl)
-		started = time.Now()
+		tag, payload, err := readMessage(sup.ctrl)
+		started := time.Now()
 		resp.Startup = started.Sub(t0)
 		switch {
 		case err != nil:
 			return 0, err
 		case tag == msgFailed:
-			return 0, errors.New(string(payload))
+			failed = errors.New(string(payload))
+			return 0, nil
 		case tag != msgStarted:
 			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
 		}
-		tag, payload, err = readMessage(ctrl)
+		tag, payload, err = readMessage(sup.ctrl)
 		resp.Execution = time.Since(started)
 		switch {
 		case err != nil:
 			return 0, err
-		case tag == msgFailed:
-			return 0, fmt.Errorf("supervisor: %s", payload)
 		case tag != msgExited:
 			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
 		}
 		return syscall.WaitStatus(binary.BigEndian.Uint32(payload)), nil
 	}()
 	stopWatch()
-	state, werr := p.Wait()
-	release(p.Pid)
-	lastResortMu.Lock()
+	killMu.Lock()
+	over = true
 	if lastResort != nil {
 		lastResort.Stop()
 	}
-	lastResortMu.Unlock()
-	if werr != nil && serr == nil {
-		serr = werr
-	}
-	if errors.Is(serr, io.EOF) || errors.Is(serr, io.ErrUnexpectedEOF) {
-		serr = fmt.Errorf("supervisor exited without a status: %v", state)
+	killMu.Unlock()
+	if serr != nil {
+		// The supervisor died (killed by the function, or by killGrace)
+		// or broke the protocol: it serves no more invocations.
+		state, _ := sup.stop()
+		if errors.Is(serr, io.EOF) || errors.Is(serr, io.ErrUnexpectedEOF) {
+			serr = fmt.Errorf("spawn: supervisor exited mid-invocation: %v", state)
+		}
+	} else {
+		inv.supervisors.put(sup)
 	}
 
 	// Every writer of the pipes is dead, bar escapees: bound the wait.
@@ -379,58 +395,17 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	case byContext:
 		return resp, fmt.Errorf("%w: %w", abi.ErrTimeout, context.Cause(ctx))
 	}
-	if serr != nil {
-		return resp, serr
-	}
 	switch {
+	case serr != nil:
+		return resp, serr
+	case failed != nil:
+		return resp, failed
 	case status.Signaled():
 		return resp, fmt.Errorf("%w: killed by signal %v", abi.ErrTrap, status.Signal())
 	case status.ExitStatus() != 0:
 		return resp, &abi.ExitError{Code: status.ExitStatus()}
 	}
 	return resp, nil
-}
-
-// controlPair returns the two ends of a supervisor's control socket.
-func controlPair() (host, child *os.File, err error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("control socket: %w", err)
-	}
-	// The host's end goes to the runtime's poller; the supervisor's stays
-	// blocking.
-	if err := unix.SetNonblock(fds[0], true); err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-		return nil, nil, fmt.Errorf("control socket: %w", err)
-	}
-	return os.NewFile(uintptr(fds[0]), "control"), os.NewFile(uintptr(fds[1]), "control"), nil
-}
-
-// readMessage reads one message of the supervisor.
-func readMessage(r io.Reader) (tag byte, payload []byte, err error) {
-	var b [5]byte
-	if _, err := io.ReadFull(r, b[:1]); err != nil {
-		return 0, nil, err
-	}
-	switch b[0] {
-	case msgStarted:
-		return b[0], nil, nil
-	case msgExited:
-		if _, err := io.ReadFull(r, b[1:5]); err != nil {
-			return 0, nil, err
-		}
-		return b[0], b[1:5], nil
-	case msgFailed:
-		if _, err := io.ReadFull(r, b[1:5]); err != nil {
-			return 0, nil, err
-		}
-		n := min(binary.BigEndian.Uint32(b[1:5]), 64<<10)
-		payload = make([]byte, n)
-		_, err = io.ReadFull(r, payload)
-		return b[0], payload, err
-	}
-	return b[0], nil, nil
 }
 
 // readCapped reads r to EOF into a buffer, calling over, and stopping,
