@@ -163,6 +163,45 @@ func TestKilledInvocationContained(t *testing.T) {
 	assertContained(t, mark)
 }
 
+// TestSupervisorStopped: a function that stops its supervisor (SIGSTOP)
+// is still killed, with all it started, at its timeout.
+func TestSupervisorStopped(t *testing.T) {
+	inv := scripts(t, config())
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	mark, _, err := marked(ctx, inv, `setsid sleep 1000 & kill -STOP $PPID; sleep 1000`)
+	if !errors.Is(err, abi.ErrTimeout) {
+		t.Errorf("err = %v, want ErrTimeout", err)
+	}
+	assertContained(t, mark)
+	if _, resp, err := marked(context.Background(), inv, `echo next`); err != nil || string(resp.Stdout) != "next\n" {
+		t.Fatalf("next invocation: %q, %v", resp.Stdout, err)
+	}
+}
+
+// TestSupervisorKilled: a function that kills its supervisor (SIGKILL, the
+// one signal it cannot ignore) fails its invocation, and the next one gets
+// a new supervisor. What it started is re-parented to the host, outside
+// any invocation (docs/rationale.md): here, the test process, whose
+// ReapOrphans reaps it.
+func TestSupervisorKilled(t *testing.T) {
+	stop := spawn.ReapOrphans()
+	defer stop()
+	inv := scripts(t, config())
+	mark, _, err := marked(context.Background(), inv, `kill -KILL $PPID`)
+	if err == nil || !strings.Contains(err.Error(), "supervisor exited mid-invocation: signal: killed") {
+		t.Errorf("err = %v, want the supervisor's death", err)
+	}
+	if _, resp, err := marked(context.Background(), inv, `echo next`); err != nil || string(resp.Stdout) != "next\n" {
+		t.Fatalf("next invocation: %q, %v", resp.Stdout, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(withMark(mark)) > 0 || len(zombieChildren()) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the function's shell was not reaped: %v, zombies %v", withMark(mark), zombieChildren())
+		}
+	}
+}
+
 // TestInvocationsIndependent: one invocation's clean-up never touches
 // another's processes, however many end around it.
 func TestInvocationsIndependent(t *testing.T) {
