@@ -31,14 +31,14 @@ type pool struct {
 	closed bool
 }
 
-// get returns an idle supervisor, or starts one.
-func (p *pool) get() (*supervisor, error) {
+// get returns an idle supervisor, or starts one (always, if fresh).
+func (p *pool) get(fresh bool) (*supervisor, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil, errClosed
 	}
-	if n := len(p.idle); n > 0 {
+	if n := len(p.idle); n > 0 && !fresh {
 		s := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()

@@ -7,22 +7,23 @@
 // stdout (capped) is the reply, stderr goes to the request's writer.
 //
 // No process outlives its invocation, and none is left a zombie: each
-// entrypoint runs under a supervisor of its own (Supervise), a child
-// subreaper that inherits every orphan the function makes — by setsid, a
-// double fork, or its parent's death — and that, when the entrypoint exits,
-// when the invocation's context is done, or when stdout passes the cap,
-// kills and reaps every remaining descendant before it reports the
-// entrypoint's exact wait status. Invocations are independent: each
-// supervisor touches only its own descendants.
+// entrypoint runs under a supervisor (Supervise) that serves no other
+// invocation meanwhile, a child subreaper that inherits every orphan the
+// function makes — by setsid, a double fork, or its parent's death — and
+// that, when the entrypoint exits, when the invocation's context is done,
+// or when stdout passes the cap, kills and reaps every remaining
+// descendant before it reports the entrypoint's exact wait status.
+// Invocations are independent: a supervisor touches only its own
+// descendants.
 //
 // # Notes
 //
-// The supervisor is a program the host re-executes for each event (see
-// Config.WithSupervisor): an exec more per event, measured in the README
-// and chosen over cheaper designs in docs/rationale.md. A host that is its
+// A supervisor is a separate program (see Config.WithSupervisor), started
+// when an invocation finds none idle and kept for later ones, so that its
+// start-up is not paid per event (docs/rationale.md). A host that is its
 // container's init must also reap the orphans of processes it did not
-// start (`ctr task exec` sessions): ReapOrphans does that without taking
-// an invocation's exit status.
+// start (`ctr task exec` sessions): ReapOrphans does that without taking a
+// supervisor's exit status.
 package spawn
 
 import (
@@ -48,8 +49,8 @@ import (
 const DefaultMaxOutput = 10 << 20 // 10 MiB
 
 // pipeGrace bounds how long Invoke waits for stdout and stderr to close
-// after the supervisor exited: a process that escaped it (by killing it)
-// may hold them open.
+// once the supervisor reported: only a process that escaped it, by killing
+// it, may still hold them open.
 const pipeGrace = 100 * time.Millisecond
 
 // killGrace is how long Invoke waits for a supervisor asked to kill its
@@ -78,8 +79,9 @@ func NewConfig() Config { return Config{} }
 //
 //	cfg.WithSupervisor("/proc/self/exe", "nebula-host", spawn.SuperviseArg)
 //
-// The supervisor starts with the invocation's stdio and working
-// directory, an empty environment, and its control socket on fd 3.
+// A supervisor starts in the Config's working directory, with an empty
+// environment, /dev/null for stdin and stdout, the host's stderr, and its
+// control socket on fd 3; each invocation's stdio is passed to it.
 func (c Config) WithSupervisor(path string, argv ...string) Config {
 	c.supervisor = append([]string{path}, argv...)
 	return c
@@ -274,14 +276,21 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	}
 
 	t0 := time.Now()
-	sup, err := inv.supervisors.get()
-	if err != nil {
-		resp.Startup = time.Since(t0)
-		return resp, err
+	frame := appendRequest(nil, inv.path, inv.argv, inv.environ(req.Env))
+	var sup *supervisor
+	var seq uint32
+	for fresh := false; ; fresh = true {
+		if sup, err = inv.supervisors.get(fresh); err == nil {
+			sup.seq++
+			seq = sup.seq
+			if err = sup.send(seq, files, frame); err != nil {
+				_, _ = sup.stop() // an idle one may have died meanwhile: once more
+			}
+		}
+		if err == nil || fresh {
+			break
+		}
 	}
-	sup.seq++
-	seq := sup.seq
-	err = sup.send(seq, files, appendRequest(nil, inv.path, inv.argv, inv.environ(req.Env)))
 	for _, f := range files {
 		if f != null {
 			f.Close()
@@ -289,7 +298,6 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	}
 	if err != nil {
 		resp.Startup = time.Since(t0)
-		_, _ = sup.stop()
 		return resp, err
 	}
 

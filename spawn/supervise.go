@@ -69,12 +69,22 @@ const maxRequest = 16 << 20
 // supervisor escapes it (docs/rationale.md); one that stops it is undone
 // by the host's SIGCONT when it asks for the kill.
 func Supervise(args []string) int {
-	// Non-blocking, the control socket is read through the runtime's
-	// poller, not by a thread of its own.
-	syscall.CloseOnExec(controlFD)
-	if len(args) != 0 || syscall.SetNonblock(controlFD, true) != nil {
+	usage := func() int {
 		fmt.Fprintf(os.Stderr, "nebula: supervise: takes no arguments and a control socket on fd %d\n", controlFD)
 		return 2
+	}
+	if len(args) != 0 {
+		return usage()
+	}
+	// Non-blocking, the control socket is read through the runtime's
+	// poller, not by a thread of its own.
+	var st syscall.Stat_t
+	if syscall.Fstat(controlFD, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+		return usage()
+	}
+	syscall.CloseOnExec(controlFD)
+	if syscall.SetNonblock(controlFD, true) != nil {
+		return usage()
 	}
 	ctrl := os.NewFile(controlFD, "control")
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -89,7 +99,7 @@ func Supervise(args []string) int {
 		for range ignored {
 		}
 	}()
-	var cur current
+	cur := current{pidfd: -1}
 	reqs := make(chan *request, 1)
 	go readControl(ctrl, &cur, reqs)
 	for req := range reqs {
