@@ -131,6 +131,15 @@ func TestNothingOutlivesItsInvocation(t *testing.T) {
 
 func ok(err error) bool { return err == nil }
 
+// warm runs one invocation, so that inv has a supervisor ready and a
+// timeout runs against the function alone.
+func warm(t *testing.T, inv *spawn.Invoker) {
+	t.Helper()
+	if _, _, err := marked(context.Background(), inv, `true`); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func exitCode(code int) func(error) bool {
 	return func(err error) bool {
 		var exit *abi.ExitError
@@ -147,9 +156,10 @@ func signalled(name string) func(error) bool {
 // TestKilledInvocationContained: a timeout or the output cap kills the
 // whole tree, setsid or not.
 func TestKilledInvocationContained(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
 	inv := scripts(t, config().WithMaxOutput(1000))
+	warm(t, inv)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
 	mark, _, err := marked(ctx, inv, `setsid sleep 1000 & (setsid sh -c 'sleep 1000 &' &); sleep 1000`)
 	if !errors.Is(err, abi.ErrTimeout) {
 		t.Errorf("timeout: err = %v", err)
@@ -167,7 +177,8 @@ func TestKilledInvocationContained(t *testing.T) {
 // is still killed, with all it started, at its timeout.
 func TestSupervisorStopped(t *testing.T) {
 	inv := scripts(t, config())
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	warm(t, inv)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	mark, _, err := marked(ctx, inv, `setsid sleep 1000 & kill -STOP $PPID; sleep 1000`)
 	if !errors.Is(err, abi.ErrTimeout) {
