@@ -4,33 +4,43 @@
 //
 // Every Invoke starts the entrypoint anew, CGI-style: stdin is the event's
 // data, the environment is the task's plus the invocation's CE_* variables,
-// stdout (capped) is the reply, stderr goes to the request's writer. The
-// process leads its own process group, and the whole group is killed when
-// the leader exits, when the invocation's context is done, or when stdout
-// passes the cap: nothing the function started outlives its invocation.
+// stdout (capped) is the reply, stderr goes to the request's writer.
+//
+// No process outlives its invocation, and none is left a zombie: each
+// entrypoint runs under a supervisor (Supervise) that serves no other
+// invocation meanwhile, a child subreaper that inherits every orphan the
+// function makes — by setsid, a double fork, or its parent's death — and
+// that, when the entrypoint exits, when the invocation's context is done,
+// or when stdout passes the cap, kills and reaps every remaining
+// descendant before it reports the entrypoint's exact wait status.
+// Invocations are independent: a supervisor touches only its own
+// descendants.
 //
 // # Notes
 //
-// The process runs inside the task's container already, so plain fork/exec
-// is all it takes. If the host process is PID 1 of its container, orphans
-// that a killed group leaves behind are re-parented to it; they are killed
-// with the group, but reaping their zombies is the host program's concern.
+// A supervisor is a separate program (see Config.WithSupervisor), started
+// when an invocation finds none idle and kept for later ones, so that its
+// start-up is not paid per event (docs/rationale.md). A host that is its
+// container's init must also reap the orphans of processes it did not
+// start (`ctr task exec` sessions): ReapOrphans does that without taking a
+// supervisor's exit status.
 package spawn
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"nebula.dev/nebula/abi"
 )
@@ -39,20 +49,43 @@ import (
 const DefaultMaxOutput = 10 << 20 // 10 MiB
 
 // pipeGrace bounds how long Invoke waits for stdout and stderr to close
-// after the group was killed: a process that escaped the group (setsid)
-// may hold them open.
+// once the supervisor reported: only a process that escaped it, by killing
+// it, may still hold them open.
 const pipeGrace = 100 * time.Millisecond
+
+// killGrace is how long Invoke waits for a supervisor asked to kill its
+// invocation before it kills the supervisor itself.
+const killGrace = 5 * time.Second
+
+// ErrNoSupervisor is returned by Invoke when the Config named no
+// supervisor.
+var ErrNoSupervisor = errors.New("spawn: no supervisor configured (Config.WithSupervisor)")
 
 // Config is the immutable configuration of an Invoker; the zero value is
 // the default. Chain the WithXxx methods, each of which returns a copy.
 type Config struct {
-	maxOutput int64
-	dir       string
+	maxOutput  int64
+	dir        string
+	supervisor []string
 }
 
 // NewConfig returns the default Config: stdout capped at DefaultMaxOutput,
-// the host's working directory.
+// the host's working directory, and no supervisor (which Invoke needs).
 func NewConfig() Config { return Config{} }
+
+// WithSupervisor sets the command line that runs Supervise: a program, its
+// argv[0], and arguments, typically a program's own executable and
+// SuperviseArg, for a main that dispatches on it:
+//
+//	cfg.WithSupervisor("/proc/self/exe", "nebula-host", spawn.SuperviseArg)
+//
+// A supervisor starts in the Config's working directory, with an empty
+// environment, /dev/null for stdin and stdout, the host's stderr, and its
+// control socket on fd 3; each invocation's stdio is passed to it.
+func (c Config) WithSupervisor(path string, argv ...string) Config {
+	c.supervisor = append([]string{path}, argv...)
+	return c
+}
 
 // WithMaxOutput caps a process's stdout at n bytes. A process writing more
 // is killed and Invoke returns abi.ErrOutputLimit. Zero means
@@ -62,13 +95,15 @@ func (c Config) WithMaxOutput(n int64) Config { c.maxOutput = n; return c }
 // WithDir sets the working directory of the processes (the spec's cwd).
 func (c Config) WithDir(dir string) Config { c.dir = dir; return c }
 
-type invoker struct {
-	path      string
-	argv      []string
-	env       []string
-	envKeys   map[string]struct{}
-	maxOutput int64
-	dir       string
+// Invoker is the process runtime's abi.Invoker.
+type Invoker struct {
+	path        string
+	argv        []string
+	env         []string
+	envKeys     map[string]struct{}
+	maxOutput   int64
+	dir         string
+	supervisors *pool
 
 	lookOnce sync.Once
 	lookErr  error
@@ -79,8 +114,12 @@ type invoker struct {
 // (KEY=VALUE; the host's own environment is not inherited). A path without
 // a slash is looked up on first use in env's PATH, as the entrypoint of a
 // container is, or in the host's PATH when env has none.
-func New(path string, args []string, env []string, cfg Config) abi.Invoker {
-	inv := &invoker{
+//
+// Supervisors are started as invocations need them and kept for the next
+// ones: an Invoker holds as many as it ever ran invocations at once. Close
+// stops them.
+func New(path string, args []string, env []string, cfg Config) *Invoker {
+	inv := &Invoker{
 		path:      path,
 		argv:      append([]string{path}, args...),
 		env:       append([]string(nil), env...),
@@ -88,6 +127,10 @@ func New(path string, args []string, env []string, cfg Config) abi.Invoker {
 		maxOutput: cfg.maxOutput,
 		dir:       cfg.dir,
 	}
+	inv.supervisors = &pool{argv: cfg.supervisor, dir: cfg.dir}
+	// An Invoker dropped without Close would leave its supervisors to exit
+	// at the finalizers of their sockets, and to stay unreaped zombies.
+	runtime.AddCleanup(inv, (*pool).close, inv.supervisors)
 	if inv.maxOutput <= 0 {
 		inv.maxOutput = DefaultMaxOutput
 	}
@@ -104,10 +147,17 @@ func envKey(kv string) string {
 	return kv
 }
 
-// Runtime returns abi.RuntimeProcess.
-func (inv *invoker) Runtime() string { return abi.RuntimeProcess }
+// Close stops the idle supervisors, and each busy one when its invocation
+// ends. Invoke fails after Close.
+func (inv *Invoker) Close() error {
+	inv.supervisors.close()
+	return nil
+}
 
-func (inv *invoker) resolve() error {
+// Runtime returns abi.RuntimeProcess.
+func (inv *Invoker) Runtime() string { return abi.RuntimeProcess }
+
+func (inv *Invoker) resolve() error {
 	inv.lookOnce.Do(func() {
 		if !strings.ContainsRune(inv.path, '/') {
 			inv.path, inv.lookErr = lookPath(inv.path, inv.env)
@@ -141,7 +191,7 @@ func lookPath(file string, env []string) (string, error) {
 
 // environ is the base environment plus extra, an extra variable replacing a
 // base one of the same name.
-func (inv *invoker) environ(extra []string) []string {
+func (inv *Invoker) environ(extra []string) []string {
 	env := make([]string, 0, len(inv.env)+len(extra))
 	override := false
 	for _, kv := range extra {
@@ -167,9 +217,13 @@ func (inv *invoker) environ(extra []string) []string {
 
 var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
-// Invoke runs req in a new process.
-func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
+// Invoke runs req in a new process, under a supervisor that serves no
+// other invocation meanwhile.
+func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
 	resp := &abi.Response{}
+	if len(inv.supervisors.argv) < 2 {
+		return resp, ErrNoSupervisor
+	}
 	if err := inv.resolve(); err != nil {
 		return resp, err
 	}
@@ -181,8 +235,8 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		return resp, err
 	}
 
-	// The child's ends of the pipes are closed as soon as it started: EOF on
-	// ours then means every process holding them is gone.
+	// The child's ends of the pipes are closed as soon as they are sent:
+	// EOF on ours then means every process holding them is gone.
 	var files [3]*os.File
 	var closeAfterWait []*os.File
 	defer func() {
@@ -222,33 +276,51 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	}
 
 	t0 := time.Now()
-	p, err := os.StartProcess(inv.path, inv.argv, &os.ProcAttr{
-		Dir:   inv.dir,
-		Env:   inv.environ(req.Env),
-		Files: files[:],
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
-	})
-	started := time.Now()
-	resp.Startup = started.Sub(t0)
-	if err != nil {
-		return resp, err
+	frame := appendRequest(nil, inv.path, inv.argv, inv.environ(req.Env))
+	var sup *supervisor
+	var seq uint32
+	for fresh := false; ; fresh = true {
+		if sup, err = inv.supervisors.get(fresh); err == nil {
+			sup.seq++
+			seq = sup.seq
+			if err = sup.send(seq, files, frame); err != nil {
+				_, _ = sup.stop() // an idle one may have died meanwhile: once more
+			}
+		}
+		if err == nil || fresh {
+			break
+		}
 	}
-	pid := p.Pid
-	// Close the child's ends now.
 	for _, f := range files {
 		if f != null {
 			f.Close()
 		}
 	}
+	if err != nil {
+		resp.Startup = time.Since(t0)
+		return resp, err
+	}
 
-	var killed atomic.Int32 // why the group was killed
+	// kill asks the supervisor to kill this invocation, and kills the
+	// supervisor itself if it has not answered within killGrace; never
+	// once the invocation is over, when the supervisor may serve another.
+	var killed atomic.Int32 // why the invocation was killed
 	const (
 		byContext = 1 + iota
 		byOutput
 	)
+	var killMu sync.Mutex
+	var over bool
+	var lastResort *time.Timer
 	kill := func(why int32) {
-		if killed.CompareAndSwap(0, why) {
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		if !killed.CompareAndSwap(0, why) {
+			return
+		}
+		killMu.Lock()
+		defer killMu.Unlock()
+		if !over {
+			sup.kill(seq)
+			lastResort = time.AfterFunc(killGrace, func() { _ = sup.p.Kill() })
 		}
 	}
 	stopWatch := context.AfterFunc(ctx, func() { kill(byContext) })
@@ -270,21 +342,47 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 	}
 
-	// Wait for the leader to exit without reaping it, so that its pid (the
-	// group's id) cannot be reused while the rest of the group is killed.
-	var info unix.Siginfo
-	for {
-		err = unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err != unix.EINTR {
-			break
+	// "started" (or why not), then the wait status.
+	var failed error // the entrypoint could not start
+	status, serr := func() (syscall.WaitStatus, error) {
+		tag, payload, err := readMessage(sup.ctrl)
+		started := time.Now()
+		resp.Startup = started.Sub(t0)
+		switch {
+		case err != nil:
+			return 0, err
+		case tag == msgFailed:
+			failed = errors.New(string(payload))
+			return 0, nil
+		case tag != msgStarted:
+			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
 		}
-	}
-	resp.Execution = time.Since(started)
+		tag, payload, err = readMessage(sup.ctrl)
+		resp.Execution = time.Since(started)
+		switch {
+		case err != nil:
+			return 0, err
+		case tag != msgExited:
+			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
+		}
+		return syscall.WaitStatus(binary.BigEndian.Uint32(payload)), nil
+	}()
 	stopWatch()
-	_ = syscall.Kill(-pid, syscall.SIGKILL) // whatever the function left behind
-	state, werr := p.Wait()
-	if err == nil {
-		err = werr
+	killMu.Lock()
+	over = true
+	if lastResort != nil {
+		lastResort.Stop()
+	}
+	killMu.Unlock()
+	if serr != nil {
+		// The supervisor died (killed by the function, or by killGrace)
+		// or broke the protocol: it serves no more invocations.
+		state, _ := sup.stop()
+		if errors.Is(serr, io.EOF) || errors.Is(serr, io.ErrUnexpectedEOF) {
+			serr = fmt.Errorf("spawn: supervisor exited mid-invocation: %v", state)
+		}
+	} else {
+		inv.supervisors.put(sup)
 	}
 
 	// Every writer of the pipes is dead, bar escapees: bound the wait.
@@ -305,15 +403,15 @@ func (inv *invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	case byContext:
 		return resp, fmt.Errorf("%w: %w", abi.ErrTimeout, context.Cause(ctx))
 	}
-	if err != nil {
-		return resp, err
-	}
-	ws, _ := state.Sys().(syscall.WaitStatus)
 	switch {
-	case ws.Signaled():
-		return resp, fmt.Errorf("%w: killed by signal %v", abi.ErrTrap, ws.Signal())
-	case ws.ExitStatus() != 0:
-		return resp, &abi.ExitError{Code: ws.ExitStatus()}
+	case serr != nil:
+		return resp, serr
+	case failed != nil:
+		return resp, failed
+	case status.Signaled():
+		return resp, fmt.Errorf("%w: killed by signal %v", abi.ErrTrap, status.Signal())
+	case status.ExitStatus() != 0:
+		return resp, &abi.ExitError{Code: status.ExitStatus()}
 	}
 	return resp, nil
 }

@@ -57,7 +57,7 @@ func spawnInvoker(args []string) abi.Invoker {
 	if err != nil {
 		wd = "/"
 	}
-	return spawn.New(args[0], args[1:], os.Environ(), spawn.NewConfig().WithDir(wd))
+	return spawn.New(args[0], args[1:], os.Environ(), supervisedConfig(spawn.NewConfig().WithDir(wd)))
 }
 
 // serveFunction serves CloudEvents on $PORT with inv until SIGTERM or

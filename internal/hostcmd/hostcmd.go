@@ -71,6 +71,9 @@ var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, s
 // 32-bit value to proc_exit) become 255, not their low byte, so that a
 // failure never reads as success.
 func Main(args []string) int {
+	if code, ran := supervise(args); ran {
+		return code
+	}
 	// Signals first: as PID 1 of a pid namespace, the host gets no default
 	// action for signals it does not handle: an unhandled SIGTERM would be
 	// ignored.
@@ -133,11 +136,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		hide = stringList{wasmhost.DefaultHiddenPath}
 	}
 	module, guestArgs := flags.Arg(0), flags.Args()
-	// As PID 1, reap orphans — except when spawning a process per event:
-	// a reaper waiting for any child would steal the invocations' exit
-	// statuses from spawn (see doc.go).
-	if os.Getpid() == 1 && !(*mode == "function" && *runtime == "process") {
-		stop := reapOrphans()
+	// As PID 1, reap orphans; with a process per event, without taking
+	// the exit statuses of the invocations' supervisors.
+	if os.Getpid() == 1 {
+		stop := reapOrphansOf(*runtime)
 		defer stop()
 	}
 	switch {
