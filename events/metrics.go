@@ -38,7 +38,7 @@ func histogramOpts(name, help string) prometheus.HistogramOpts {
 
 // codes whose counters are created up front: every status the front door
 // answers an invocation with. Others are created on first use.
-var knownCodes = [...]int{200, 202, 400, 405, 413, 415, 500, 503, 504}
+var knownCodes = [...]int{200, 202, 400, 405, 408, 413, 415, 500, 503, 504}
 
 type metrics struct {
 	invocations *prometheus.CounterVec
@@ -51,6 +51,7 @@ type metrics struct {
 
 	compileHit, compileMiss prometheus.Observer
 	ready                   prometheus.Gauge
+	closedConns             *prometheus.CounterVec
 
 	gatherer prometheus.Gatherer
 }
@@ -94,7 +95,11 @@ func newMetrics(reg prometheus.Registerer, function, runtime string) (*metrics, 
 		Name: "nebula_task_ready_seconds",
 		Help: "Time from the shim's Create to the front door being ready.",
 	}, fr)
-	for _, c := range []prometheus.Collector{m.invocations, duration, startup, execution, inflight, queued, compile, ready} {
+	m.closedConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nebula_connections_shed_total",
+		Help: "Connections closed at the listener's cap: an idle or slow one evicted, or the new one refused.",
+	}, []string{"function", "listener"})
+	for _, c := range []prometheus.Collector{m.invocations, duration, startup, execution, inflight, queued, compile, ready, m.closedConns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -121,6 +126,24 @@ func (m *metrics) count(code int) {
 		}
 	}
 	m.invocations.WithLabelValues(m.function, m.runtime, strconv.Itoa(code)).Inc()
+}
+
+// connsClosed is the shed-connections counter of a listener, "events" or
+// "metrics".
+func (m *metrics) connsClosed(listener string) prometheus.Counter {
+	return m.closedConns.WithLabelValues(m.function, listener)
+}
+
+// observe records d in o, with the request's trace id as an exemplar when
+// it has one (exposed in the OpenMetrics format only).
+func (m *metrics) observe(o prometheus.Observer, d time.Duration, tc *traceContext) {
+	if id := tc.traceID(); id != "" {
+		if eo, ok := o.(prometheus.ExemplarObserver); ok {
+			eo.ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": id})
+			return
+		}
+	}
+	o.Observe(d.Seconds())
 }
 
 func (m *metrics) handler() http.Handler {
