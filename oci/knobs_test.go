@@ -25,7 +25,7 @@ func TestParseKnobs(t *testing.T) {
 			"nebula.dev/concurrency": "4", "nebula.dev/memory-limit": "64Mi", "nebula.dev/max-body": "1Ki",
 			"nebula.dev/metrics-port": "9100", "nebula.dev/reply-type": "t", "nebula.dev/reply-source": "/s",
 			"nebula.dev/reply-content-type": "text/plain; charset=utf-8",
-			"nebula.dev/max-connections": "100", "nebula.dev/protocol": "cloudevents",
+			"nebula.dev/max-connections":    "100", "nebula.dev/protocol": "cloudevents",
 		}), Knobs{RuntimeWasm, ModeFunction, 300 * time.Millisecond, 4, 64 << 20, 1024, 9100, "t", "/s", "text/plain; charset=utf-8", 100, "cloudevents"}},
 		{"env", specWith(nil, "NEBULA_MODE=function", "NEBULA_MEMORY_LIMIT=1048576", "NEBULA_TIMEOUT=2s"),
 			Knobs{Mode: ModeFunction, MemoryLimit: 1 << 20, Timeout: 2 * time.Second}},
