@@ -43,7 +43,7 @@ const (
 
 	// wasmRunningPerCPU bounds the wasm guests that run at once to this
 	// many per GOMAXPROCS, whatever the concurrency: see WithConcurrency.
-	wasmRunningPerCPU = 4
+	wasmRunningPerCPU = 2
 )
 
 // Protocol says which requests the front door takes as invocations.
@@ -111,7 +111,7 @@ func (c Config) WithTimeout(d time.Duration) Config { c.timeout = d; return c }
 //
 // Wasm guests run on the host's own goroutines: with hundreds of them
 // spinning, Go's scheduler lets each run 10ms in turn and the goroutines
-// that enforce deadlines wait seconds for a turn. So at most 4 ×
+// that enforce deadlines wait seconds for a turn. So at most 2 ×
 // GOMAXPROCS wasm guests run at once whatever n says; the others wait in
 // the queue, which keeps its length (the default queue length still derives
 // from n). Processes are scheduled by the kernel and are not capped.

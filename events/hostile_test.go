@@ -129,6 +129,7 @@ func TestBodyBudget(t *testing.T) {
 // clients out, on either port: each new connection evicts the longest-idle
 // one.
 func TestIdleConnectionsEvicted(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	srv, err := events.New(&fake{}, events.NewConfig().WithFunction("fn").WithRegisterer(reg).WithMaxConnections(8))
 	if err != nil {
@@ -142,16 +143,26 @@ func TestIdleConnectionsEvicted(t *testing.T) {
 	go srv.ServeMetrics(context.Background(), mln)
 	murl := "http://" + mln.Addr().String() + "/metrics"
 
+	// idle opens n connections that make one request each and stay idle;
+	// those over the cap may be refused.
 	idle := func(target, req string, n int) {
 		for range n {
-			c := dialSend(t, target, req)
-			if code := readStatus(t, c); code != 200 {
-				t.Fatalf("idle connection's first request: %d", code)
+			c, err := net.Dial("tcp", target)
+			if err != nil {
+				continue
+			}
+			t.Cleanup(func() { c.Close() })
+			if _, err := io.WriteString(c, req); err == nil {
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+					resp.Body.Close()
+				}
 			}
 		}
 	}
-	idle(host(url), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 40)
-	idle(mln.Addr().String(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 2*events.MetricsMaxConnections)
+	idle(host(url), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 8)
+	idle(mln.Addr().String(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", events.MetricsMaxConnections)
+	time.Sleep(1100 * time.Millisecond) // idle long enough to be evicted
 	for i := range 5 {
 		c := &http.Client{Transport: &http.Transport{}}
 		if resp, err := post(t, c, url+"/", "t"); err != nil || resp.StatusCode != 200 {
@@ -164,13 +175,16 @@ func TestIdleConnectionsEvicted(t *testing.T) {
 		resp.Body.Close()
 		c.CloseIdleConnections()
 	}
+	// Young connections are not evicted: more of them are refused.
+	idle(host(url), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 32)
+	idle(mln.Addr().String(), "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", events.MetricsMaxConnections)
 	fams := scrape(t, srv.MetricsHandler())
 	shed := map[string]float64{}
 	for _, m := range fams["nebula_connections_shed_total"].GetMetric() {
 		shed[label(m, "listener")] = m.GetCounter().GetValue()
 	}
-	if shed["events"] < 32 || shed["metrics"] < events.MetricsMaxConnections {
-		t.Errorf("shed connections %v; want at least 32 on events and %d on metrics", shed, events.MetricsMaxConnections)
+	if shed["events"] < 30 || shed["metrics"] < events.MetricsMaxConnections {
+		t.Errorf("shed connections %v; want at least 30 on events and %d on metrics", shed, events.MetricsMaxConnections)
 	}
 }
 
@@ -199,16 +213,18 @@ func TestBusyCapRefusesPromptly(t *testing.T) {
 	}
 }
 
-// Slowloris: connections that trickle their headers are closed when the
-// header timeout passes, and at the cap the oldest of them makes room for a
-// new client.
+// Slowloris: at the cap, the oldest connection still sending its headers
+// (for at least a second) makes room for a new client.
 func TestSlowHeadersEvicted(t *testing.T) {
 	srv := newServer(t, &fake{}, events.NewConfig().WithMaxConnections(4))
 	url, _ := serving(t, srv, context.Background())
-	for range 10 {
-		dialSend(t, host(url), "POST / HTTP/1.1\r\nHost: x\r\nCe-Spec")
+	for range 10 { // those over the cap are refused
+		if c, err := net.Dial("tcp", host(url)); err == nil {
+			t.Cleanup(func() { c.Close() })
+			_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nCe-Spec")
+		}
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(1100 * time.Millisecond) // slow long enough to be evicted
 	c := &http.Client{Transport: &http.Transport{}}
 	defer c.CloseIdleConnections()
 	if resp, err := post(t, c, url+"/", "t"); err != nil || resp.StatusCode != 200 {
@@ -247,7 +263,7 @@ func (s *spinner) Invoke(ctx context.Context, _ *abi.Request) (*abi.Response, er
 	return &abi.Response{}, abi.ErrTimeout
 }
 
-// Issue 9 finding 7: wasm guests running at once are capped at 4 ×
+// Issue 9 finding 7: wasm guests running at once are capped at 2 ×
 // GOMAXPROCS whatever the concurrency; the rest wait in the queue within
 // their wait, then get 503 with Retry-After.
 func TestWasmRunningCapped(t *testing.T) {
@@ -276,7 +292,7 @@ func TestWasmRunningCapped(t *testing.T) {
 	for c := range codes {
 		count[c]++
 	}
-	if cap := 4 * runtime.GOMAXPROCS(0); inv.max > cap {
+	if cap := 2 * runtime.GOMAXPROCS(0); inv.max > cap {
 		t.Errorf("%d wasm guests ran at once, want at most %d", inv.max, cap)
 	}
 	if count[504] == 0 || count[503] == 0 || count[504]+count[503] != n {

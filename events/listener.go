@@ -12,10 +12,11 @@ import (
 // connLimiter caps the open connections of a listener. At the cap a new
 // connection takes the place of the connection idle the longest (between
 // requests), else of the oldest one that has not finished sending its
-// first request's headers; when every connection is busy with a request,
-// the new one is closed at once (RST), so the kernel's accept queue never
-// fills and a client learns promptly. Connections serving a request are
-// never evicted.
+// first request's headers, provided it has been so for evictAfter; when
+// there is none, the new one is closed at once (RST), so the kernel's
+// accept queue never fills and a client learns promptly. Connections
+// serving a request are never evicted, nor a keep-alive connection between
+// two requests of a busy client.
 //
 // golang.org/x/net/netutil.LimitListener blocks Accept at the cap instead:
 // then idle keep-alive connections, which cost nothing to close, lock out
@@ -78,10 +79,18 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 	}
 }
 
+// evictAfter is how long a connection must have been idle, or sending its
+// first headers, before a new connection may take its place.
+const evictAfter = time.Second
+
 // victimLocked returns the connection to close for a new one, or nil.
 func (l *connLimiter) victimLocked() *limitedConn {
 	var idle, fresh *limitedConn
+	old := time.Now().Add(-evictAfter)
 	for c := range l.conns {
+		if c.since.After(old) {
+			continue
+		}
 		switch c.state {
 		case http.StateIdle:
 			if idle == nil || c.since.Before(idle.since) {
