@@ -486,3 +486,54 @@ func serverTimingPhase(v, name string) time.Duration {
 	}
 	return 0
 }
+
+// TestFunctionPlainHTTPAndSpec: through containerd, a plain HTTP POST is an
+// invocation with CGI's environment; CloudEvents header values are
+// percent-decoded (HTTP binding §3.1.3.2); W3C Trace Context reaches the
+// guest and the reply, and the trace id is an exemplar in the OpenMetrics
+// scrape; with protocol=cloudevents a plain POST is 415.
+func TestFunctionPlainHTTPAndSpec(t *testing.T) {
+	d := startWithProbe(t)
+	f := startFunction(t, d, probeFnWasm, "fn-plain")
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+	r := send(t, "POST", f.URL+"echo?x=1", map[string]string{"Content-Type": "text/plain"}, []byte("plain body"))
+	if r.status != 200 || string(r.body) != "plain body" {
+		t.Errorf("plain echo: %d %q", r.status, r.body)
+	}
+	r = send(t, "POST", f.URL+"env?a=b", map[string]string{"X-Tenant": "acme", "Traceparent": tp}, []byte("x"))
+	for _, want := range []string{"REQUEST_METHOD=POST", "PATH_INFO=/env", "QUERY_STRING=a=b", "CONTENT_LENGTH=1",
+		"HTTP_X_TENANT=acme", "TRACEPARENT=" + tp, "K_SERVICE=" + f.ID} {
+		if r.status != 200 || !strings.Contains(string(r.body), want+"\n") {
+			t.Errorf("plain env lacks %s: %d\n%s", want, r.status, r.body)
+		}
+	}
+	if r.header.Get("Traceparent") != tp {
+		t.Errorf("plain reply traceparent %q", r.header.Get("Traceparent"))
+	}
+
+	r = binary(t, f, "env", "caf%C3%A9", nil, map[string]string{"Traceparent": tp})
+	if !strings.Contains(string(r.body), "CE_SUBJECT=café\n") || !strings.Contains(string(r.body), "TRACEPARENT="+tp+"\n") {
+		t.Errorf("binary env: %d\n%s", r.status, r.body)
+	}
+	if r = binary(t, f, "env", "%C0%A0", nil, nil); r.status != 400 {
+		t.Errorf("overlong percent-encoding: %d, want 400", r.status)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, f.Metrics, nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"}`) {
+		t.Errorf("no trace id exemplar in the OpenMetrics scrape")
+	}
+
+	ce := startFunction(t, d, probeFnWasm, "fn-ce-only", "--annotation", "nebula.dev/protocol=cloudevents")
+	if r := send(t, "POST", ce.URL, map[string]string{"Content-Type": "text/plain"}, []byte("x")); r.status != 415 {
+		t.Errorf("protocol=cloudevents, plain POST: %d, want 415", r.status)
+	}
+}
