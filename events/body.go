@@ -30,9 +30,8 @@ type bodyReader struct {
 // longer needed (even on error). The body must arrive within the body
 // timeout: the connection's read deadline is set for it and cleared after.
 func (br *bodyReader) read(w http.ResponseWriter, r *http.Request, bp *[]byte) (body []byte, reserved int64, err error) {
-	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(br.timeout)) == nil {
-		defer rc.SetReadDeadline(time.Time{}) // the invocation may take longer
+	if d := readDeadliner(w); d != nil && d.SetReadDeadline(time.Now().Add(br.timeout)) == nil {
+		defer d.SetReadDeadline(time.Time{}) // the invocation may take longer
 	}
 	b := (*bp)[:0]
 	for {
@@ -73,6 +72,21 @@ func (br *bodyReader) read(w http.ResponseWriter, r *http.Request, bp *[]byte) (
 		*bp = b
 	}
 	return b, reserved, nil
+}
+
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+// readDeadliner returns what sets w's read deadline: w itself (net/http's
+// HTTP/1 and HTTP/2 response writers), else an http.ResponseController
+// when w wraps another writer; nil for writers without one (tests).
+func readDeadliner(w http.ResponseWriter) deadliner {
+	if d, ok := w.(deadliner); ok {
+		return d
+	}
+	if _, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		return http.NewResponseController(w)
+	}
+	return nil
 }
 
 func (br *bodyReader) unreserve(n int64) {

@@ -3,6 +3,7 @@ package events
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +47,7 @@ type metrics struct {
 	function    string
 	runtime     string
 
-	duration, startup, execution prometheus.Observer
+	duration, startup, execution *sampledObserver
 	inflight, queued             prometheus.Gauge
 
 	compileHit, compileMiss prometheus.Observer
@@ -107,9 +108,9 @@ func newMetrics(reg prometheus.Registerer, function, runtime string) (*metrics, 
 	for i, code := range knownCodes {
 		m.byCode[i] = m.invocations.WithLabelValues(function, runtime, strconv.Itoa(code))
 	}
-	m.duration = duration.WithLabelValues(function, runtime)
-	m.startup = startup.WithLabelValues(function, runtime)
-	m.execution = execution.WithLabelValues(function, runtime)
+	m.duration = newSampled(duration.WithLabelValues(function, runtime))
+	m.startup = newSampled(startup.WithLabelValues(function, runtime))
+	m.execution = newSampled(execution.WithLabelValues(function, runtime))
 	m.inflight = inflight.WithLabelValues(function, runtime)
 	m.queued = queued.WithLabelValues(function)
 	m.compileHit = compile.WithLabelValues(function, "hit")
@@ -134,11 +135,27 @@ func (m *metrics) connsClosed(listener string) prometheus.Counter {
 	return m.closedConns.WithLabelValues(m.function, listener)
 }
 
+// exemplarEvery is the least time between two exemplars of a histogram.
+// Prometheus keeps one exemplar per bucket and scrape; making one costs
+// several allocations and more than the rest of the front door's work.
+const exemplarEvery = 100 * time.Millisecond
+
+// sampledObserver is a histogram that takes an exemplar at most once per
+// exemplarEvery.
+type sampledObserver struct {
+	prometheus.Observer
+	last atomic.Int64 // unix nanoseconds of the last exemplar
+}
+
+func newSampled(o prometheus.Observer) *sampledObserver { return &sampledObserver{Observer: o} }
+
 // observe records d in o, with the request's trace id as an exemplar when
-// it has one (exposed in the OpenMetrics format only).
-func (m *metrics) observe(o prometheus.Observer, d time.Duration, tc *traceContext) {
+// it has one and none was taken in the last exemplarEvery (exposed in the
+// OpenMetrics format only).
+func (m *metrics) observe(o *sampledObserver, d time.Duration, tc *traceContext) {
 	if id := tc.traceID(); id != "" {
-		if eo, ok := o.(prometheus.ExemplarObserver); ok {
+		last, now := o.last.Load(), time.Now().UnixNano()
+		if eo, ok := o.Observer.(prometheus.ExemplarObserver); ok && now-last >= int64(exemplarEvery) && o.last.CompareAndSwap(last, now) {
 			eo.ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": id})
 			return
 		}
