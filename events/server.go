@@ -171,9 +171,14 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 		ReadHeaderTimeout: HeaderTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
+		// HTTP/2 buffers what a client sends ahead of the handler's reads
+		// in the process (HTTP/1 leaves it in the kernel): at most 256 KiB
+		// a connection, instead of net/http's 1 MiB.
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: MaxStreams,
-			PingTimeout:          HeaderTimeout,
+			MaxConcurrentStreams:          MaxStreams,
+			MaxReceiveBufferPerConnection: 256 << 10,
+			MaxReceiveBufferPerStream:     128 << 10,
+			PingTimeout:                   HeaderTimeout,
 		},
 		ConnState:   trackConnState,
 		BaseContext: func(net.Listener) context.Context { return s.base },
