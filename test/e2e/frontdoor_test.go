@@ -403,13 +403,18 @@ func TestFunctionDeadlinesUnderLoad(t *testing.T) {
 		"--annotation", "nebula.dev/concurrency=10000", "--annotation", "nebula.dev/timeout=2s")
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	client := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 60 * time.Second}
+	// 16 connections of at most 100 streams (MaxStreams) carry the 900:
+	// without a bound the transport dials one per request until the
+	// server's SETTINGS arrive, and beyond the connection cap those are
+	// reset.
+	client := &http.Client{Transport: &http.Transport{Protocols: &p, MaxConnsPerHost: 16}, Timeout: 60 * time.Second}
 	defer client.CloseIdleConnections()
 	const n = 900
 	type result struct {
 		status     int
 		retryAfter string
 		ran        time.Duration // client latency minus the queue phase
+		served     time.Duration // Server-Timing total minus queue
 		guest      time.Duration // start + exec phases
 		err        error
 	}
@@ -436,12 +441,13 @@ func TestFunctionDeadlinesUnderLoad(t *testing.T) {
 			queue := serverTimingPhase(resp.Header.Get("Server-Timing"), "queue")
 			st := resp.Header.Get("Server-Timing")
 			results[i] = result{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), ran: total - queue,
-				guest: serverTimingPhase(st, "start") + serverTimingPhase(st, "exec")}
+				served: serverTimingPhase(st, "total") - queue,
+				guest:  serverTimingPhase(st, "start") + serverTimingPhase(st, "exec")}
 		}()
 	}
 	wg.Wait()
 	codes := map[int]int{}
-	var ran, guest []time.Duration
+	var ran, served, guest []time.Duration
 	for _, r := range results {
 		if r.err != nil {
 			t.Fatalf("request failed: %v", r.err)
@@ -450,6 +456,7 @@ func TestFunctionDeadlinesUnderLoad(t *testing.T) {
 		switch r.status {
 		case 504:
 			ran = append(ran, r.ran)
+			served = append(served, r.served)
 			guest = append(guest, r.guest)
 		case 503:
 			if r.retryAfter == "" {
@@ -459,16 +466,16 @@ func TestFunctionDeadlinesUnderLoad(t *testing.T) {
 			t.Errorf("status %d", r.status)
 		}
 	}
-	got := p99(ran)
-	t.Logf("statuses %v; 504s: p50 %v p99 %v of (latency − queue), guest (start+exec) p99 %v; timeout 2s",
-		codes, median(ran), got, p99(guest))
+	got := p99(served)
+	t.Logf("statuses %v; 504s, p99: server's total − queue %v, guest (start+exec) %v, client latency − queue %v; timeout 2s",
+		codes, got, p99(guest), p99(ran))
 	if len(ran) == 0 {
 		t.Fatal("no 504: no event ran")
 	}
 	// Speed is measured, not asserted tightly: the bound is generous
 	// against the 9.5 s median the issue found.
 	if got > 4*time.Second {
-		t.Errorf("504s came %v after their guest started (p99), the timeout being 2s", got)
+		t.Errorf("504s answered %v after their slot (p99), the timeout being 2s", got)
 	}
 	if r := send(t, "GET", f.URL+"healthz", nil, nil); r.status != 200 {
 		t.Errorf("healthz after: %d", r.status)
