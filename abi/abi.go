@@ -4,7 +4,10 @@
 // The ABI is CGI-style, like OpenFaaS's classic watchdog: the event's data is
 // the guest's stdin, its attributes are CE_* environment variables, the
 // guest's stdout is the reply's data and its stderr goes to the task's
-// stderr. The front door (package events) speaks HTTP and CloudEvents and
+// stderr. A plain HTTP request is the same with CGI/1.1's variables
+// (REQUEST_METHOD, PATH_INFO, HTTP_<HEADER>, ...) instead of CE_*, and
+// stdout may start with a CGI header block; to an Invoker both are a
+// Request. The front door (package events) speaks HTTP and CloudEvents and
 // calls an Invoker; runtimes (a fresh wasm instance, a freshly spawned
 // process) implement Invoker. Neither side knows the other.
 package abi
@@ -25,12 +28,14 @@ const (
 
 // Request is one invocation.
 type Request struct {
-	// ID identifies the invocation in logs (the CloudEvent's id).
+	// ID identifies the invocation in logs (the CloudEvent's id, or a
+	// plain request's X-Request-Id or a new UUID).
 	ID string
 	// Stdin is the event's data, decoded.
 	Stdin []byte
 	// Env holds KEY=VALUE pairs added to the function's own environment
-	// for this invocation only (the CE_* attributes).
+	// for this invocation only (the CE_* attributes or CGI's variables,
+	// and TRACEPARENT/TRACESTATE).
 	Env []string
 	// Stderr receives the guest's stderr. Nil discards it.
 	Stderr io.Writer

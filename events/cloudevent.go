@@ -1,11 +1,14 @@
 package events
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -60,6 +63,11 @@ var (
 	errBadTime        = badRequest("ce-time: not an RFC 3339 timestamp")
 	errBadSchema      = badRequest("ce-dataschema: MUST be an absolute URI")
 	errDataContentTyp = badRequest("binary mode: the ce-datacontenttype header MUST NOT be used (use Content-Type)")
+
+	errHeaderQuote  = errors.New("malformed quoted-string (RFC 7230 §3.2.6)")
+	errHeaderEscape = errors.New("malformed percent-encoding (HTTP binding §3.1.3.2)")
+	errControlChar  = errors.New("control character in a CloudEvents String")
+	errInvalidUTF8  = errors.New("invalid UTF-8 after percent-decoding (HTTP binding §3.1.3.2)")
 )
 
 // classify finds a request's mode from its headers alone (CloudEvents HTTP
@@ -129,19 +137,32 @@ type parser struct {
 	sources, contentTypes validCache
 }
 
-// parseBinary reads a binary-mode event from its headers, with sdk-go's
-// semantics (cehttp.Message.ReadBinary + binding.ToEvent + Validate): one
-// header per attribute, the first value wins, values are taken as they are
-// (no percent-decoding, no unquoting), ce-<name> is extension <name>
-// lower-cased, and Content-Type is datacontenttype. body becomes the data.
+// parseBinary reads a binary-mode event from its headers (HTTP binding
+// §3.1): one header per attribute, the first value wins, ce-<name> is
+// attribute <name> (header names are case-insensitive, attribute names
+// lower-case), Content-Type is datacontenttype, and every ce-* value is
+// unquoted and percent-decoded (§3.1.3.2, decodeHeaderValue). body becomes
+// the data.
 func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 	for k, vs := range h {
-		if len(vs) == 0 {
+		if len(vs) == 0 || !strings.HasPrefix(k, "Ce-") {
+			if k == "Content-Type" && len(vs) > 0 {
+				ev.contentTyp = strings.TrimSpace(vs[0])
+			}
 			continue
 		}
-		v := vs[0]
+		if k == "Ce-Specversion" { // checked by classify
+			continue
+		}
+		raw := vs[0]
+		if k == "Ce-Subject" {
+			raw = strings.TrimSpace(raw)
+		}
+		v, err := decodeHeaderValue(raw)
+		if err != nil {
+			return badRequest(strings.ToLower(k) + ": " + err.Error())
+		}
 		switch k {
-		case "Ce-Specversion": // checked by classify
 		case "Ce-Id":
 			ev.id = v
 		case "Ce-Source":
@@ -149,9 +170,9 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 		case "Ce-Type":
 			ev.typ = v
 		case "Ce-Subject":
-			ev.subject = strings.TrimSpace(v)
+			ev.subject = v
 		case "Ce-Time":
-			if v == "" { // present but empty: sdk-go rejects it
+			if v == "" { // present but empty
 				return errBadTime
 			}
 			ev.time = v
@@ -160,12 +181,7 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 				return errBadSchema
 			}
 			ev.dataschema = v
-		case "Content-Type":
-			ev.contentTyp = strings.TrimSpace(v)
 		default:
-			if !strings.HasPrefix(k, "Ce-") {
-				continue
-			}
 			// A bare "Ce-" header is an empty name: invalid (sdk-go v2.16.2
 			// panics on it).
 			name := k[3:]
@@ -175,17 +191,15 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 			if strings.EqualFold(name, "datacontenttype") {
 				return errDataContentTyp
 			}
-			// The name keeps its header spelling (sdk-go lower-cases it):
-			// CE_<NAME> is all the function sees of it.
-			ev.ext = append(ev.ext, extension{name, v})
+			ev.ext = append(ev.ext, extension{strings.ToLower(name), v})
 		}
 	}
 	if ev.time != "" {
-		t, err := time.Parse(time.RFC3339Nano, ev.time)
+		t, err := parseTime(ev.time)
 		if err != nil {
 			return errBadTime
 		}
-		ev.time = types.FormatTime(t)
+		ev.time = t
 	}
 	if ev.dataschema != "" && !validAbsURI(ev.dataschema) {
 		return errBadSchema
@@ -197,6 +211,27 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 		ev.data = body
 	}
 	return nil
+}
+
+// parseTime parses an RFC 3339 timestamp, whose "T" and "Z" may be lower
+// case (RFC 3339 §5.6, NOTE), and returns it as sdk-go prints times: UTC,
+// RFC 3339 with nanoseconds as needed.
+func parseTime(v string) (string, error) {
+	if len(v) > 10 && (v[10] == 't' || v[len(v)-1] == 'z') {
+		b := []byte(v)
+		if b[10] == 't' {
+			b[10] = 'T'
+		}
+		if b[len(b)-1] == 'z' {
+			b[len(b)-1] = 'Z'
+		}
+		v = string(b)
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return "", err
+	}
+	return types.FormatTime(t), nil
 }
 
 // validate applies the rules of sdk-go's EventContextV1.Validate that the
@@ -235,95 +270,193 @@ func validExtName(s string) bool {
 	return true
 }
 
-// parseStructured reads a structured-mode (JSON format) event with sdk-go's
-// event model. The body is checked with encoding/json first: sdk-go's
-// jsoniter decoder accepts some malformed documents.
+// parseStructured reads a structured-mode event in the JSON format
+// (json-format.md) with the rules of the format itself rather than sdk-go's
+// (which lower-cases member names, truncates 1.5 to 1 and takes
+// data_base64 over data):
+//
+//   - the document is one JSON object (encoding/json's strict grammar);
+//   - every member is an attribute, "data" or "data_base64", and an
+//     attribute name is lower-case letters and digits (spec §Attribute
+//     Naming Convention);
+//   - a null member is absent (§2.2);
+//   - the core attributes are JSON strings; an extension is a string, a
+//     boolean or an integer in the 32-bit range written without fraction or
+//     exponent (§2.2); objects and arrays have no CloudEvents type;
+//   - "data" and "data_base64" are mutually exclusive (§3.1.1);
+//   - data_base64 is decoded (§3.1.2); data is taken as the JSON value it
+//     is when datacontenttype declares JSON (*/json, */*+json) or is absent
+//     — then CE_DATACONTENTTYPE is application/json (§3.1.2) — and must be
+//     a JSON string, whose content is the data, otherwise.
 func (p *parser) parseStructured(body []byte, ev *inEvent) error {
 	if !json.Valid(body) {
 		return errMalformedJSON
 	}
-	var e event.Event
-	if err := e.UnmarshalJSON(body); err != nil {
-		if strings.HasPrefix(err.Error(), "unexpected data payload for media type") {
-			if ok, ferr := p.parseJSONSuffixData(body, ev); ok {
-				return ferr
-			}
-		}
-		var verr event.ValidationError
-		if errors.As(err, &verr) {
-			if _, ok := verr["specversion"]; ok && e.Context == nil {
-				if strings.Contains(verr.Error(), "unknown value") {
-					return errSpecVersion
-				}
-			}
-		}
-		return badRequest("malformed CloudEvent: " + err.Error())
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil {
+		return badRequest("structured CloudEvent: not a JSON object")
 	}
-	if e.SpecVersion() != specVersion {
+	var (
+		sv                 string
+		data, dataB64      json.RawMessage
+		hasData, hasDataB6 bool
+	)
+	for name, raw := range members {
+		if string(raw) == "null" && name != "data" {
+			continue
+		}
+		switch name {
+		case "data":
+			data, hasData = raw, true
+			continue
+		case "data_base64":
+			dataB64, hasDataB6 = raw, true
+			continue
+		}
+		if !validAttrName(name) {
+			return badRequest("member " + strconv.Quote(name) + ": CloudEvents attribute names MUST be lower-case letters and digits")
+		}
+		var dst *string
+		switch name {
+		case "specversion":
+			dst = &sv
+		case "id":
+			dst = &ev.id
+		case "source":
+			dst = &ev.source
+		case "type":
+			dst = &ev.typ
+		case "subject":
+			dst = &ev.subject
+		case "time":
+			dst = &ev.time
+		case "dataschema":
+			dst = &ev.dataschema
+		case "datacontenttype":
+			dst = &ev.contentTyp
+		}
+		if dst != nil {
+			if err := jsonString(raw, dst); err != nil {
+				return badRequest(name + ": " + err.Error())
+			}
+			continue
+		}
+		v, err := extensionValue(raw)
+		if err != nil {
+			return badRequest("extension " + name + ": " + err.Error())
+		}
+		ev.ext = append(ev.ext, extension{name, v})
+	}
+	switch {
+	case sv == "":
+		return badRequest("specversion: REQUIRED")
+	case sv != specVersion:
 		return errSpecVersion
 	}
-	if err := e.Validate(); err != nil {
-		return badRequest(err.Error())
+	if ev.time != "" {
+		t, err := parseTime(ev.time)
+		if err != nil {
+			return badRequest("time: not an RFC 3339 timestamp")
+		}
+		ev.time = t
 	}
-	ctx := e.Context.(*event.EventContextV1)
-	ev.id = ctx.ID
-	ev.source = ctx.Source.String()
-	ev.typ = ctx.Type
-	if ctx.Subject != nil {
-		ev.subject = *ctx.Subject
-	}
-	if ctx.Time != nil {
-		ev.time = ctx.Time.String()
-	}
-	if ctx.DataSchema != nil {
-		ev.dataschema = ctx.DataSchema.String()
-	}
-	if ctx.DataContentType != nil {
-		ev.contentTyp = *ctx.DataContentType
+	if ev.dataschema != "" && !validAbsURI(ev.dataschema) {
+		return badRequest("dataschema: MUST be an absolute URI")
 	}
 	if err := p.validate(ev); err != nil {
 		return err
 	}
-	for name, v := range ctx.Extensions {
-		s, err := types.Format(v)
-		if err != nil {
-			return badRequest("extension " + name + ": " + err.Error())
+	switch {
+	case hasData && hasDataB6:
+		return badRequest("data and data_base64: MUST NOT both be present (JSON format §3.1.1)")
+	case hasDataB6:
+		var s string
+		if err := json.Unmarshal(dataB64, &s); err != nil {
+			return badRequest("data_base64: want a JSON string")
 		}
-		ev.ext = append(ev.ext, extension{name, s})
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return badRequest("data_base64: not base64: " + err.Error())
+		}
+		ev.data = b
+	case hasData:
+		if ev.contentTyp == "" {
+			ev.contentTyp = ctJSON // JSON format §3.1.2
+		}
+		if declaresJSON(ev.contentTyp) {
+			ev.data = data
+			break
+		}
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return badRequest("data: datacontenttype " + strconv.Quote(ev.contentTyp) + " is not JSON, so data must be a JSON string")
+		}
+		ev.data = []byte(s)
 	}
-	ev.data = e.DataEncoded
 	return nil
 }
 
-// parseJSONSuffixData handles what sdk-go v2.16.2 gets wrong: a
-// datacontenttype like "application/vnd.api+json" makes `data` a JSON value
-// (JSON format §3.1), but sdk-go only knows application/json and text/json
-// and wants a string. ok is false when that is not the problem.
-func (p *parser) parseJSONSuffixData(body []byte, ev *inEvent) (ok bool, err error) {
-	var m map[string]json.RawMessage
-	if json.Unmarshal(body, &m) != nil {
-		return false, nil
-	}
-	data, hasData := m["data"]
-	var ct string
-	if !hasData || json.Unmarshal(m["datacontenttype"], &ct) != nil || !strings.HasSuffix(mediaType(ct), "+json") {
-		return false, nil
-	}
-	delete(m, "data")
-	attrs, err := json.Marshal(m)
-	if err != nil {
-		return false, nil
-	}
-	if err := p.parseStructured(attrs, ev); err != nil {
-		return true, err
-	}
-	ev.data = data
-	return true, nil
+// declaresJSON tells whether a datacontenttype declares JSON-formatted data
+// (JSON format §3.1.1): */json or */*+json.
+func declaresJSON(ct string) bool {
+	mt := mediaType(ct)
+	_, sub, _ := strings.Cut(mt, "/")
+	return sub == "json" || strings.HasSuffix(sub, "+json")
 }
 
-// env returns the CE_* variables of ev. All values live in one string, so
-// building them costs two allocations whatever the number of attributes.
-func (ev *inEvent) env() []string {
+// jsonString decodes raw, which must be a JSON string and a CloudEvents
+// String, into dst.
+func jsonString(raw json.RawMessage, dst *string) error {
+	if len(raw) < 2 || raw[0] != '"' {
+		return errors.New("want a JSON string")
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		// No escapes: the bytes between the quotes are the string (the
+		// document passed json.Valid).
+		*dst = string(raw[1 : len(raw)-1])
+	} else if err := json.Unmarshal(raw, dst); err != nil {
+		return err
+	}
+	return checkString(*dst)
+}
+
+// extensionValue renders an extension's JSON value as its canonical string
+// (JSON format §2.2): a string, a boolean, or an Integer.
+func extensionValue(raw json.RawMessage) (string, error) {
+	switch c := raw[0]; {
+	case c == '"':
+		var s string
+		err := jsonString(raw, &s)
+		return s, err
+	case c == 't' || c == 'f':
+		return string(raw), nil
+	case c == '-' || ('0' <= c && c <= '9'):
+		n, err := strconv.ParseInt(string(raw), 10, 32)
+		if err != nil {
+			return "", errors.New("a number must be an Integer: no fraction or exponent, from -2147483648 to 2147483647")
+		}
+		return strconv.FormatInt(n, 10), nil
+	}
+	return "", errors.New("objects and arrays have no CloudEvents type")
+}
+
+// validAttrName is the spec's attribute name: [a-z0-9]+.
+func validAttrName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// env returns the CE_* variables of ev, and TRACEPARENT and TRACESTATE
+// from tc. All values live in one string, so building them costs two
+// allocations whatever the number of attributes.
+func (ev *inEvent) env(tc traceContext) []string {
 	const sv = "CE_SPECVERSION=" + specVersion
 	opt := [...]struct{ key, val string }{
 		{"CE_ID=", ev.id},
@@ -344,6 +477,13 @@ func (ev *inEvent) env() []string {
 	for _, x := range ev.ext {
 		n += len("CE_=") + len(x.name) + len(x.value)
 		count++
+	}
+	trace := [...]struct{ key, val string }{{"TRACEPARENT=", tc.parent}, {"TRACESTATE=", tc.state}}
+	for _, o := range trace {
+		if o.val != "" {
+			n += len(o.key) + len(o.val)
+			count++
+		}
 	}
 	var b strings.Builder
 	b.Grow(n)
@@ -370,6 +510,13 @@ func (ev *inEvent) env() []string {
 		b.WriteByte('=')
 		b.WriteString(x.value)
 		ends = append(ends, b.Len())
+	}
+	for _, o := range trace {
+		if o.val != "" {
+			b.WriteString(o.key)
+			b.WriteString(o.val)
+			ends = append(ends, b.Len())
+		}
 	}
 	s := b.String()
 	env := make([]string, count)

@@ -15,6 +15,49 @@ const (
 	DefaultTimeout   = 5 * time.Minute
 	DefaultMaxBody   = 10 << 20 // 10 MiB
 	DefaultQueueMult = 10       // queue length = DefaultQueueMult × concurrency
+
+	// DefaultMaxConnections caps the open connections of the event port;
+	// MetricsMaxConnections those of the metrics port. Together with the
+	// invocations' own files they stay below the 1024 file descriptors a
+	// container gets by default.
+	DefaultMaxConnections = 512
+	MetricsMaxConnections = 32
+
+	// HeaderTimeout bounds the arrival of a request's headers, BodyTimeout
+	// that of its body (from the handler's start), IdleTimeout a keep-alive
+	// connection with no request, on both ports.
+	HeaderTimeout = 10 * time.Second
+	BodyTimeout   = 30 * time.Second
+	IdleTimeout   = 2 * time.Minute
+
+	// MaxHeaderBytes bounds a request's header block (a larger one gets
+	// 431), on both ports.
+	MaxHeaderBytes = 64 << 10
+
+	// MaxStreams bounds the concurrent HTTP/2 streams of one connection.
+	MaxStreams = 100
+
+	// maxBodyBudget bounds the memory the bodies of all requests in flight
+	// may hold at once, unless one max body alone is larger.
+	maxBodyBudget = 256 << 20
+
+	// wasmRunningPerCPU bounds the wasm guests that run at once to this
+	// many per GOMAXPROCS, whatever the concurrency: see WithConcurrency.
+	wasmRunningPerCPU = 2
+)
+
+// Protocol says which requests the front door takes as invocations.
+type Protocol string
+
+const (
+	// ProtocolAuto (the default): CloudEvents, and a POST that is not a
+	// CloudEvent as a plain HTTP invocation.
+	ProtocolAuto Protocol = "auto"
+	// ProtocolCloudEvents: CloudEvents only; anything else is 415.
+	ProtocolCloudEvents Protocol = "cloudevents"
+	// ProtocolHTTP: every request on the event path, whatever its method
+	// and headers, is a plain HTTP invocation.
+	ProtocolHTTP Protocol = "http"
 )
 
 // Config is the immutable configuration of a Server. The zero value is
@@ -37,6 +80,9 @@ type Config struct {
 	replyCT     string
 	stderr      io.Writer
 	registerer  prometheus.Registerer
+	maxConns    int
+	protocol    Protocol
+	bodyTimeout time.Duration
 
 	queueLenSet, queueWaitSet bool
 }
@@ -60,7 +106,30 @@ func (c Config) WithTimeout(d time.Duration) Config { c.timeout = d; return c }
 // WithConcurrency sets how many invocations run at once (slots). Zero means
 // runtime.GOMAXPROCS(0) at New: guests are CPU-bound, and Go sizes
 // GOMAXPROCS from the container's CPU limit.
+//
+// # Notes
+//
+// Wasm guests run on the host's own goroutines: with hundreds of them
+// spinning, Go's scheduler lets each run 10ms in turn and the goroutines
+// that enforce deadlines wait seconds for a turn. So at most 2 ×
+// GOMAXPROCS wasm guests run at once whatever n says; the others wait in
+// the queue, which keeps its length (the default queue length still derives
+// from n). Processes are scheduled by the kernel and are not capped.
 func (c Config) WithConcurrency(n int) Config { c.concurrency = n; return c }
+
+// WithMaxConnections caps the open connections of each listener passed to
+// Serve. At the cap a new connection evicts the longest-idle connection,
+// else the oldest one still sending its first request's headers, else it is
+// closed at once (RST). Zero means DefaultMaxConnections.
+func (c Config) WithMaxConnections(n int) Config { c.maxConns = n; return c }
+
+// WithProtocol says which requests are invocations; empty means
+// ProtocolAuto.
+func (c Config) WithProtocol(p Protocol) Config { c.protocol = p; return c }
+
+// WithBodyTimeout bounds the arrival of a request's body, from the start of
+// its handler; a body still arriving then gets 408. Zero means BodyTimeout.
+func (c Config) WithBodyTimeout(d time.Duration) Config { c.bodyTimeout = d; return c }
 
 // WithQueue bounds the requests waiting for a slot: at most length of them,
 // each for at most maxWait. A request beyond either bound gets 503 with
@@ -70,8 +139,10 @@ func (c Config) WithConcurrency(n int) Config { c.concurrency = n; return c }
 //
 // # Notes
 //
-// Requests reading their body count as queued, so the memory held by
-// request bodies is bounded by (concurrency + length) × max body.
+// A request takes its place in the queue once its body has arrived. The
+// memory held by bodies in flight is bounded separately: at most
+// max(max body, min((concurrency + length) × max body, 256 MiB)), counted as
+// bytes arrive; a request that would go past it gets 503.
 func (c Config) WithQueue(length int, maxWait time.Duration) Config {
 	if length >= 0 {
 		c.queueLen, c.queueLenSet = length, true

@@ -12,23 +12,43 @@
 //	<-sigterm
 //	srv.Shutdown(graceCtx)
 //
-// # The contract (DESIGN.md, Function ABI)
+// # The contract
 //
-// stdin is the event's data, decoded; CE_SPECVERSION, CE_ID, CE_SOURCE,
-// CE_TYPE, and where present CE_SUBJECT, CE_TIME, CE_DATASCHEMA,
-// CE_DATACONTENTTYPE and CE_<EXTENSION> are added to the environment;
-// stdout is the reply's data; stderr goes to the task's stderr, every line
-// prefixed with "[<event id>] ". Statuses:
+// A CloudEvent (binary or structured mode): stdin is the event's data,
+// decoded; CE_SPECVERSION, CE_ID, CE_SOURCE, CE_TYPE, and where present
+// CE_SUBJECT, CE_TIME, CE_DATASCHEMA, CE_DATACONTENTTYPE and CE_<EXTENSION>
+// are added to the environment; stdout is the reply's data.
 //
-//	200  reply event (stdout not empty), in the request's mode
-//	202  exit 0 with empty stdout, no body
-//	400  malformed CloudEvent: bad JSON, missing or invalid attribute, bad
-//	     extension name, ce-datacontenttype header, unreadable body
+// A plain HTTP request (a POST that is not a CloudEvent, or any request
+// with WithProtocol(ProtocolHTTP)): stdin is the body, the environment is
+// CGI/1.1's (REQUEST_METHOD, PATH_INFO, QUERY_STRING, CONTENT_TYPE,
+// CONTENT_LENGTH, REMOTE_ADDR, HTTP_<HEADER>, ...), and stdout is the reply:
+// a CGI header block (Status: 201 Created, Content-Type, other headers, an
+// empty line) then the body, or, when stdout does not start with a Status,
+// Content-Type or Location line, all of it as the body of a 200.
+//
+// Both: W3C Trace Context (the traceparent and tracestate headers, else the
+// event's distributed-tracing extension) becomes TRACEPARENT and TRACESTATE
+// and is echoed in the reply; stderr goes to the task's stderr, every line
+// prefixed with "[<event id>] " (a plain request's X-Request-Id, else a new
+// UUID). Statuses:
+//
+//	200  reply event (stdout not empty), in the request's mode; plain HTTP:
+//	     the guest's Status, 200 by default
+//	202  exit 0 with empty stdout, no body (CloudEvents)
+//	400  malformed CloudEvent: bad JSON, a rule of the JSON format broken,
+//	     missing or invalid attribute, bad percent-encoding, bad extension
+//	     name, ce-datacontenttype header, unreadable body
 //	405  not POST (Allow: POST); OPTIONS answers 200 with Allow: POST
+//	408  the body did not arrive within the body timeout
 //	413  body over the limit
-//	415  not a CloudEvent, unknown format, batch, specversion other than 1.0
-//	500  exit status ≠ 0, trap, memory limit, stdout over its cap
-//	503  overload or shutting down, with Retry-After
+//	415  batch, unknown structured format, specversion other than 1.0; with
+//	     ProtocolCloudEvents, anything that is not a CloudEvent
+//	431  header block over MaxHeaderBytes (net/http)
+//	500  exit status ≠ 0, trap, memory limit, stdout over its cap, a
+//	     malformed CGI header block
+//	503  overload, bodies over their memory budget, or shutting down, with
+//	     Retry-After
 //	504  timeout
 //	499  (metrics only) the client went away and the guest was stopped
 //
@@ -38,6 +58,20 @@
 // start and exec are the invoker's Startup and Execution, total is from the
 // request's arrival to the response's headers. Phases that did not happen
 // are 0.
+//
+// # Hostile clients
+//
+// Every resource a client can hold is bounded, and none is taken before the
+// client has sent what it costs: headers within HeaderTimeout and
+// MaxHeaderBytes; the body within the body timeout (BodyTimeout), read
+// into a buffer that grows as bytes arrive (a declared Content-Length is
+// only compared with the limit), all bodies in flight within a memory
+// budget; a slot and a place in the queue only once the body has arrived
+// and parsed; keep-alive connections within IdleTimeout; open connections
+// per listener within a cap (WithMaxConnections; MetricsMaxConnections on
+// the metrics port), where a new connection evicts one idle or still
+// sending its first headers for a second, or is reset at once; HTTP/2
+// streams per connection within MaxStreams.
 //
 // # Why it is built this way
 //
@@ -50,35 +84,31 @@
 // data-plane spec say. A function that fails is 500; one that is too slow
 // 504; a front door that is full 503, as Knative's queue-proxy answers.
 //
-// Header values are not percent-decoded. The HTTP binding says a receiver
-// MUST decode them, but sdk-go never encodes nor decodes (sdk-go#1331), and
-// Knative's brokers, built on sdk-go, send values raw: decoding would
-// corrupt any value with a literal '%' in it, which is far more common than
-// a sender that encodes. The values reach CE_* exactly as sdk-go would hand
-// them to a Go function.
+// Header values are unquoted and percent-decoded, and the reply's encoded,
+// as the HTTP binding §3.1.3.2 requires, although sdk-go does neither
+// (sdk-go#1331): a value must then be a CloudEvents String (valid UTF-8, no
+// control characters), and a malformed escape ("100%") is a 400. Where
+// sdk-go and the specification differ, the specification wins; each such
+// rule has a test citing its section.
 //
 // Binary mode, the default of sdk-go and Knative, is parsed by this package
-// directly from the request's headers with sdk-go's rules (which header is
-// which attribute, the first value wins, extension names are letters and
-// digits, source a URI-reference, time RFC 3339, dataschema an absolute URI,
-// datacontenttype an RFC 2046 media type): a fuzz test holds it to what
-// binding.ToEvent and Validate accept. Going through binding.ToEvent costs
-// about 6µs and 23 allocations per event, more than the rest of the front
-// door, for an event whose attributes end up as strings anyway. Structured
-// mode goes through sdk-go's event model (event.Event's JSON decoder) after
-// encoding/json checked the document: sdk-go's decoder accepts some
-// malformed JSON. One sdk-go v2.16.2 gap is bridged: a `data` JSON value
-// with a `+json` datacontenttype (application/vnd.api+json), which the JSON
-// format allows and sdk-go rejects.
+// directly from the request's headers (which header is which attribute,
+// the first value wins, extension names are letters and digits, source a
+// URI-reference, time RFC 3339 with "t" and "z" allowed, dataschema an
+// absolute URI, datacontenttype an RFC 2046 media type): a fuzz test holds
+// it to what sdk-go's binding.ToEvent and Validate accept of the decoded
+// values. Structured mode is parsed with the JSON format's own rules (see
+// parseStructured): member names are attribute names (lower-case letters
+// and digits), null is absent, an extension number is an Integer, data and
+// data_base64 exclude each other, and JSON data without datacontenttype is
+// application/json.
 //
 // Only specversion 1.0 is accepted; 0.3 is answered 415. Knative and every
 // current SDK send 1.0, and the CE_* contract is 1.0's attribute set.
 //
 // CE_TIME is normalised as sdk-go prints times: RFC 3339 in UTC. CE_SOURCE
-// and CE_DATASCHEMA are the header values in binary mode and sdk-go's
-// rendering of the parsed URI in structured mode (the same for any ordinary
-// URI). JSON extension values that are not strings (numbers, booleans) are
-// rendered as sdk-go's types.Format does.
+// and CE_DATASCHEMA are the values as sent. JSON extension values that are
+// not strings (Integers, booleans) are their canonical strings.
 //
 // The reply mirrors the request's mode: binary in, binary out; structured
 // in, structured out (sdk-go replies binary whatever came in; a structured
@@ -101,12 +131,13 @@
 // Concurrency slots run invocations; a request that finds them all busy
 // waits in a FIFO queue (a channel's blocked senders are served in order)
 // for at most the queue wait, and a request beyond the queue length gets
-// 503 at once, before its body is read. Requests count against the queue
-// from admission, including while their body is read, so the memory held by
-// bodies is bounded by (concurrency + queue length) × max body and no
-// goroutines pile up behind the slots. The defaults follow Knative's
-// queue-proxy: a queue of 10 × concurrency, waiting up to the invocation
-// timeout. Retry-After is 1 second: slots free up in milliseconds.
+// 503 at once. A request takes its place in the queue once its body has
+// arrived. The defaults follow Knative's queue-proxy: a queue of 10 ×
+// concurrency, waiting up to the invocation timeout. Retry-After is 1
+// second: slots free up in milliseconds. Wasm guests running at once are
+// capped at 2 × GOMAXPROCS whatever the concurrency (see WithConcurrency):
+// more CPU-bound guests than CPUs only delay the goroutines that enforce
+// their deadlines.
 //
 // # Metrics
 //
@@ -124,9 +155,9 @@
 //
 // # Health
 //
-// GET /healthz, /health/readiness and /health/liveness answer 200 as soon
-// as the Server exists (readiness turns 503 once Shutdown began, liveness
+// GET (or HEAD) /healthz, /health/readiness and /health/liveness answer 200
+// as soon as the Server exists (readiness turns 503 once Shutdown began, liveness
 // stays 200). Kubernetes and Knative probes (User-Agent kube-probe/…, a
 // K-Network-Probe header) are answered like readiness on any path. None is
-// an invocation.
+// an invocation; other methods on those paths are events like anywhere else.
 package events

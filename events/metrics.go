@@ -3,6 +3,7 @@ package events
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +39,7 @@ func histogramOpts(name, help string) prometheus.HistogramOpts {
 
 // codes whose counters are created up front: every status the front door
 // answers an invocation with. Others are created on first use.
-var knownCodes = [...]int{200, 202, 400, 405, 413, 415, 500, 503, 504}
+var knownCodes = [...]int{200, 202, 400, 405, 408, 413, 415, 500, 503, 504}
 
 type metrics struct {
 	invocations *prometheus.CounterVec
@@ -46,11 +47,12 @@ type metrics struct {
 	function    string
 	runtime     string
 
-	duration, startup, execution prometheus.Observer
+	duration, startup, execution *sampledObserver
 	inflight, queued             prometheus.Gauge
 
 	compileHit, compileMiss prometheus.Observer
 	ready                   prometheus.Gauge
+	closedConns             *prometheus.CounterVec
 
 	gatherer prometheus.Gatherer
 }
@@ -94,7 +96,11 @@ func newMetrics(reg prometheus.Registerer, function, runtime string) (*metrics, 
 		Name: "nebula_task_ready_seconds",
 		Help: "Time from the shim's Create to the front door being ready.",
 	}, fr)
-	for _, c := range []prometheus.Collector{m.invocations, duration, startup, execution, inflight, queued, compile, ready} {
+	m.closedConns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nebula_connections_shed_total",
+		Help: "Connections closed at the listener's cap: an idle or slow one evicted, or the new one refused.",
+	}, []string{"function", "listener"})
+	for _, c := range []prometheus.Collector{m.invocations, duration, startup, execution, inflight, queued, compile, ready, m.closedConns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -102,9 +108,9 @@ func newMetrics(reg prometheus.Registerer, function, runtime string) (*metrics, 
 	for i, code := range knownCodes {
 		m.byCode[i] = m.invocations.WithLabelValues(function, runtime, strconv.Itoa(code))
 	}
-	m.duration = duration.WithLabelValues(function, runtime)
-	m.startup = startup.WithLabelValues(function, runtime)
-	m.execution = execution.WithLabelValues(function, runtime)
+	m.duration = newSampled(duration.WithLabelValues(function, runtime))
+	m.startup = newSampled(startup.WithLabelValues(function, runtime))
+	m.execution = newSampled(execution.WithLabelValues(function, runtime))
 	m.inflight = inflight.WithLabelValues(function, runtime)
 	m.queued = queued.WithLabelValues(function)
 	m.compileHit = compile.WithLabelValues(function, "hit")
@@ -121,6 +127,40 @@ func (m *metrics) count(code int) {
 		}
 	}
 	m.invocations.WithLabelValues(m.function, m.runtime, strconv.Itoa(code)).Inc()
+}
+
+// connsClosed is the shed-connections counter of a listener, "events" or
+// "metrics".
+func (m *metrics) connsClosed(listener string) prometheus.Counter {
+	return m.closedConns.WithLabelValues(m.function, listener)
+}
+
+// exemplarEvery is the least time between two exemplars of a histogram.
+// Prometheus keeps one exemplar per bucket and scrape; making one costs
+// several allocations and more than the rest of the front door's work.
+const exemplarEvery = 100 * time.Millisecond
+
+// sampledObserver is a histogram that takes an exemplar at most once per
+// exemplarEvery.
+type sampledObserver struct {
+	prometheus.Observer
+	last atomic.Int64 // unix nanoseconds of the last exemplar
+}
+
+func newSampled(o prometheus.Observer) *sampledObserver { return &sampledObserver{Observer: o} }
+
+// observe records d in o, with the request's trace id as an exemplar when
+// it has one and none was taken in the last exemplarEvery (exposed in the
+// OpenMetrics format only).
+func (m *metrics) observe(o *sampledObserver, d time.Duration, tc *traceContext) {
+	if id := tc.traceID(); id != "" {
+		last, now := o.last.Load(), time.Now().UnixNano()
+		if eo, ok := o.Observer.(prometheus.ExemplarObserver); ok && now-last >= int64(exemplarEvery) && o.last.CompareAndSwap(last, now) {
+			eo.ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": id})
+			return
+		}
+	}
+	o.Observe(d.Seconds())
 }
 
 func (m *metrics) handler() http.Handler {

@@ -3,11 +3,14 @@ package events
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/google/uuid"
 )
 
 // Detected reply content types.
@@ -142,3 +145,108 @@ func appendMillis(b []byte, d time.Duration) []byte {
 	f := us % 1000
 	return append(b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
 }
+
+// reply answers 200 with a reply event in the request's mode.
+func (s *Server) reply(w http.ResponseWriter, md mode, ev *inEvent, out []byte, c *call) int {
+	ct := s.replyCT
+	if ct == "" {
+		ct = detectContentType(out)
+	}
+	typ := s.replyType
+	if typ == "" {
+		typ = ev.typ + ".reply"
+	}
+	id := newUUID()
+	var idBuf [36]byte
+	encodeUUID(idBuf[:], id)
+	now := time.Now()
+	h := w.Header()
+	s.setTrace(h, c)
+	if md == modeStructured {
+		bp := s.getBuf()
+		defer s.bufs.Put(bp)
+		b := appendStructured((*bp)[:0], unsafe36(&idBuf), s.replySource, typ, now, ct, out)
+		*bp = b
+		vals := make([]string, 3)
+		vals[0], vals[1], vals[2] = ceJSON[0], strconv.Itoa(len(b)), c.serverTiming()
+		h["Content-Type"] = vals[0:1:1]
+		h["Content-Length"] = vals[1:2:2]
+		h["Server-Timing"] = vals[2:3:3]
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(b)
+		return http.StatusOK
+	}
+	// One allocation holds every generated value.
+	var sb [256]byte
+	b := append(sb[:0], idBuf[:]...)
+	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
+	timeEnd := len(b)
+	b = strconv.AppendInt(b, int64(len(out)), 10)
+	lenEnd := len(b)
+	b = c.appendServerTiming(b)
+	all := string(b)
+	vals := make([]string, 8)
+	vals[0] = specVersion
+	vals[1] = all[:36]
+	vals[2] = s.replySourceHdr
+	vals[3] = encodeHeaderValue(typ)
+	vals[4] = all[36:timeEnd]
+	vals[5] = ct
+	vals[6] = all[timeEnd:lenEnd]
+	vals[7] = all[lenEnd:]
+	h["Ce-Specversion"] = vals[0:1:1]
+	h["Ce-Id"] = vals[1:2:2]
+	h["Ce-Source"] = vals[2:3:3]
+	h["Ce-Type"] = vals[3:4:4]
+	h["Ce-Time"] = vals[4:5:5]
+	h["Content-Type"] = vals[5:6:6]
+	h["Content-Length"] = vals[6:7:7]
+	h["Server-Timing"] = vals[7:8:8]
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+	return http.StatusOK
+}
+
+// replyPlain answers a plain HTTP invocation with the guest's stdout, a
+// CGI response or a bare body (parseCGIResponse).
+func (s *Server) replyPlain(w http.ResponseWriter, id string, out []byte, c *call) int {
+	resp, reason, ok := parseCGIResponse(out)
+	if !ok {
+		if s.sink != nil {
+			s.sink.lines(id, "nebula: "+reason)
+		}
+		return s.fail(w, c, http.StatusInternalServerError, reason)
+	}
+	h := w.Header()
+	for k, v := range resp.header {
+		h[k] = v
+	}
+	if len(resp.body) > 0 && len(h["Content-Type"]) == 0 {
+		h["Content-Type"] = []string{detectContentType(resp.body)}
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(resp.body))}
+	s.setTrace(h, c)
+	h["Server-Timing"] = []string{c.serverTiming()}
+	w.WriteHeader(resp.status)
+	_, _ = w.Write(resp.body)
+	return resp.status
+}
+
+// newUUID is a random (version 4) UUID.
+func newUUID() uuid.UUID { return uuid.New() }
+
+// encodeUUID writes u's canonical form to dst without allocating.
+func encodeUUID(dst []byte, u uuid.UUID) {
+	const x = "0123456789abcdef"
+	j := 0
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst[j] = '-'
+			j++
+		}
+		dst[j], dst[j+1] = x[c>>4], x[c&0xf]
+		j += 2
+	}
+}
+
+func unsafe36(b *[36]byte) string { return unsafeString(b[:]) }

@@ -10,12 +10,9 @@ import (
 	"net/url"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/google/uuid"
 
 	"nebula.dev/nebula/abi"
 )
@@ -31,24 +28,30 @@ const RetryAfter = "1"
 // Server is a function's CloudEvents front door: it receives events over
 // HTTP, runs each in a fresh instance through an abi.Invoker and replies.
 // Create it with New.
+//
+// Its parts: a connLimiter per listener (connections), bodyReader (request
+// bodies within a deadline and a memory budget), the parsers of
+// cloudevent.go and cgi.go, admission (slots and the queue), the invoker,
+// then reply.go or the CGI reply; health.go answers probes.
 type Server struct {
-	inv   abi.Invoker
-	m     *metrics
-	p     parser
-	sink  *sink
-	slots chan struct{}
+	inv    abi.Invoker
+	m      *metrics
+	p      parser
+	sink   *sink
+	adm    *admission
+	bodies bodyReader
 
 	function    string
 	timeout     time.Duration
-	queueWait   time.Duration
-	maxBody     int64
-	admitMax    int64
+	maxConns    int
+	protocol    Protocol
 	replyType   string
 	replySource string
 	replyCT     string
 	timeoutMsg  string
 
-	admitted atomic.Int64 // requests admitted: reading, queued or running
+	replySourceHdr string // replySource, percent-encoded for ce-source
+
 	active   atomic.Int64 // event requests inside the handler
 	draining atomic.Bool
 
@@ -56,11 +59,10 @@ type Server struct {
 	jobs    sync.Pool // *job
 	handler http.Handler
 
-	base   context.Context // parent of every request's context under Serve
-	abort  context.CancelFunc
-	srv    *http.Server
-	msrv   *http.Server
-	closed sync.Once
+	base  context.Context // parent of every request's context under Serve
+	abort context.CancelFunc
+	srv   *http.Server
+	msrv  *http.Server
 }
 
 // New returns a Server running events with inv, or an error naming the
@@ -81,6 +83,19 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	if cfg.maxBody < 0 {
 		return nil, fmt.Errorf("events: invalid max body %d", cfg.maxBody)
 	}
+	if cfg.maxConns < 0 {
+		return nil, fmt.Errorf("events: invalid max connections %d", cfg.maxConns)
+	}
+	if cfg.bodyTimeout < 0 {
+		return nil, fmt.Errorf("events: invalid body timeout %v", cfg.bodyTimeout)
+	}
+	switch cfg.protocol {
+	case "":
+		cfg.protocol = ProtocolAuto
+	case ProtocolAuto, ProtocolCloudEvents, ProtocolHTTP:
+	default:
+		return nil, fmt.Errorf("events: invalid protocol %q", cfg.protocol)
+	}
 	if cfg.replySource != "" {
 		if _, err := url.Parse(cfg.replySource); err != nil {
 			return nil, fmt.Errorf("events: invalid reply source %q: not a URI-reference", cfg.replySource)
@@ -98,6 +113,12 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	if cfg.maxBody == 0 {
 		cfg.maxBody = DefaultMaxBody
 	}
+	if cfg.maxConns == 0 {
+		cfg.maxConns = DefaultMaxConnections
+	}
+	if cfg.bodyTimeout == 0 {
+		cfg.bodyTimeout = BodyTimeout
+	}
 	if !cfg.queueLenSet {
 		cfg.queueLen = DefaultQueueMult * cfg.concurrency
 	}
@@ -109,15 +130,23 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("events: registering metrics: %w", err)
 	}
+	running := cfg.concurrency
+	if rt == abi.RuntimeWasm {
+		running = min(running, wasmRunningPerCPU*runtime.GOMAXPROCS(0))
+	}
 	s := &Server{
-		inv:         inv,
-		m:           m,
-		slots:       make(chan struct{}, cfg.concurrency),
+		inv: inv,
+		m:   m,
+		adm: newAdmission(running, cfg.concurrency-running+cfg.queueLen, cfg.queueWait, m.queued),
+		bodies: bodyReader{
+			max:     cfg.maxBody,
+			budget:  bodyBudget(cfg.maxBody, cfg.concurrency+cfg.queueLen),
+			timeout: cfg.bodyTimeout,
+		},
 		function:    cfg.function,
 		timeout:     cfg.timeout,
-		queueWait:   cfg.queueWait,
-		maxBody:     cfg.maxBody,
-		admitMax:    int64(cfg.concurrency + cfg.queueLen),
+		maxConns:    cfg.maxConns,
+		protocol:    cfg.protocol,
 		replyType:   cfg.replyType,
 		replySource: cfg.replySource,
 		replyCT:     cfg.replyCT,
@@ -126,6 +155,7 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	if s.replySource == "" {
 		s.replySource = "/nebula/" + url.PathEscape(cfg.function)
 	}
+	s.replySourceHdr = encodeHeaderValue(s.replySource)
 	if cfg.stderr != nil {
 		s.sink = &sink{w: cfg.stderr}
 	}
@@ -138,19 +168,45 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	s.srv = &http.Server{
 		Handler:           s.handler,
 		Protocols:         &protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return s.base },
+		ReadHeaderTimeout: HeaderTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		// HTTP/2 buffers what a client sends ahead of the handler's reads
+		// in the process (HTTP/1 leaves it in the kernel): at most 256 KiB
+		// a connection, instead of net/http's 1 MiB.
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          MaxStreams,
+			MaxReceiveBufferPerConnection: 256 << 10,
+			MaxReceiveBufferPerStream:     128 << 10,
+			PingTimeout:                   HeaderTimeout,
+		},
+		ConnState:   trackConnState,
+		BaseContext: func(net.Listener) context.Context { return s.base },
 	}
 	s.msrv = &http.Server{
 		Handler:           m.handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: HeaderTimeout,
+		ReadTimeout:       HeaderTimeout,
+		WriteTimeout:      BodyTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ConnState:         trackConnState,
 	}
 	return s, nil
 }
 
+// bodyBudget is the memory all request bodies in flight may hold:
+// max(maxBody, min(n × maxBody, maxBodyBudget)).
+func bodyBudget(maxBody int64, n int) int64 {
+	b := int64(maxBodyBudget)
+	if int64(n) <= b/maxBody {
+		b = int64(n) * maxBody
+	}
+	return max(b, maxBody+1)
+}
+
 // Handler returns the front door as an http.Handler: events on every path
-// but the health paths.
+// but the health checks.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // MetricsHandler returns the handler of the metrics port: `GET /metrics`
@@ -165,15 +221,18 @@ func (s *Server) MetricsHandler() http.Handler { return s.msrv.Handler }
 //
 // ctx is a hard stop, like SIGKILL: when it is done in-flight invocations
 // are aborted and connections closed at once. Stop gracefully with Shutdown.
-// Serve may be called for several listeners.
+// Serve may be called for several listeners; each gets its own cap of
+// open connections (WithMaxConnections).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	return serve(ctx, s.srv, ln, s.stop)
+	return serve(ctx, s.srv, newConnLimiter(ln, s.maxConns, s.m.connsClosed("events")), s.stop)
 }
 
-// ServeMetrics serves MetricsHandler on ln until Shutdown or until ctx is
-// done, and returns nil once stopped that way.
+// ServeMetrics serves MetricsHandler on ln, at most MetricsMaxConnections
+// connections at once, until Shutdown or until ctx is done, and returns nil
+// once stopped that way.
 func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
-	return serve(ctx, s.msrv, ln, func() { _ = s.msrv.Close() })
+	return serve(ctx, s.msrv, newConnLimiter(ln, MetricsMaxConnections, s.m.connsClosed("metrics")),
+		func() { _ = s.msrv.Close() })
 }
 
 func serve(ctx context.Context, srv *http.Server, ln net.Listener, stop func()) error {
@@ -245,10 +304,11 @@ func (s *Server) ObserveCompile(d time.Duration, cacheHit bool) {
 // Create to the front door being ready.
 func (s *Server) SetTaskReady(d time.Duration) { s.m.ready.Set(d.Seconds()) }
 
-// call holds the phases of one request, for Server-Timing.
+// call holds the phases of one request, for Server-Timing, and its trace.
 type call struct {
 	t0                 time.Time
 	queue, start, exec time.Duration
+	trace              traceContext
 }
 
 func (c *call) serverTiming() string {
@@ -269,33 +329,16 @@ func (c *call) appendServerTiming(b []byte) []byte {
 }
 
 var (
-	allowPOST    = []string{"POST"}
-	allowGET     = []string{"GET, HEAD"}
-	textPlain    = []string{"text/plain; charset=utf-8"}
-	nosniff      = []string{"nosniff"}
-	retryAfter   = []string{RetryAfter}
-	ceJSON       = []string{"application/cloudevents+json"}
-	okBody       = []byte("ok\n")
-	drainingBody = []byte("shutting down\n")
+	allowPOST  = []string{"POST"}
+	textPlain  = []string{"text/plain; charset=utf-8"}
+	nosniff    = []string{"nosniff"}
+	retryAfter = []string{RetryAfter}
+	ceJSON     = []string{"application/cloudevents+json"}
 )
-
-func isHealthPath(p string) bool {
-	return p == "/healthz" || p == "/health/readiness" || p == "/health/liveness"
-}
-
-// isProbe tells Kubernetes' and Knative's probes (knative.dev/networking's
-// header.IsProbe): they are answered like readiness and not counted.
-func isProbe(r *http.Request) bool {
-	if ua := r.Header["User-Agent"]; len(ua) > 0 && strings.HasPrefix(ua[0], "kube-probe/") {
-		return true
-	}
-	kp := r.Header["K-Network-Probe"]
-	return len(kp) > 0 && kp[0] != ""
-}
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	c := call{t0: time.Now()}
-	if isHealthPath(r.URL.Path) || isProbe(r) {
+	if isHealthCheck(r) {
 		s.health(w, r, &c)
 		return
 	}
@@ -304,26 +347,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.active.Add(-1)
 	if code != 0 {
 		s.m.count(code)
-		s.m.duration.Observe(time.Since(c.t0).Seconds())
-	}
-}
-
-func (s *Server) health(w http.ResponseWriter, r *http.Request, c *call) {
-	h := w.Header()
-	h["Server-Timing"] = []string{c.serverTiming()}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && !isProbe(r) {
-		h["Allow"] = allowGET
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		return
-	}
-	h["Content-Type"] = textPlain
-	body, code := okBody, http.StatusOK
-	if s.draining.Load() && r.URL.Path != "/health/liveness" {
-		body, code = drainingBody, http.StatusServiceUnavailable
-	}
-	w.WriteHeader(code)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
+		s.m.observe(s.m.duration, time.Since(c.t0), &c.trace)
 	}
 }
 
@@ -335,53 +359,71 @@ func (s *Server) fail(w http.ResponseWriter, c *call, code int, msg string) int 
 	if code == http.StatusServiceUnavailable {
 		h["Retry-After"] = retryAfter
 	}
+	s.setTrace(h, c)
 	h["Server-Timing"] = []string{c.serverTiming()}
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, msg+"\n")
 	return code
 }
 
-var (
-	errOverload   = errors.New("overloaded: all slots busy and the queue full")
-	errQueueWait  = errors.New("overloaded: waited too long for a slot")
-	errClientGone = errors.New("client went away")
-	errTooLarge   = errors.New("request body too large")
-)
+// setTrace echoes the request's trace context in the response.
+func (s *Server) setTrace(h http.Header, c *call) {
+	if c.trace.parent != "" {
+		h["Traceparent"] = []string{c.trace.parent}
+		if c.trace.state != "" {
+			h["Tracestate"] = []string{c.trace.state}
+		}
+	}
+}
 
-// event serves one event and returns the status it answered, or 0 for a
-// request that is not an invocation (OPTIONS).
+// mode of a request, beyond the CloudEvents modes of cloudevent.go.
+const modePlain mode = 0
+
+// event serves one request on the event path and returns the status it
+// answered, or 0 for a request that is not an invocation (OPTIONS).
 func (s *Server) event(w http.ResponseWriter, r *http.Request, c *call) int {
-	switch r.Method {
-	case http.MethodPost:
-	case http.MethodOptions:
-		s.options(w, r, c)
-		return 0
-	default:
-		w.Header()["Allow"] = allowPOST
-		return s.fail(w, c, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: POST CloudEvents")
+	if s.protocol != ProtocolHTTP {
+		switch r.Method {
+		case http.MethodPost:
+		case http.MethodOptions:
+			s.options(w, r, c)
+			return 0
+		default:
+			w.Header()["Allow"] = allowPOST
+			return s.fail(w, c, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: POST CloudEvents")
+		}
 	}
 	if s.draining.Load() {
 		return s.fail(w, c, http.StatusServiceUnavailable, "shutting down")
 	}
-	md, err := classify(r.Header)
-	if err != nil {
-		return s.clientError(w, c, err)
+	md := modePlain
+	if s.protocol != ProtocolHTTP {
+		var err error
+		md, err = classify(r.Header)
+		if err == errNotCloudEvent && s.protocol == ProtocolAuto {
+			md, err = modePlain, nil
+		}
+		if err != nil {
+			return s.clientError(w, c, err)
+		}
 	}
-	if r.ContentLength > s.maxBody {
+	if r.ContentLength > s.bodies.max {
 		return s.fail(w, c, http.StatusRequestEntityTooLarge, errTooLarge.Error())
 	}
-	if s.admitted.Add(1) > s.admitMax {
-		s.admitted.Add(-1)
-		return s.fail(w, c, http.StatusServiceUnavailable, errOverload.Error())
-	}
-	defer s.admitted.Add(-1)
 
 	bp := s.getBuf()
 	defer s.bufs.Put(bp)
-	body, err := readBody(r.Body, bp, s.maxBody, r.ContentLength)
+	body, reserved, err := s.bodies.read(w, r, bp)
+	defer s.bodies.unreserve(reserved)
 	if err != nil {
-		if err == errTooLarge {
+		switch err {
+		case errTooLarge:
 			return s.fail(w, c, http.StatusRequestEntityTooLarge, err.Error())
+		case errBodyBudget:
+			return s.fail(w, c, http.StatusServiceUnavailable, err.Error())
+		case errBodySlow:
+			w.Header()["Connection"] = []string{"close"}
+			return s.fail(w, c, http.StatusRequestTimeout, err.Error()+" (within "+s.bodies.timeout.String()+")")
 		}
 		return s.fail(w, c, http.StatusBadRequest, "reading body: "+err.Error())
 	}
@@ -389,44 +431,75 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request, c *call) int {
 	defer s.putJob(j)
 	ev := &j.ev
 	ev.ext = ev.extBuf[:0]
-	if md == modeBinary {
+	switch md {
+	case modeBinary:
 		err = s.p.parseBinary(r.Header, body, ev)
-	} else {
+	case modeStructured:
 		err = s.p.parseStructured(body, ev)
 	}
 	if err != nil {
 		return s.clientError(w, c, err)
 	}
+	req := &j.req
+	if md == modePlain {
+		c.trace = readTraceContext(r.Header, nil)
+		*req = abi.Request{ID: requestID(r), Stdin: body, Env: cgiEnv(r, len(body), c.trace)}
+	} else {
+		c.trace = readTraceContext(r.Header, ev)
+		*req = abi.Request{ID: ev.id, Stdin: ev.data, Env: ev.env(c.trace)}
+	}
 
-	if err := s.acquire(r.Context(), c); err != nil {
+	q, err := s.adm.acquire(r.Context())
+	c.queue = q
+	if err != nil {
 		if err == errClientGone {
 			return s.fail(w, c, StatusClientClosedRequest, err.Error())
 		}
 		return s.fail(w, c, http.StatusServiceUnavailable, err.Error())
 	}
-	resp, err := s.invoke(r.Context(), j)
+	resp, err := s.invoke(r.Context(), req)
 	if resp != nil {
 		c.start, c.exec = resp.Startup, resp.Execution
 		if resp.Startup > 0 {
-			s.m.startup.Observe(resp.Startup.Seconds())
+			s.m.observe(s.m.startup, resp.Startup, &c.trace)
 		}
 		if resp.Execution > 0 {
-			s.m.execution.Observe(resp.Execution.Seconds())
+			s.m.observe(s.m.execution, resp.Execution, &c.trace)
 		}
 	}
 	if err != nil {
 		code, msg := s.invokeError(r.Context(), err)
 		if s.sink != nil {
-			s.sink.write([]byte("[" + ev.id + "] nebula: " + msg + "\n"))
+			s.sink.lines(req.ID, "nebula: "+msg)
 		}
 		return s.fail(w, c, code, msg)
 	}
-	if resp == nil || len(resp.Stdout) == 0 {
-		w.Header()["Server-Timing"] = []string{c.serverTiming()}
+	var out []byte
+	if resp != nil {
+		out = resp.Stdout
+	}
+	if md == modePlain {
+		return s.replyPlain(w, req.ID, out, c)
+	}
+	if len(out) == 0 {
+		h := w.Header()
+		s.setTrace(h, c)
+		h["Server-Timing"] = []string{c.serverTiming()}
 		w.WriteHeader(http.StatusAccepted)
 		return http.StatusAccepted
 	}
-	return s.reply(w, md, ev, resp.Stdout, c)
+	return s.reply(w, md, ev, out, c)
+}
+
+// requestID names a plain HTTP invocation in logs: its X-Request-Id when
+// it has a printable one, else a new UUID.
+func requestID(r *http.Request) string {
+	if v := r.Header["X-Request-Id"]; len(v) > 0 && len(v[0]) <= 128 && v[0] != "" && checkString(v[0]) == nil {
+		return v[0]
+	}
+	var b [36]byte
+	encodeUUID(b[:], newUUID())
+	return string(b[:])
 }
 
 func (s *Server) clientError(w http.ResponseWriter, c *call, err error) int {
@@ -452,37 +525,11 @@ func (s *Server) options(w http.ResponseWriter, r *http.Request, c *call) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// acquire takes a slot, waiting in FIFO order (a channel's blocked senders
-// are served first come, first served) for at most the queue wait.
-func (s *Server) acquire(ctx context.Context, c *call) error {
-	select {
-	case s.slots <- struct{}{}:
-		return nil
-	default:
-	}
-	t := time.Now()
-	s.m.queued.Inc()
-	timer := time.NewTimer(s.queueWait)
-	var err error
-	select {
-	case s.slots <- struct{}{}:
-	case <-timer.C:
-		err = errQueueWait
-	case <-ctx.Done():
-		err = errClientGone
-	}
-	timer.Stop()
-	s.m.queued.Dec()
-	c.queue = time.Since(t)
-	return err
-}
-
-func (s *Server) invoke(ctx context.Context, j *job) (resp *abi.Response, err error) {
-	ev, req := &j.ev, &j.req
-	*req = abi.Request{ID: ev.id, Stdin: ev.data, Env: ev.env()}
+// invoke runs req in a slot already acquired, and gives the slot back.
+func (s *Server) invoke(ctx context.Context, req *abi.Request) (resp *abi.Response, err error) {
 	var lw *lineWriter
 	if s.sink != nil {
-		lw = s.sink.get(ev.id)
+		lw = s.sink.get(req.ID)
 		req.Stderr = lw
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -490,7 +537,7 @@ func (s *Server) invoke(ctx context.Context, j *job) (resp *abi.Response, err er
 	defer func() { // even if the invoker panics: the slot must come back
 		s.m.inflight.Dec()
 		cancel()
-		<-s.slots
+		s.adm.release()
 		if lw != nil {
 			s.sink.put(lw)
 		}
@@ -518,66 +565,6 @@ func (s *Server) invokeError(ctx context.Context, err error) (int, string) {
 	}
 }
 
-// reply answers 200 with a reply event in the request's mode.
-func (s *Server) reply(w http.ResponseWriter, md mode, ev *inEvent, out []byte, c *call) int {
-	ct := s.replyCT
-	if ct == "" {
-		ct = detectContentType(out)
-	}
-	typ := s.replyType
-	if typ == "" {
-		typ = ev.typ + ".reply"
-	}
-	id := uuid.New()
-	var idBuf [36]byte
-	encodeUUID(idBuf[:], id)
-	now := time.Now()
-	h := w.Header()
-	if md == modeStructured {
-		bp := s.getBuf()
-		defer s.bufs.Put(bp)
-		b := appendStructured((*bp)[:0], unsafe36(&idBuf), s.replySource, typ, now, ct, out)
-		*bp = b
-		vals := make([]string, 3)
-		vals[0], vals[1], vals[2] = ceJSON[0], strconv.Itoa(len(b)), c.serverTiming()
-		h["Content-Type"] = vals[0:1:1]
-		h["Content-Length"] = vals[1:2:2]
-		h["Server-Timing"] = vals[2:3:3]
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(b)
-		return http.StatusOK
-	}
-	// One allocation holds every generated value.
-	var sb [256]byte
-	b := append(sb[:0], idBuf[:]...)
-	b = now.UTC().AppendFormat(b, time.RFC3339Nano)
-	timeEnd := len(b)
-	b = strconv.AppendInt(b, int64(len(out)), 10)
-	lenEnd := len(b)
-	b = c.appendServerTiming(b)
-	all := string(b)
-	vals := make([]string, 8)
-	vals[0] = specVersion
-	vals[1] = all[:36]
-	vals[2] = s.replySource
-	vals[3] = typ
-	vals[4] = all[36:timeEnd]
-	vals[5] = ct
-	vals[6] = all[timeEnd:lenEnd]
-	vals[7] = all[lenEnd:]
-	h["Ce-Specversion"] = vals[0:1:1]
-	h["Ce-Id"] = vals[1:2:2]
-	h["Ce-Source"] = vals[2:3:3]
-	h["Ce-Type"] = vals[3:4:4]
-	h["Ce-Time"] = vals[4:5:5]
-	h["Content-Type"] = vals[5:6:6]
-	h["Content-Length"] = vals[6:7:7]
-	h["Server-Timing"] = vals[7:8:8]
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(out)
-	return http.StatusOK
-}
-
 // job is the per-event state that outlives the stack (the invoker gets a
 // pointer to its Request); recycled once the response is written.
 type job struct {
@@ -597,48 +584,3 @@ func (s *Server) getBuf() *[]byte {
 	b := make([]byte, 0, 4096)
 	return &b
 }
-
-// readBody reads at most max bytes of body into *bp, growing it to the
-// announced length first.
-func readBody(body io.Reader, bp *[]byte, max, length int64) ([]byte, error) {
-	b := (*bp)[:0]
-	if length > int64(cap(b)) {
-		b = make([]byte, 0, length+1) // +1: see EOF without growing
-	}
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := body.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if int64(len(b)) > max {
-			return nil, errTooLarge
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if cap(b) <= 1<<20 { // keep small buffers only
-		*bp = b
-	}
-	return b, nil
-}
-
-// encodeUUID writes u's canonical form to dst without allocating.
-func encodeUUID(dst []byte, u uuid.UUID) {
-	const x = "0123456789abcdef"
-	j := 0
-	for i, c := range u {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			dst[j] = '-'
-			j++
-		}
-		dst[j], dst[j+1] = x[c>>4], x[c&0xf]
-		j += 2
-	}
-}
-
-func unsafe36(b *[36]byte) string { return unsafeString(b[:]) }

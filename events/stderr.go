@@ -24,6 +24,13 @@ func (s *sink) write(p []byte) {
 	s.mu.Unlock()
 }
 
+// lines writes msg, every line of it prefixed with "[id] ".
+func (s *sink) lines(id, msg string) {
+	lw := s.get(id)
+	_, _ = io.WriteString(lw, msg+"\n")
+	s.put(lw)
+}
+
 // get returns a lineWriter prefixing lines with "[id] ".
 func (s *sink) get(id string) *lineWriter {
 	lw, _ := s.pool.Get().(*lineWriter)

@@ -63,6 +63,8 @@ type Knobs struct {
 	ReplyType        string
 	ReplySource      string
 	ReplyContentType string
+	MaxConnections   int
+	Protocol         string
 }
 
 // KnobError reports an invalid knob value: which knob, where it came from,
@@ -169,6 +171,22 @@ var knobs = []knob{
 		}
 		k.ReplyContentType = v
 		return nil
+	}},
+	{"max-connections", func(k *Knobs, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65536 {
+			return errors.New("want an integer from 1 to 65536")
+		}
+		k.MaxConnections = n
+		return nil
+	}},
+	{"protocol", func(k *Knobs, v string) error {
+		switch v {
+		case "auto", "cloudevents", "http":
+			k.Protocol = v
+			return nil
+		}
+		return errors.New(`want "auto", "cloudevents" or "http"`)
 	}},
 }
 

@@ -25,7 +25,8 @@ func TestParseKnobs(t *testing.T) {
 			"nebula.dev/concurrency": "4", "nebula.dev/memory-limit": "64Mi", "nebula.dev/max-body": "1Ki",
 			"nebula.dev/metrics-port": "9100", "nebula.dev/reply-type": "t", "nebula.dev/reply-source": "/s",
 			"nebula.dev/reply-content-type": "text/plain; charset=utf-8",
-		}), Knobs{RuntimeWasm, ModeFunction, 300 * time.Millisecond, 4, 64 << 20, 1024, 9100, "t", "/s", "text/plain; charset=utf-8"}},
+			"nebula.dev/max-connections":    "100", "nebula.dev/protocol": "cloudevents",
+		}), Knobs{RuntimeWasm, ModeFunction, 300 * time.Millisecond, 4, 64 << 20, 1024, 9100, "t", "/s", "text/plain; charset=utf-8", 100, "cloudevents"}},
 		{"env", specWith(nil, "NEBULA_MODE=function", "NEBULA_MEMORY_LIMIT=1048576", "NEBULA_TIMEOUT=2s"),
 			Knobs{Mode: ModeFunction, MemoryLimit: 1 << 20, Timeout: 2 * time.Second}},
 		{"annotation wins over env", specWith(map[string]string{"nebula.dev/mode": "run"}, "NEBULA_MODE=function"),
@@ -64,6 +65,8 @@ func TestParseKnobsErrors(t *testing.T) {
 		{"metrics port range", specWith(map[string]string{"nebula.dev/metrics-port": "70000"}), "1 to 65535"},
 		{"reply content type", specWith(map[string]string{"nebula.dev/reply-content-type": "not a type/"}), "media type"},
 		{"reply type empty", specWith(map[string]string{"nebula.dev/reply-type": " "}), "non-empty"},
+		{"max connections zero", specWith(map[string]string{"nebula.dev/max-connections": "0"}), "1 to 65536"},
+		{"protocol", specWith(nil, "NEBULA_PROTOCOL=grpc"), `want "auto", "cloudevents" or "http"`},
 		{"unknown annotation", specWith(map[string]string{"nebula.dev/memory-limt": "1Mi"}), "unknown annotation nebula.dev/memory-limt"},
 	}
 	for _, tt := range tests {

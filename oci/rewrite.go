@@ -153,6 +153,12 @@ func (k Knobs) flags() []string {
 	if k.ReplyContentType != "" {
 		add("reply-content-type", k.ReplyContentType)
 	}
+	if k.MaxConnections > 0 {
+		add("max-connections", strconv.Itoa(k.MaxConnections))
+	}
+	if k.Protocol != "" {
+		add("protocol", k.Protocol)
+	}
 	return f
 }
 

@@ -44,12 +44,12 @@ func TestRewrite(t *testing.T) {
 
 	// Function mode: knobs become flags; the memory limit is shared.
 	s = base()
-	k := Knobs{Mode: ModeFunction, Concurrency: 4, Timeout: time.Second, MetricsPort: 9100, ReplyType: "r"}
+	k := Knobs{Mode: ModeFunction, Concurrency: 4, Timeout: time.Second, MetricsPort: 9100, ReplyType: "r", MaxConnections: 100, Protocol: "http"}
 	if err := Rewrite(s, Decision{Runtime: RuntimeWasm}, k, Host{Binary: h.Binary}); err != nil {
 		t.Fatal(err)
 	}
 	wantArgs = []string{HostBinary, "--mode", "function", "--runtime", "wasm", "--memory-limit", "134217728",
-		"--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--", "/fn.wasm", "a"}
+		"--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--max-connections", "100", "--protocol", "http", "--", "/fn.wasm", "a"}
 	if !slices.Equal(s.Process.Args, wantArgs) {
 		t.Errorf("args = %q\nwant   %q", s.Process.Args, wantArgs)
 	}

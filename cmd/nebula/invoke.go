@@ -44,9 +44,12 @@ type invokeOptions struct {
 	timeout     time.Duration
 	count       int
 	concurrency int
+	http        bool
+	method      string
+	headers     []string
 
 	// Which flags were given, for the checks that depend on it.
-	idSet, dataSet, contentTypeSet bool
+	idSet, dataSet, contentTypeSet, methodSet bool
 }
 
 // Defaults of `nebula invoke`, as Knative's `func invoke` has them in
@@ -76,6 +79,12 @@ application/cloudevents+json document. The reply comes back in the same
 mode. Its id is a new UUID unless --id is given, its time now; its data is
 --data, the file named by --file ("-" for standard input) or nothing.
 
+With --http it sends a plain HTTP request instead (--method, POST by
+default, to URL with its path and query, the data as the body with
+--content-type, headers from --header): the front door runs it as a plain
+HTTP invocation (CGI-style) and the reply is printed as the status line,
+the headers (lower-case, sorted, Date omitted), a blank line and the body.
+
 A response other than 2xx prints the status and the body on standard error
 and exits with status 1.
 
@@ -94,12 +103,16 @@ phase. The exit status is 1 when any request failed.`,
   # Data from standard input:
   echo -n hello | nebula invoke http://localhost:8080 --content-type text/plain --file -
 
+  # A plain HTTP request (no CloudEvent), as func invoke's http format or curl:
+  nebula invoke --http http://localhost:8080/orders?id=7 --data '{"qty":1}' -H 'X-Tenant: acme'
+
   # A burst of 200 events over 8 connections, then the summary:
   nebula invoke http://localhost:8080 --data '{}' --count 200 --concurrency 8`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
 			o.idSet, o.dataSet, o.contentTypeSet = f.Changed("id"), f.Changed("data"), f.Changed("content-type")
+			o.methodSet = f.Changed("method")
 			return runInvoke(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], o)
 		},
 	}
@@ -116,6 +129,9 @@ phase. The exit status is 1 when any request failed.`,
 	f.DurationVar(&o.timeout, "timeout", defaultInvokeTimeout, "give up on a request after this long, body included (0: never)")
 	f.IntVar(&o.count, "count", 1, "send the event this many times and print a summary instead of the replies")
 	f.IntVar(&o.concurrency, "concurrency", 1, "with --count, the connections (and requests in flight) to use at most")
+	f.BoolVar(&o.http, "http", false, "send a plain HTTP request, not a CloudEvent")
+	f.StringVar(&o.method, "method", http.MethodPost, "with --http, the request's method")
+	f.StringArrayVarP(&o.headers, "header", "H", nil, `add a request header, "Name: value" (repeatable)`)
 	return cmd
 }
 
@@ -140,8 +156,47 @@ func (o invokeOptions) check() error {
 	if o.concurrency < 1 {
 		return fmt.Errorf("--concurrency %d: must be at least 1", o.concurrency)
 	}
+	if o.http && (o.structured || len(o.extensions) > 0 || o.idSet || o.subject != "") {
+		return errors.New("--http sends no CloudEvent: --structured, --extension, --id and --subject do not apply")
+	}
+	if o.methodSet && !o.http {
+		return errors.New("--method applies to --http only (CloudEvents are POSTed)")
+	}
+	if !validMethod(o.method) {
+		return fmt.Errorf("--method %q: not an HTTP method token", o.method)
+	}
+	if _, err := o.headerMap(); err != nil {
+		return err
+	}
 	_, err := o.extensionMap()
 	return err
+}
+
+// validMethod tells an HTTP method token (RFC 9110 §9.1).
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// headerMap parses the --header flags.
+func (o invokeOptions) headerMap() (http.Header, error) {
+	h := http.Header{}
+	for _, kv := range o.headers {
+		k, v, ok := strings.Cut(kv, ":")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || !validMethod(k) || strings.ContainsAny(v, "\r\n") {
+			return nil, fmt.Errorf(`--header %q: want "Name: value"`, kv)
+		}
+		h.Add(k, v)
+	}
+	return h, nil
 }
 
 // coreAttributeFlags maps the CloudEvents core attributes to the flag that
@@ -309,6 +364,65 @@ func newRequest(ctx context.Context, target string, ev *event.Event, structured 
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(ev), req); err != nil {
 		return nil, fmt.Errorf("encoding the event: %w", err)
 	}
+	// sdk-go does not percent-encode ce-* values as the HTTP binding
+	// §3.1.3.2 requires of a sender.
+	for k, vs := range req.Header {
+		if strings.HasPrefix(k, "Ce-") {
+			for i, v := range vs {
+				vs[i] = percentEncode(v)
+			}
+		}
+	}
+	return req, nil
+}
+
+// percentEncode encodes what the HTTP binding §3.1.3.2 requires of a
+// ce-* header value: space, '"', '%' and every byte outside 0x21–0x7E.
+func percentEncode(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == '"' || c == '%' || c >= 0x7f {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// percentDecodeReply decodes the ce-* headers of a binary-mode reply
+// (HTTP binding §3.1.3.2), which sdk-go does not do; a malformed value is
+// left as it is.
+func percentDecodeReply(h http.Header) {
+	for k, vs := range h {
+		if !strings.HasPrefix(k, "Ce-") {
+			continue
+		}
+		for i, v := range vs {
+			if d, err := url.PathUnescape(v); err == nil && utf8.ValidString(d) {
+				vs[i] = d
+			}
+		}
+	}
+}
+
+// newPlainRequest is the request of --http.
+func (o invokeOptions) newPlainRequest(ctx context.Context, target string, data []byte, h http.Header) (*http.Request, error) {
+	var body io.Reader
+	if data != nil {
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, o.method, target, body)
+	if err != nil {
+		return nil, err
+	}
+	if data != nil || o.contentTypeSet {
+		req.Header.Set("Content-Type", o.contentType)
+	}
+	for k, vs := range h {
+		req.Header[k] = slices.Clone(vs)
+	}
 	return req, nil
 }
 
@@ -344,6 +458,22 @@ func runInvoke(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, r
 	if err != nil {
 		return err
 	}
+	headers, err := o.headerMap()
+	if err != nil {
+		return err
+	}
+	if o.http {
+		conns := min(o.concurrency, o.count)
+		client := newInvokeClient(o.timeout, conns)
+		defer client.CloseIdleConnections()
+		newReq := func(int) (*http.Request, error) { return o.newPlainRequest(ctx, target, data, headers) }
+		if o.count == 1 {
+			return invokePlainOnce(client, stdout, stderr, target, newReq)
+		}
+		results := burst(client, o.count, conns, newReq)
+		fmt.Fprintln(stdout, summarize(results, conns))
+		return burstError(results)
+	}
 	ids := func(i int) string { // i in [0, count)
 		switch {
 		case o.idSet && o.count == 1:
@@ -361,7 +491,7 @@ func runInvoke(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, r
 	if o.count == 1 {
 		client := newInvokeClient(o.timeout, 1)
 		defer client.CloseIdleConnections()
-		return invokeOnce(ctx, client, stdout, stderr, target, &ev, o.structured)
+		return invokeOnce(ctx, client, stdout, stderr, target, &ev, o.structured, headers)
 	}
 	conns := min(o.concurrency, o.count)
 	client := newInvokeClient(o.timeout, conns)
@@ -371,18 +501,23 @@ func runInvoke(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, r
 		if err != nil {
 			return nil, err
 		}
-		return newRequest(ctx, target, &ev, o.structured)
+		req, err := newRequest(ctx, target, &ev, o.structured)
+		if err == nil {
+			addHeaders(req, headers)
+		}
+		return req, err
 	})
 	fmt.Fprintln(stdout, summarize(results, conns))
 	return burstError(results)
 }
 
 // invokeOnce sends ev and prints the reply.
-func invokeOnce(ctx context.Context, client *http.Client, stdout, stderr io.Writer, target string, ev *event.Event, structured bool) error {
+func invokeOnce(ctx context.Context, client *http.Client, stdout, stderr io.Writer, target string, ev *event.Event, structured bool, headers http.Header) error {
 	req, err := newRequest(ctx, target, ev, structured)
 	if err != nil {
 		return err
 	}
+	addHeaders(req, headers)
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -402,6 +537,7 @@ func invokeOnce(ctx context.Context, client *http.Client, stdout, stderr io.Writ
 	}
 
 	fmt.Fprintln(stdout, statusLine)
+	percentDecodeReply(resp.Header)
 	msg := cehttp.NewMessageFromHttpResponse(resp)
 	if msg.ReadEncoding() == binding.EncodingUnknown {
 		body, err := io.ReadAll(resp.Body)
@@ -431,6 +567,56 @@ func invokeOnce(ctx context.Context, client *http.Client, stdout, stderr io.Writ
 	if d := reply.Data(); len(d) > 0 {
 		fmt.Fprintln(stdout)
 		writeData(stdout, d)
+	}
+	fmt.Fprintln(stdout, timing)
+	return nil
+}
+
+// addHeaders sets the --header headers on req (after the event's own).
+func addHeaders(req *http.Request, h http.Header) {
+	for k, vs := range h {
+		req.Header[k] = slices.Clone(vs)
+	}
+}
+
+// invokePlainOnce sends the --http request and prints the reply: status
+// line, headers, body, timings.
+func invokePlainOnce(client *http.Client, stdout, stderr io.Writer, target string, newReq func(int) (*http.Request, error)) error {
+	req, err := newReq(0)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading the reply: %w", err)
+	}
+	statusLine := resp.Proto + " " + resp.Status
+	timing := "server-timing: " + formatPhases(parseServerTiming(resp.Header.Get("Server-Timing")))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		fmt.Fprintln(stderr, statusLine)
+		if len(body) > 0 {
+			fmt.Fprintln(stderr, strings.TrimRight(string(body[:min(len(body), maxErrorBody)]), "\n"))
+		}
+		fmt.Fprintln(stderr, timing)
+		return fmt.Errorf("%s answered %s", target, resp.Status)
+	}
+	fmt.Fprintln(stdout, statusLine)
+	for _, k := range slices.Sorted(maps.Keys(resp.Header)) {
+		if k == "Date" || k == "Server-Timing" {
+			continue
+		}
+		for _, v := range resp.Header[k] {
+			fmt.Fprintf(stdout, "%s: %s\n", strings.ToLower(k), v)
+		}
+	}
+	if len(body) > 0 {
+		fmt.Fprintln(stdout)
+		writeData(stdout, body)
 	}
 	fmt.Fprintln(stdout, timing)
 	return nil

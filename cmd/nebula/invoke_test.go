@@ -619,6 +619,11 @@ func TestInvokeFlagErrors(t *testing.T) {
 		{[]string{"--source", ""}, `--source "": `},
 		{[]string{"--source", "%zz"}, `--source "%zz": not a URI-reference: invalid URL escape "%zz"`},
 		{[]string{"--count", "x"}, `invalid argument "x" for "--count" flag`},
+		{[]string{"--http", "--structured"}, "--http sends no CloudEvent"},
+		{[]string{"--http", "-e", "a=b"}, "--http sends no CloudEvent"},
+		{[]string{"--method", "PUT"}, "--method applies to --http only"},
+		{[]string{"--http", "--method", "P T"}, `--method "P T": not an HTTP method token`},
+		{[]string{"-H", "novalue"}, `--header "novalue": want "Name: value"`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			args := append([]string{"invoke", fd.URL}, tc.args...)
@@ -639,6 +644,62 @@ func TestInvokeFlagErrors(t *testing.T) {
 	}
 	if got := fd.requests(); len(got) != 0 {
 		t.Errorf("%d requests sent despite bad flags", len(got))
+	}
+}
+
+// TestInvokeHTTP: --http sends a plain request, which the front door runs
+// as a plain HTTP invocation, and prints status, headers and body.
+func TestInvokeHTTP(t *testing.T) {
+	inv := &upperInvoker{}
+	fd := newFrontDoor(t, inv, events.NewConfig())
+	stdout, stderr, err := runIn(t, nil, "invoke", "--http", fd.URL+"/orders?id=7", "--data", "hi",
+		"--content-type", "text/plain", "-H", "X-Tenant: acme", "-H", "X-Request-Id: r-1")
+	if err != nil {
+		t.Fatalf("nebula invoke --http: %v\nstderr: %s", err, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
+	if lines[0] != "HTTP/1.1 200 OK" || !slices.Contains(lines, "content-type: text/plain; charset=utf-8") ||
+		!slices.Contains(lines, "HI") {
+		t.Errorf("output:\n%s", stdout)
+	}
+	checkTiming(t, lines[len(lines)-1])
+	h := fd.requests()
+	if len(h) != 1 || h[0].Get("Ce-Specversion") != "" || h[0].Get("X-Tenant") != "acme" {
+		t.Fatalf("requests %v", h)
+	}
+	call := inv.call(t, "r-1")
+	for _, kv := range []string{"REQUEST_METHOD=POST", "PATH_INFO=/orders", "QUERY_STRING=id=7", "HTTP_X_TENANT=acme", "CONTENT_TYPE=text/plain"} {
+		if !slices.Contains(call.Env, kv) {
+			t.Errorf("env %q lacks %s", call.Env, kv)
+		}
+	}
+
+	// A burst, and a method other than POST under protocol=http.
+	fd = newFrontDoor(t, inv, events.NewConfig().WithProtocol(events.ProtocolHTTP))
+	stdout, _, err = runIn(t, nil, "invoke", "--http", "--method", "PUT", fd.URL+"/", "--data", "x", "--count", "4", "--concurrency", "2")
+	if err != nil || !strings.HasPrefix(stdout, "4 events over 2 connections: 200=4;") {
+		t.Errorf("burst: %v %q", err, stdout)
+	}
+}
+
+// TestInvokePercentEncoding: nebula invoke percent-encodes ce-* values and
+// decodes the reply's (HTTP binding §3.1.3.2).
+func TestInvokePercentEncoding(t *testing.T) {
+	inv := &upperInvoker{}
+	fd := newFrontDoor(t, inv, events.NewConfig())
+	stdout, stderr, err := runIn(t, nil, "invoke", fd.URL, "--id", "e-%", "--type", "café", "--subject", "a b", "--data", "x")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	h := fd.requests()[0]
+	if h.Get("Ce-Id") != "e-%25" || h.Get("Ce-Type") != "caf%C3%A9" || h.Get("Ce-Subject") != "a%20b" {
+		t.Errorf("request headers %v", h)
+	}
+	if got, _ := env(inv.call(t, "e-%"), "CE_TYPE"); got != "café" {
+		t.Errorf("CE_TYPE %q", got)
+	}
+	if !strings.Contains(stdout, "type: café.reply\n") {
+		t.Errorf("reply not decoded:\n%s", stdout)
 	}
 }
 

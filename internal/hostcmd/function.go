@@ -28,6 +28,8 @@ type functionFlags struct {
 	replyType        string
 	replySource      string
 	replyContentType string
+	maxConnections   int
+	protocol         string
 	containerID      string
 	createdAt        string
 	compileCache     string
@@ -45,10 +47,42 @@ func (f *functionFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.replyType, "reply-type", "", "reply event type (function mode; default: request type + .reply)")
 	fs.StringVar(&f.replySource, "reply-source", "", "reply event source (function mode)")
 	fs.StringVar(&f.replyContentType, "reply-content-type", "", "reply datacontenttype (function mode; default: detected)")
+	fs.IntVar(&f.maxConnections, "max-connections", 0, "open connections of the event port at most (function mode; default events.DefaultMaxConnections)")
+	fs.StringVar(&f.protocol, "protocol", "", "auto, cloudevents or http (function mode; default auto)")
 	fs.StringVar(&f.containerID, "container-id", "", "the task's id: the function's name when K_SERVICE is unset")
 	fs.StringVar(&f.createdAt, "created-at", "", "when the shim's Create began (RFC 3339), for nebula_task_ready_seconds")
 	fs.StringVar(&f.compileCache, "compile-cache", "", "hit or miss: how the shim compiled the module")
 	fs.DurationVar(&f.compileTime, "compile-time", 0, "how long the shim took to compile the module")
+}
+
+// fdReserve is the file descriptors kept for everything but connections:
+// listeners, the module's cache, the guests' pipes and files.
+const fdReserve = 256
+
+// connectionCap returns the event port's connection cap: the knob, or
+// events.DefaultMaxConnections, lowered if the container's RLIMIT_NOFILE
+// (1024 by default under containerd) would not hold it beside the metrics
+// port's connections and fdReserve. Past the file limit accept fails and
+// every client of both ports is refused; under the cap the front door
+// sheds connections itself.
+func connectionCap(knob int, stderr io.Writer) int {
+	want := knob
+	if want == 0 {
+		want = events.DefaultMaxConnections
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return want
+	}
+	fit := int(min(rl.Cur, 1<<20)) - events.MetricsMaxConnections - fdReserve
+	if fit < want {
+		fit = max(fit, 16)
+		if knob != 0 {
+			fmt.Fprintf(stderr, "nebula: max-connections=%d lowered to %d: RLIMIT_NOFILE is %d\n", knob, fit, rl.Cur)
+		}
+		return fit
+	}
+	return want
 }
 
 // spawnInvoker runs the entrypoint afresh for every event.
@@ -106,6 +140,10 @@ func serveFunction(f *functionFlags, inv abi.Invoker, mod *wasmhost.Module, stde
 	if f.replyContentType != "" {
 		cfg = cfg.WithReplyContentType(f.replyContentType)
 	}
+	if f.protocol != "" {
+		cfg = cfg.WithProtocol(events.Protocol(f.protocol))
+	}
+	cfg = cfg.WithMaxConnections(connectionCap(f.maxConnections, stderr))
 	srv, err := events.New(inv, cfg)
 	if err != nil {
 		return fail("%v", err)

@@ -169,9 +169,12 @@ func TestFunction(t *testing.T) {
 				{"batch", func() reply {
 					return send(t, "POST", f.URL, map[string]string{"Content-Type": "application/cloudevents-batch+json"}, []byte(`[]`))
 				}, 415},
-				{"not a CloudEvent", func() reply {
-					return send(t, "POST", f.URL, map[string]string{"Content-Type": "text/plain"}, []byte("hi"))
+				{"batch, structured", func() reply {
+					return send(t, "POST", f.URL, map[string]string{"Content-Type": "application/cloudevents-batch+json"}, []byte(`[{}]`))
 				}, 415},
+				{"not a CloudEvent: a plain HTTP invocation", func() reply {
+					return send(t, "POST", f.URL, map[string]string{"Content-Type": "text/plain"}, []byte("hi"))
+				}, 200},
 				{"too big", func() reply { return binary(t, f, "echo", "", bytes.Repeat([]byte("x"), 65<<10), nil) }, 413},
 			} {
 				r := count(tc.r())

@@ -30,7 +30,9 @@
 //	                 the raw response; native only (raw sockets, so that
 //	                 neither build links package net), ENOSYS under wasip1
 //	ce               function mode: run the command the CloudEvent names,
-//	                 type "probe.COMMAND", arguments from the subject
+//	                 type "probe.COMMAND", arguments from the subject; for a
+//	                 plain HTTP request the path names it, /COMMAND/ARG...
+//	                 ("/" echoes)
 //
 // Several commands can be chained with a "+" argument, e.g.
 // "symlink ../etc/hostname /tmp/x + cat /tmp/x"; the first failure prints
@@ -204,6 +206,15 @@ func run(cmd string, args []string) error {
 		// Function mode: the event picks the command. Type "probe.CMD",
 		// arguments from the subject, e.g. type probe.exit, subject "3".
 		typ := os.Getenv("CE_TYPE")
+		if typ == "" && os.Getenv("REQUEST_METHOD") != "" {
+			// A plain HTTP invocation: the path names the command,
+			// /COMMAND/ARG/..., and "/" echoes.
+			f := strings.FieldsFunc(os.Getenv("PATH_INFO"), func(r rune) bool { return r == '/' })
+			if len(f) == 0 || f[0] == "ce" {
+				f = []string{"echo"}
+			}
+			return run(f[0], f[1:])
+		}
 		if !strings.HasPrefix(typ, "probe.") || typ == "probe.ce" {
 			return fmt.Errorf("ce: want an event type probe.COMMAND, got %q", typ)
 		}
