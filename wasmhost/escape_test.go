@@ -248,6 +248,14 @@ func TestGuestFSRefuses(t *testing.T) {
 			t.Errorf("rename %s: %v, want ENOENT", p, errno)
 		}
 	}
+	// A name that does not exist is ENOENT, also where the kernel checks
+	// the mounts first (rename across file systems: EXDEV).
+	must(os.Mkdir(at("dev/shm"), 0o1777))
+	must(unix.Mount("tmpfs", at("dev/shm"), "tmpfs", 0, ""))
+	t.Cleanup(func() { unix.Unmount(at("dev/shm"), unix.MNT_DETACH) })
+	if errno := g.Rename("dev/shm/none", "tmp/x"); errno != experimentalsys.ENOENT {
+		t.Errorf("rename of a missing name across mounts: %v, want ENOENT", errno)
+	}
 	if errno := g.Symlink("/proc/self/mem", "tmp/new-abs"); errno != experimentalsys.EPERM {
 		t.Errorf("symlink to an absolute target: %v, want EPERM (as WASI)", errno)
 	}
@@ -265,7 +273,7 @@ func TestGuestFSRefuses(t *testing.T) {
 	// Listings show only what can be opened (and links).
 	for dir, want := range map[string]string{
 		"":    "dev,etc,tmp",
-		"dev": "full,null,ptmx,random,urandom,zero",
+		"dev": "full,null,ptmx,random,shm,urandom,zero",
 		"tmp": "abs-exe,abs-hostname,abs-mem,dangling-mq,dangling-ok,new-file,rel-fd,up",
 	} {
 		if got := strings.Join(list(t, g, dir), ","); got != want {

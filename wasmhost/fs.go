@@ -415,16 +415,16 @@ func (g *GuestFS) parent(p string) (int, string, experimentalsys.Errno) {
 	return fd, base, errno
 }
 
-// entryRefused reports whether the name base in the directory dirFD is
-// something the guest may not see. A name that does not exist is not.
-func (g *GuestFS) entryRefused(dirFD int, base string) bool {
+// entry reports whether the name base exists in the directory dirFD and
+// whether it is something the guest may not see.
+func (g *GuestFS) entry(dirFD int, base string) (exists, refused bool) {
 	fd, err := unix.Openat(dirFD, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return err != unix.ENOENT, false
 	}
 	defer unix.Close(fd)
 	_, errno := g.inspect(fd)
-	return errno == experimentalsys.ENOENT
+	return true, errno == experimentalsys.ENOENT
 }
 
 // toOpenFlags maps wazero's open flags to Linux's.
@@ -644,21 +644,22 @@ func (g *GuestFS) createAt(p string, op func(dirFD int, base string) error) expe
 		return errno
 	}
 	defer unix.Close(dirFD)
-	if g.entryRefused(dirFD, base) {
+	if _, refused := g.entry(dirFD, base); refused {
 		return experimentalsys.EACCES
 	}
 	return experimentalsys.UnwrapOSError(op(dirFD, base))
 }
 
 // existingAt runs op on the parent of p and p's name there: ENOENT if the
-// guest may not see either.
+// guest may not see either, or if the name does not exist (which the
+// kernel may report otherwise, e.g. EXDEV for a rename across mounts).
 func (g *GuestFS) existingAt(p string, op func(dirFD int, base string) error) experimentalsys.Errno {
 	dirFD, base, errno := g.parent(p)
 	if errno != 0 {
 		return errno
 	}
 	defer unix.Close(dirFD)
-	if g.hiddenName(p) || g.entryRefused(dirFD, base) {
+	if exists, refused := g.entry(dirFD, base); !exists || refused || g.hiddenName(p) {
 		return experimentalsys.ENOENT
 	}
 	return experimentalsys.UnwrapOSError(op(dirFD, base))
@@ -731,7 +732,7 @@ func (g *GuestFS) twoNames(from, to string, op func(fromDir int, fromBase string
 		return errno
 	}
 	defer unix.Close(fromDir)
-	if g.hiddenName(from) || g.entryRefused(fromDir, fromBase) {
+	if exists, refused := g.entry(fromDir, fromBase); !exists || refused || g.hiddenName(from) {
 		return experimentalsys.ENOENT
 	}
 	return g.createAt(to, func(toDir int, toBase string) error {
