@@ -50,17 +50,18 @@ const DefaultHiddenPath = "/dev/.nebula"
 //
 // # Notes
 //
-//   - Linux only (openat2 needs 5.6, mount IDs from statx 5.8). Chmod and
-//     Utimens on a path go through the host's /proc/self/fd.
+//   - Linux only (openat2 needs 5.6, mount IDs from statx 5.8). Files
+//     are opened, and chmod and utimens applied, through the host's
+//     /proc/self/fd; each open file holds two descriptors.
+//   - Refused objects are never opened: checks are made on O_PATH
+//     descriptors, so no device driver's open runs and no FIFO blocks.
 //   - A symbolic link itself is visible (lstat, readlink, listings) where
 //     the guest may read its directory, also when following it leads to
 //     something refused.
 //   - Mounts below special file systems are known from the mount table
-//     read by NewGuestFS; the file system type of every opened handle is
-//     checked on each open.
-//   - Opening a refused device node happens (with O_NONBLOCK and O_NOCTTY)
-//     before it is refused and closed; a container holds only the devices
-//     its runtime gave it.
+//     read by NewGuestFS; the file system type of every handle is checked
+//     on each use. A device node bind-mounted from devtmpfs (containers in
+//     a user namespace get /dev/null so) is refused.
 //   - Objects created under a hidden directory after NewGuestFS are only
 //     hidden by name. Nebula's hidden paths are read-only mounts.
 //   - GuestFS is safe for concurrent use by any number of instances.
