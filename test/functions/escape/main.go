@@ -124,13 +124,13 @@ func main() {
 	}
 	defer os.RemoveAll(tmp)
 
+	memory() // first: the finding that started the suite
 	for _, s := range secrets {
 		direct(s.route, s.path)
 	}
 	for _, s := range secrets {
 		viaLinks(tmp, s.route, s.path)
 	}
-	memory()
 	listings()
 	creation(tmp)
 	controls(tmp)
