@@ -53,8 +53,11 @@ const DefaultHiddenPath = "/dev/.nebula"
 //   - Linux only (openat2 needs 5.6, mount IDs from statx 5.8). Files
 //     are opened, and chmod and utimens applied, through the host's
 //     /proc/self/fd; each open file holds two descriptors.
-//   - Refused objects are never opened: checks are made on O_PATH
-//     descriptors, so no device driver's open runs and no FIFO blocks.
+//   - Refused objects are not opened: checks are made on O_PATH
+//     descriptors, so no device driver's open runs and no FIFO blocks. The
+//     exception is a guest racing O_CREAT against its own symbolic links:
+//     a device already in the container may then be opened (O_NONBLOCK,
+//     O_NOCTTY) before it is refused and closed.
 //   - A symbolic link itself is visible (lstat, readlink, listings) where
 //     the guest may read its directory, also when following it leads to
 //     something refused.
