@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"nebula.dev/nebula/abi"
@@ -222,6 +225,46 @@ func BenchmarkDeadlineCost(b *testing.B) {
 					b.Fatal(err)
 				}
 				mod.Close(ctx)
+			}
+		})
+	}
+}
+
+// BenchmarkGuestFS measures what GuestFS's checks cost per operation a
+// guest makes, against wazero's unchecked DirFS over the same directory:
+// opening and closing a file (as a function reading its data per event
+// does), and stat.
+func BenchmarkGuestFS(b *testing.B) {
+	root := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "srv/data"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "srv/data/config.json"), []byte(`{"a":1}`), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	guest, err := NewGuestFS(root, DefaultHiddenPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer guest.Close()
+	for _, fsys := range []struct {
+		name string
+		fs   experimentalsys.FS
+	}{{"DirFS", sysfs.DirFS(root)}, {"GuestFS", guest}} {
+		b.Run("open/"+fsys.name, func(b *testing.B) {
+			for b.Loop() {
+				f, errno := fsys.fs.OpenFile("srv/data/config.json", experimentalsys.O_RDONLY, 0)
+				if errno != 0 {
+					b.Fatal(errno)
+				}
+				f.Close()
+			}
+		})
+		b.Run("stat/"+fsys.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, errno := fsys.fs.Stat("srv/data/config.json"); errno != 0 {
+					b.Fatal(errno)
+				}
 			}
 		})
 	}

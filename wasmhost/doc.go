@@ -114,25 +114,64 @@
 // crypto/rand.Reader): wazero's defaults are fake clocks and a deterministic
 // random source, right for reproducible tests, wrong for a server.
 //
-// # Hiding Nebula's files by identity
+// # What a guest may open
 //
 // The host runs inside the container, so the guest's "/" is the container's
-// "/" and the kernel already keeps path resolution inside the container's
-// root. What must not be visible is Nebula's own files, mounted in the
-// container at /dev/.nebula: the host binary and the module's cache.
-// wazero refuses lexical ".." and absolute symbolic link targets, but a guest
-// with a writable /tmp can still create "/tmp/x -> ../dev/.nebula/nebula-host",
-// or a link to "/dev" and walk through it; any check on the name the guest
-// passes is defeated by symbolic links, and a check on the resolved name by
-// a rename between the check and the open. GuestFS therefore records the
-// (device, inode) of every hidden object once, at startup, and checks the
-// identity of what the kernel actually opened (fstat on the new file
-// descriptor) before handing it to the guest; stat and lstat results and
-// directory listings are filtered the same way. Mount points are listed with
-// the inode they cover, so listings also filter by (directory identity,
-// name). Operations on paths (mkdir, rename, unlink...) are checked before
-// they run, which is not race-free; the hidden paths are read-only mounts,
-// which the kernel protects.
+// "/". That root also holds the host's own world: /proc/self/mem is the
+// host's memory (a guest that wrote to it overwrote the host's code, and in
+// function mode one event took over the server of every other event),
+// /proc/self/mountinfo its mounts, /proc/self/exe its program, /sys and the
+// device nodes the kernel, and /dev/.nebula Nebula's files (the host binary,
+// the module's cache). GuestFS therefore gives the guest a WASI world, not
+// the container's: regular files, directories, symbolic links and five
+// stateless devices (see GuestFS for the exact rule). Every other object
+// does not exist for the guest: ENOENT, whatever the operation, and absent
+// from listings, so that "ls /" does not show what cannot be opened. Making
+// something where such an object is reports EACCES, since "does not exist"
+// would invite creating it.
+//
+// The decision is made on what an object is, never on its name: any check
+// on a name is defeated by symbolic links the guest creates, by "..", by
+// hard links, and by a rename between the check and the use. GuestFS
+// resolves every path with openat2(2) below a descriptor of the root, with
+// RESOLVE_IN_ROOT (".." and absolute links stay inside the root, whichever
+// directory it is) and RESOLVE_NO_MAGICLINKS (/proc/self/fd/N,
+// /proc/self/root, /proc/self/exe are never followed), gets an O_PATH
+// descriptor (which opens nothing: no device driver runs, no FIFO blocks),
+// and inspects that descriptor: statx for its type, device number, inode and
+// mount, fstatfs for its file system. Only then is it opened for the guest,
+// through /proc/self/fd/N, which reaches exactly the inspected object. The
+// checks are race-free because they are made on the handle that is used.
+//
+// Special file systems are recognised two ways: by statfs magic number on
+// every handle (proc, sysfs, cgroup, ... wherever they are mounted), and by
+// mount: NewGuestFS reads the mount table once and refuses every mount of a
+// special type and every mount below one, which catches what runtimes
+// mount over /proc (runc masks /proc/kcore with /dev/null and /proc/acpi
+// with an empty tmpfs; lxcfs puts FUSE files over /proc/meminfo). The same
+// table names the mount points that listings leave out.
+//
+// Nebula's own files are refused by identity: NewGuestFS records the
+// (device, inode) of everything under the hidden paths once, at startup.
+// Mount points are listed with the inode they cover, so listings also
+// filter by (directory identity, name).
+//
+// Operations on names in a directory (mkdir, rename, link, unlink) open
+// and check the directory, then act on the name relative to it, so they
+// cannot reach outside what the guest may see. Whether the name itself is
+// refused is checked just before acting, which is not race-free; but the
+// guest can neither make device nodes nor mount, so the worst a race can do
+// is unlink or rename an entry of a directory it may write anyway.
+//
+// Errors are made consistent by a slow path that runs only when the kernel
+// refuses a resolution (ELOOP from a magic link, EACCES from /proc/1/...):
+// GuestFS walks the path itself and answers ENOENT if the walk enters
+// anything refused.
+//
+// The rest of the guest's world is small and fixed: its arguments and the
+// task's environment (nothing of the host's is added), stdin, stdout and
+// stderr, and "/" as the only pre-opened directory. No socket is
+// pre-opened, so sock_accept has nothing to accept (EBADF).
 //
 // # Function mode allocations
 //

@@ -3,6 +3,7 @@
 #   *.wat            -> OUTDIR/*.wasm      (wat2wasm, Debian package wabt)
 #   probe/main.go    -> OUTDIR/probe.wasm  (GOOS=wasip1 GOARCH=wasm)
 #                    -> OUTDIR/probe       (static native, CGO_ENABLED=0)
+#   escape/main.go   -> OUTDIR/escape.wasm (GOOS=wasip1 GOARCH=wasm)
 set -eu
 if [ $# -ne 1 ]; then
 	echo "usage: $0 OUTDIR" >&2
@@ -21,3 +22,5 @@ done
 cd "$src/probe"
 GOOS=wasip1 GOARCH=wasm go build -o "$out/probe.wasm" .
 CGO_ENABLED=0 go build -o "$out/probe" .
+cd "$src/escape"
+GOOS=wasip1 GOARCH=wasm go build -o "$out/escape.wasm" .

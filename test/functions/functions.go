@@ -1,6 +1,7 @@
 // Package functions builds Nebula's example and test functions: small
-// hand-written WebAssembly text modules (*.wat) and the probe program, one
-// Go source built both as a wasip1 module and as a static native binary.
+// hand-written WebAssembly text modules (*.wat), the probe program, one
+// Go source built both as a wasip1 module and as a static native binary,
+// and the escape suite (escape/), a wasip1 module.
 //
 // build.sh does the same from a shell. Tests use Build:
 //
@@ -33,6 +34,7 @@ const (
 	NoStart   = "nostart.wasm"   // exports no _start
 	Probe     = "probe.wasm"     // probe/main.go for GOOS=wasip1 GOARCH=wasm
 	ProbeExe  = "probe"          // probe/main.go as a static native binary
+	Escape    = "escape.wasm"    // escape/main.go for wasip1: the escape suite
 )
 
 // ErrNoWat2wasm is returned (wrapped) by Build when wat2wasm, from WABT
@@ -69,6 +71,10 @@ func Build(ctx context.Context, outDir string) error {
 	probe := filepath.Join(src, "probe")
 	if err := run(ctx, probe, []string{"GOOS=wasip1", "GOARCH=wasm"},
 		goTool, "build", "-o", filepath.Join(outDir, Probe), "."); err != nil {
+		return err
+	}
+	if err := run(ctx, filepath.Join(src, "escape"), []string{"GOOS=wasip1", "GOARCH=wasm"},
+		goTool, "build", "-o", filepath.Join(outDir, Escape), "."); err != nil {
 		return err
 	}
 	return run(ctx, probe, []string{"CGO_ENABLED=0"},

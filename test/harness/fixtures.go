@@ -12,7 +12,8 @@ import (
 
 // Images every fixture set holds, built by `nebula build` from
 // test/functions: the probe natively (entrypoint /probe) and as wasm
-// (entrypoint /probe.wasm, plus /etc/greeting.txt), and two WAT modules.
+// (entrypoint /probe.wasm, plus /etc/greeting.txt), two WAT modules and
+// the escape suite.
 const (
 	ProbeImage     = "localhost/nebula/probe:latest"
 	ProbeWasmImage = "localhost/nebula/probe-wasm:latest"
@@ -26,6 +27,11 @@ const (
 	ProbeFnImage     = "localhost/nebula/probe-fn:latest"
 	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
 	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
+
+	// The escape suite (test/functions/escape), to run once and as a
+	// function.
+	EscapeWasmImage   = "localhost/nebula/escape-wasm:latest"
+	EscapeFnWasmImage = "localhost/nebula/escape-fn-wasm:latest"
 
 	// PauseImage is the CRI sandbox ("pause") image, test/functions/pause.
 	PauseImage = "localhost/nebula/pause:v1"
@@ -43,6 +49,9 @@ var images = map[string][]string{
 	"probe-fn.tar":      {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
 	"echo-fn-wasm.tar":  {"echo.wasm", "--function", "-t", EchoFnWasmImage},
 	"trap-fn-wasm.tar":  {"trap.wasm", "--function", "-t", TrapFnWasmImage},
+
+	"escape-wasm.tar":    {"escape.wasm", "-t", EscapeWasmImage},
+	"escape-fn-wasm.tar": {"escape.wasm", "--function", "-t", EscapeFnWasmImage},
 
 	"pause.tar": {"pause", "-t", PauseImage},
 }
