@@ -1,0 +1,137 @@
+package wasmhost
+
+import (
+	"fmt"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"github.com/tetratelabs/wazero/experimental"
+)
+
+// linearMemory backs an instance's linear memory with a mapping of its own,
+// outside the Go heap, and enforces the memory limit.
+//
+// Allocate reserves address space for the most the instance may ever have
+// (the smaller of the limit and the module's maximum) with
+// mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE); growing makes
+// pages readable and writable (mprotect) in place, so the memory never moves
+// and growth never holds an old and a new copy at once; the kernel supplies
+// a physical page when the guest first touches it. Free, when the memory is
+// reused (function mode), returns the pages the instance could have touched
+// to the kernel with madvise(MADV_DONTNEED): the next instance reads zeros
+// and the idle slot holds no memory. Otherwise Free unmaps.
+//
+// wazero's refusal to grow past WithMemoryLimitPages leaves no trace, so
+// the limit is enforced here instead, and recorded (see doc.go).
+type linearMemory struct {
+	limit   uint64 // bytes
+	refused bool
+	reuse   bool
+
+	region    []byte          // the reservation, PROT_NONE beyond committed
+	committed uint64          // bytes of region that are readable and writable
+	size      uint64          // the guest's current memory size
+	dirty     uint64          // the most the current instance ever had: what it could have touched
+	cleanup   runtime.Cleanup // unmaps region if the linearMemory is dropped
+}
+
+// Allocate implements experimental.MemoryAllocator. One linearMemory backs
+// one instance at a time, which has at most one memory.
+func (m *linearMemory) Allocate(_, max uint64) experimental.LinearMemory {
+	m.refused = false
+	want := pageAlign(min(max, m.limit))
+	if uint64(len(m.region)) < want || (!m.reuse && m.region != nil) {
+		m.unmap()
+		if want > 0 {
+			if err := m.reserve(want); err != nil {
+				// Reallocate refuses what cannot be reserved; wazero then
+				// fails the instantiation, which reports why.
+				m.region = nil
+			}
+		}
+	}
+	m.size, m.dirty = 0, 0
+	return m
+}
+
+// reserve maps n bytes of address space, inaccessible and unbacked.
+func (m *linearMemory) reserve(n uint64) error {
+	b, err := syscall.Mmap(-1, 0, int(n), syscall.PROT_NONE,
+		syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS|syscall.MAP_NORESERVE)
+	if err != nil {
+		return fmt.Errorf("reserving %d bytes of address space: %w", n, err)
+	}
+	m.region, m.committed = b, 0
+	m.cleanup = runtime.AddCleanup(m, func(b []byte) { syscall.Munmap(b) }, b)
+	return nil
+}
+
+// Reallocate implements experimental.LinearMemory. The returned slice
+// always starts at the same address: wazero requires it only of shared
+// memories, but it is what keeps growth from copying.
+func (m *linearMemory) Reallocate(size uint64) []byte {
+	if size > m.limit {
+		m.refused = true
+		return nil
+	}
+	if size > uint64(len(m.region)) {
+		return nil // the reservation failed, or wazero asks past its maximum
+	}
+	if end := pageAlign(size); end > m.committed {
+		if err := syscall.Mprotect(m.region[m.committed:end], syscall.PROT_READ|syscall.PROT_WRITE); err != nil {
+			return nil
+		}
+		m.committed = end
+	}
+	m.size = size
+	m.dirty = max(m.dirty, size)
+	return m.region[:size:size]
+}
+
+// Free implements experimental.LinearMemory.
+func (m *linearMemory) Free() {
+	if !m.reuse {
+		m.unmap()
+		return
+	}
+	m.reset()
+}
+
+// reset gives the pages the instance could have touched back to the kernel;
+// they read as zeros when touched again.
+func (m *linearMemory) reset() {
+	if n := pageAlign(m.dirty); n > 0 {
+		if err := syscall.Madvise(m.region[:n], syscall.MADV_DONTNEED); err != nil {
+			// Never hand one guest's data to the next.
+			m.unmap()
+		}
+	}
+	m.size, m.dirty = 0, 0
+}
+
+// unmap releases the reservation.
+func (m *linearMemory) unmap() {
+	if m.region == nil {
+		return
+	}
+	m.cleanup.Stop()
+	syscall.Munmap(m.region)
+	m.region, m.committed, m.size, m.dirty = nil, 0, 0, 0
+}
+
+// osPageSize is the kernel's page size, the granularity of mprotect and
+// madvise.
+var osPageSize = uint64(syscall.Getpagesize())
+
+func pageAlign(n uint64) uint64 {
+	return (n + osPageSize - 1) &^ (osPageSize - 1)
+}
+
+// regionAddr is the address the memory starts at, for tests.
+func (m *linearMemory) regionAddr() uintptr {
+	if m.region == nil {
+		return 0
+	}
+	return uintptr(unsafe.Pointer(unsafe.SliceData(m.region)))
+}
