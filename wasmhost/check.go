@@ -91,7 +91,7 @@ type moduleInfo struct {
 	// tableSection is where the table section is in the module, header
 	// included: [start, end); end is 0 without one.
 	tableSection struct{ start, end int }
-	exports   map[string]exportEntry
+	exports      map[string]exportEntry
 }
 
 type funcType struct{ params, results []api.ValueType }
