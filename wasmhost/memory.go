@@ -2,6 +2,8 @@ package wasmhost
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"unsafe"
@@ -134,4 +136,34 @@ func (m *linearMemory) regionAddr() uintptr {
 		return 0
 	}
 	return uintptr(unsafe.Pointer(unsafe.SliceData(m.region)))
+}
+
+// MemoryNeeds is what an instance of wasm needs of the host's memory, for a
+// memory budget: its minimum linear memory, and the most its tables can
+// take once their growth is bounded (see TableElementsMax), in bytes; and
+// code, the size of its compiled code in cacheDir (filled by
+// CompileToCache), which the host loads once. wasm must be a module Check
+// accepts.
+func MemoryNeeds(wasm []byte, cacheDir string) (minMemory, tables, code uint64, err error) {
+	info, err := parseModule(wasm)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, mem := range info.memories {
+		minMemory = max(minMemory, uint64(mem.min)*PageSize)
+	}
+	entries, err := listEntries(cacheDir)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("cache %s: %w", cacheDir, err)
+	}
+	for _, e := range entries {
+		fi, err := os.Stat(filepath.Join(cacheDir, filepath.FromSlash(e)))
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("cache %s: %w", cacheDir, err)
+		}
+		if fi.Mode().IsRegular() {
+			code += uint64(fi.Size())
+		}
+	}
+	return minMemory, info.tableBytes(), code, nil
 }

@@ -69,3 +69,18 @@ func TestLinearMemoryOutsideHeap(t *testing.T) {
 		t.Fatalf("the next invocation: %q, %v", resp.Stdout, err)
 	}
 }
+
+// TestMemoryNeeds: the numbers the shim's memory budget takes from a
+// module and its cache entry.
+func TestMemoryNeeds(t *testing.T) {
+	wasm := wasmFile(t, functions.Probe)
+	minMemory, tables, code, err := MemoryNeeds(wasm, sharedProbeCache(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Go's wasip1 modules: no memory maximum, a table without a maximum.
+	if minMemory < PageSize || tables != TableElementsMax*tableElementCost || code < 1<<20 {
+		t.Fatalf("min memory %d, tables %d, code %d", minMemory, tables, code)
+	}
+	t.Logf("probe.wasm: min memory %d, tables %d, compiled code %d bytes", minMemory, tables, code)
+}

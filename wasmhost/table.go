@@ -55,17 +55,6 @@ func boundTables(wasm []byte, info *moduleInfo) []byte {
 	return append(out, wasm[s.end:]...)
 }
 
-// TableBytes is the most memory the tables of one instance of wasm can
-// take on the host's heap once their growth is bounded (see
-// TableElementsMax). wasm must be a module Check accepts.
-func TableBytes(wasm []byte) (uint64, error) {
-	info, err := parseModule(wasm)
-	if err != nil {
-		return 0, err
-	}
-	return info.tableBytes(), nil
-}
-
 func (m *moduleInfo) tableBytes() uint64 {
 	var n uint64
 	for _, t := range m.tables {

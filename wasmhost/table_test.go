@@ -73,9 +73,9 @@ func moduleWithTables(tables []table) []byte {
 // a bounded amount of the host's memory, and the next invocation runs.
 func TestTableGrowthBounded(t *testing.T) {
 	wasm := wasmFile(t, functions.Memhog)
-	tb, err := TableBytes(wasm)
-	if err != nil || tb != TableElementsMax*tableElementCost {
-		t.Fatalf("TableBytes = %d, %v; want %d", tb, err, TableElementsMax*tableElementCost)
+	info, err := parseModule(wasm)
+	if err != nil || info.tableBytes() != TableElementsMax*tableElementCost {
+		t.Fatalf("tableBytes = %d, %v; want %d", info.tableBytes(), err, TableElementsMax*tableElementCost)
 	}
 	inv := NewInvoker(compile(t, nil, functions.Memhog), RunConfig{Args: []string{functions.Memhog}})
 	var before, after runtime.MemStats

@@ -33,7 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -105,6 +105,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	flags.SetOutput(stderr)
 	cacheDir := flags.String("cache", "", "read-only compilation cache `DIR` of the module (optional)")
 	memLimit := flags.String("memory-limit", "0", "memory limit per instance in `BYTES` (suffix Ki, Mi, Gi or Ti allowed; 0: 4 GiB)")
+	heapLimit := flags.String("heap-limit", "0", "the host's own soft memory limit in `BYTES` (GOMEMLIMIT, which wins; 0: none)")
+	stdoutLimit := flags.String("stdout-limit", strconv.Itoa(wasmhost.DefaultStdoutLimit), "what one invocation may write to stdout, in `BYTES` (function mode)")
 	mode := flags.String("mode", "run", "`run` the module once, or serve events as a `function`")
 	runtime := flags.String("runtime", "wasm", "what runs the guest: `wasm`, or (function mode) `process`")
 	var fn functionFlags
@@ -129,6 +131,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	if err != nil {
 		return fail(ExitUsage, "--memory-limit %q: %v", *memLimit, err)
 	}
+	heap, err := oci.ParseSize(*heapLimit)
+	if err != nil {
+		return fail(ExitUsage, "--heap-limit %q: %v", *heapLimit, err)
+	}
+	outLimit, err := oci.ParseSize(*stdoutLimit)
+	if err != nil || outLimit > 1<<62 {
+		return fail(ExitUsage, "--stdout-limit %q: want bytes", *stdoutLimit)
+	}
+	setHeapLimit(heap)
 	if len(hide) == 0 {
 		hide = stringList{wasmhost.DefaultHiddenPath}
 	}
@@ -158,7 +169,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	cfg := wasmhost.NewConfig().WithMemoryLimit(limit)
+	cfg := wasmhost.NewConfig().WithMemoryLimit(limit).WithStdoutLimit(int64(outLimit))
 	if *cacheDir != "" {
 		cfg = cfg.WithCacheDir(*cacheDir)
 	}
@@ -181,11 +192,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		wd = "/"
 	}
 	if *mode == "function" {
-		conc := fn.concurrency
-		if conc < 1 {
-			conc = goruntime.GOMAXPROCS(0)
-		}
-		fn.guestMemory = limit * uint64(conc)
 		inv := wasmhost.NewInvoker(mod, wasmhost.RunConfig{Args: guestArgs, Env: os.Environ(), Dir: wd, FS: root})
 		return serveFunction(&fn, inv, mod, stderr, sigs)
 	}
