@@ -16,19 +16,22 @@ import (
 //
 //	Reserve + Concurrency × (InstanceLimit + 2 × StdoutLimit + TableBytes) ≤ L
 //
-// Reserve is HostReserve plus the module's compiled code; the stdout buffer
-// counts twice (the buffer and its copy in the reply). In run mode
+// Reserve is HostReserve plus what loading the module costs: twice its
+// compiled code (the cache entry is read into the heap, then copied into
+// an executable mapping) and the module itself (kept decoded). The stdout
+// buffer counts twice (the buffer and its copy in the reply). In run mode
 // Concurrency is 1 and stdout is not buffered.
 const (
 	// HostReserve is what nebula-host needs for itself besides the
-	// module's compiled code: the Go runtime and the host's heap (held to
-	// hostHeapReserve by its soft memory limit), the pages of its program
-	// the kernel must keep resident, the kernel's own. Measured under load
-	// in function mode (README, Performance).
+	// module: the Go runtime and the host's heap (held to hostHeapReserve
+	// by its soft memory limit), the pages of its program the kernel must
+	// keep resident, the kernel's own. Measured under load in function
+	// mode (README, Performance).
 	HostReserve = 12 << 20
 	// hostHeapReserve is the Go runtime's share of HostReserve: the host's
-	// GOMEMLIMIT is this plus what the instances keep on its heap (stdout
-	// buffers, tables).
+	// GOMEMLIMIT is this plus what the module keeps on its heap (its bytes,
+	// decoded, and the cache entry while it loads) and what the instances
+	// keep there (stdout buffers, tables).
 	hostHeapReserve = 8 << 20
 	// DefaultStdoutLimit is what one invocation may write to stdout when
 	// the memory budget allows: 16 MiB. A smaller budget gets a sixteenth
@@ -49,13 +52,18 @@ type ModuleMemory struct {
 	Tables uint64
 	// Code is the size of its compiled code, loaded once by the host.
 	Code uint64
+	// Size is the size of the module.
+	Size uint64
 }
+
+// loadCost is what loading the module costs the host (see Reserve).
+func (m ModuleMemory) loadCost() uint64 { return 2*m.Code + m.Size }
 
 // MemoryPlan divides a wasm task's memory between the host and its
 // instances. Zero limits mean none.
 type MemoryPlan struct {
 	ContainerLimit uint64 // the OCI memory limit; 0: none
-	Reserve        uint64 // HostReserve + the module's compiled code
+	Reserve        uint64 // HostReserve + 2 × compiled code + module size
 	Concurrency    int    // instances at once: 1 in run mode
 	// ConcurrencyFrom says where Concurrency came from, for errors.
 	ConcurrencyFrom string
@@ -76,8 +84,8 @@ type MemoryError struct {
 func (e *MemoryError) Error() string {
 	p := e.Plan
 	var b strings.Builder
-	fmt.Fprintf(&b, "memory: %s: container limit %s, host reserve %s (%s + %s of compiled code), concurrency %d (%s)",
-		e.Reason, size(p.ContainerLimit), size(p.Reserve), size(HostReserve), size(e.Module.Code), p.Concurrency, p.ConcurrencyFrom)
+	fmt.Fprintf(&b, "memory: %s: container limit %s, host reserve %s (%d MiB + 2 × %d bytes of compiled code + the module's %d bytes), concurrency %d (%s)",
+		e.Reason, size(p.ContainerLimit), size(p.Reserve), HostReserve>>20, e.Module.Code, e.Module.Size, p.Concurrency, p.ConcurrencyFrom)
 	fmt.Fprintf(&b, ", per instance %s of linear memory + 2 × %s stdout + %s tables, module minimum memory %s",
 		size(p.InstanceLimit), size(p.StdoutLimit), size(p.TableBytes), size(e.Module.MinMemory))
 	b.WriteString("; raise the memory limit, lower nebula.dev/concurrency or nebula.dev/memory-limit")
@@ -103,7 +111,7 @@ func (e *MemoryError) Unwrap() error { return ErrMemoryBudget }
 //   - The memory-limit knob is per instance; with a container limit it
 //     must fit the instance's share, and is refused otherwise.
 func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
-	p := MemoryPlan{Reserve: HostReserve + m.Code, Concurrency: 1, ConcurrencyFrom: "run mode", TableBytes: m.Tables}
+	p := MemoryPlan{Reserve: HostReserve + m.loadCost(), Concurrency: 1, ConcurrencyFrom: "run mode", TableBytes: m.Tables}
 	function := k.Mode == ModeFunction
 	if function {
 		p.Concurrency, p.ConcurrencyFrom = k.Concurrency, "nebula.dev/concurrency"
@@ -148,7 +156,7 @@ func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
 	if p.InstanceLimit < max(m.MinMemory, wasmPage) {
 		return fail("each instance would get less than the module's minimum memory (or one page)")
 	}
-	p.HeapLimit = hostHeapReserve + n*perInstance
+	p.HeapLimit = hostHeapReserve + m.Code + m.Size + n*perInstance
 	return p, nil
 }
 

@@ -22,7 +22,7 @@ func limitsSpec(memory int64, cpu *specs.LinuxCPU) *specs.Spec {
 func TestPlanMemory(t *testing.T) {
 	const mi = 1 << 20
 	echo := ModuleMemory{MinMemory: 64 << 10}
-	goGuest := ModuleMemory{MinMemory: 40 << 16, Tables: 16384 * 48, Code: 11 * mi}
+	goGuest := ModuleMemory{MinMemory: 40 << 16, Tables: 16384 * 48, Code: 11 * mi, Size: 3 * mi}
 	fn := func(c int) Knobs { return Knobs{Mode: ModeFunction, Concurrency: c} }
 	for _, tc := range []struct {
 		name   string
@@ -46,12 +46,12 @@ func TestPlanMemory(t *testing.T) {
 			err: "does not exceed the host reserve: container limit 8388608 bytes (8.0 MiB), host reserve 12582912 bytes"},
 		{name: "concurrency too high for one page", spec: limitsSpec(32*mi, nil), knobs: fn(10000), module: echo,
 			err: "concurrency 10000 (nebula.dev/concurrency)"},
-		{name: "Go guest in 32 MiB at 2", spec: limitsSpec(32*mi, nil), knobs: fn(2), module: goGuest,
-			want: MemoryPlan{InstanceLimit: 51 << 16, StdoutLimit: 4608 << 10 / 16}},
-		{name: "Go guest in 32 MiB at 3", spec: limitsSpec(32*mi, nil), knobs: fn(3), module: goGuest,
+		{name: "Go guest in 32 MiB, run mode", spec: limitsSpec(32*mi, nil), module: goGuest,
+			err: "does not exceed the host reserve"},
+		{name: "Go guest in 48 MiB at 3", spec: limitsSpec(48*mi, nil), knobs: fn(3), module: goGuest,
 			err: "less than the module's minimum memory"},
 		{name: "Go guest in 64 MiB at 2", spec: limitsSpec(64*mi, nil), knobs: fn(2), module: goGuest,
-			want: MemoryPlan{Reserve: 23 * mi, TableBytes: 16384 * 48}},
+			want: MemoryPlan{Reserve: 37 * mi, TableBytes: 16384 * 48, HeapLimit: 22*mi + 2*(2*(27*mi/2/16)+16384*48)}},
 		{name: "knob below the module's minimum, no container limit", spec: limitsSpec(0, nil), knobs: Knobs{MemoryLimit: 1 * mi}, module: goGuest,
 			err: "below the module's minimum memory"},
 	} {

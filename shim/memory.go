@@ -11,5 +11,5 @@ import (
 // code is left out of the host's reserve and the rest still counts.
 func moduleMemory(wasm []byte, cacheDir string) oci.ModuleMemory {
 	minMemory, tables, code, _ := wasmhost.MemoryNeeds(wasm, cacheDir)
-	return oci.ModuleMemory{MinMemory: minMemory, Tables: tables, Code: code}
+	return oci.ModuleMemory{MinMemory: minMemory, Tables: tables, Code: code, Size: uint64(len(wasm))}
 }

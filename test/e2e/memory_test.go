@@ -26,7 +26,8 @@ type memoryEvent struct {
 // exhaust their linear memory, their table, the Go allocator or stdout —
 // several at once — fail their own event with the documented status, the
 // kernel kills nothing (the container cgroup's OOM-kill counter stays 0),
-// and the next event succeeds.
+// and the next event succeeds. A limit that cannot hold the Go guest's
+// host is refused at Create.
 func TestMemoryMatrix(t *testing.T) {
 	d := startWithProbe(t)
 	memhog := []memoryEvent{
@@ -60,6 +61,16 @@ func TestMemoryMatrix(t *testing.T) {
 					events []memoryEvent
 				}{{harness.MemhogFnWasmImage, memhog}, {harness.ProbeFnWasmImage, probe}} {
 					id := fmt.Sprintf("mem-%d-%d-%s", limit>>20, conc, strings.Split(filepath.Base(fn.image), ":")[0])
+					if fn.image == harness.ProbeFnWasmImage && limit == 32<<20 {
+						// The Go guest's host alone needs ~38 MiB: refused.
+						args := append([]string{"run", "-d", "--runtime", "io.containerd.nebula.v1"}, extra...)
+						r := d.Ctr(t, append(args, fn.image, id)...)
+						if r.ExitCode == 0 || !strings.Contains(r.Stderr, "memory: the container limit does not exceed the host reserve") {
+							t.Errorf("%s in 32 MiB: exit %d, %q; want a refusal at Create", fn.image, r.ExitCode, r.Stderr)
+						}
+						d.Ctr(t, "container", "rm", id)
+						continue
+					}
 					f := startFunction(t, d, fn.image, id, extra...)
 					for _, ev := range fn.events {
 						for i, r := range sendAtOnce(f, ev, at) {
@@ -107,19 +118,21 @@ func TestMemoryRefusedAtCreate(t *testing.T) {
 	}{
 		{"concurrency too high for one page", []string{"--memory-limit", "33554432", "--annotation", "nebula.dev/concurrency=10000"},
 			harness.MemhogFnWasmImage, []string{"memory:", "container limit 33554432 bytes", "concurrency 10000", "host reserve", "module minimum memory 131072 bytes"}},
-		{"Go guest below its minimum", []string{"--memory-limit", "33554432", "--annotation", "nebula.dev/concurrency=3"},
-			harness.ProbeFnWasmImage, []string{"less than the module's minimum memory", "concurrency 3", "compiled code"}},
+		{"Go guest below its minimum", []string{"--memory-limit", "46137344", "--annotation", "nebula.dev/concurrency=3"},
+			harness.ProbeFnWasmImage, []string{"less than the module's minimum memory", "concurrency 3", "compiled code", "module minimum memory 2621440 bytes"}},
 		{"knob above the share", []string{"--memory-limit", "67108864", "--annotation", "nebula.dev/concurrency=2", "--annotation", "nebula.dev/memory-limit=64Mi"},
 			harness.MemhogFnWasmImage, []string{"nebula.dev/memory-limit is above each instance's share"}},
 		{"limit below the host reserve", []string{"--memory-limit", "8388608"},
 			harness.HelloWasmImage, []string{"does not exceed the host reserve", "container limit 8388608 bytes"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"run", "--rm", "--runtime", "io.containerd.nebula.v1"}, tc.args...)
+			args := append([]string{"run", "-d", "--runtime", "io.containerd.nebula.v1"}, tc.args...)
 			r := d.Ctr(t, append(args, tc.image, "refused")...)
 			if r.ExitCode == 0 {
+				stopTask(t, d, "refused")
 				t.Fatalf("ctr run succeeded: %s", r.Stdout)
 			}
+			t.Logf("ctr run: %s", r.Stderr)
 			for _, w := range tc.want {
 				if !strings.Contains(r.Stderr, w) {
 					t.Errorf("ctr run's error lacks %q:\n%s", w, r.Stderr)
@@ -133,21 +146,32 @@ func TestMemoryRefusedAtCreate(t *testing.T) {
 	}
 }
 
-// TestMemoryRunMode16MiB: a WAT hello runs in a 16 MiB container, as its
-// native build does under runc.v2.
+// TestMemoryRunMode16MiB: in a 16 MiB container a WAT hello runs, as the
+// native probe does under runc.v2; the Go probe's wasm build cannot fit
+// (the host needs about 38 MiB to load its 11 MB of compiled code) and is
+// refused at Create with the numbers, instead of being OOM-killed.
 func TestMemoryRunMode16MiB(t *testing.T) {
 	d := startWithProbe(t)
-	for _, c := range []struct{ runtime, image, want string }{
-		{"io.containerd.runc.v2", harness.ProbeImage, "hello from probe\n"},
-		{"io.containerd.nebula.v1", harness.HelloWasmImage, "hello from wasm\n"},
+	for _, c := range []struct {
+		runtime, image string
+		args           []string
+		want           string // stdout, or the error's start
+	}{
+		{"io.containerd.runc.v2", harness.ProbeImage, []string{"/probe", "hello"}, "hello from probe\n"},
+		{"io.containerd.nebula.v1", harness.HelloWasmImage, nil, "hello from wasm\n"},
+		{"io.containerd.nebula.v1", harness.ProbeWasmImage, []string{"/probe.wasm", "hello"}, "memory: the container limit does not exceed the host reserve: container limit 16777216 bytes"},
 	} {
-		args := []string{"run", "--rm", "--runtime", c.runtime, "--memory-limit", "16777216", c.image, "small"}
-		if c.image == harness.ProbeImage {
-			args = append(args, "/probe", "hello")
-		}
+		args := append([]string{"run", "--rm", "--runtime", c.runtime, "--memory-limit", "16777216", c.image, "small"}, c.args...)
 		r := d.Ctr(t, args...)
+		if strings.HasPrefix(c.want, "memory:") {
+			if r.ExitCode == 0 || !strings.Contains(r.Stderr, c.want) {
+				t.Errorf("%s %s: exit %d, stderr %q; want a refusal containing %q", c.runtime, c.image, r.ExitCode, r.Stderr, c.want)
+			}
+			d.Ctr(t, "container", "rm", "small")
+			continue
+		}
 		if r.ExitCode != 0 || r.Stdout != c.want {
-			t.Errorf("%s: exit %d, stdout %q, stderr %q; want %q", c.runtime, r.ExitCode, r.Stdout, r.Stderr, c.want)
+			t.Errorf("%s %s: exit %d, stdout %q, stderr %q; want %q", c.runtime, c.image, r.ExitCode, r.Stdout, r.Stderr, c.want)
 		}
 	}
 }
