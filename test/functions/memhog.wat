@@ -1,6 +1,6 @@
 ;; memhog tries to exhaust a resource, chosen by the first byte of stdin:
 ;;
-;;   m  grow linear memory a page at a time, touching every new page, until
+;;   m  grow linear memory a page at a time, filling every new page, until
 ;;      memory.grow fails, then trap (unreachable)
 ;;   t  grow its table 4096 elements at a time until table.grow fails, then
 ;;      trap; the table declares no maximum
@@ -33,11 +33,11 @@
             (br_if $table (i32.eq (i32.load8_u (i32.const 16)) (i32.const 116))) ;; t
             (br_if $out (i32.eq (i32.load8_u (i32.const 16)) (i32.const 111)))   ;; o
             (br $other))
-          ;; m: grow and touch until refused.
+          ;; m: grow and fill until refused.
           (loop $grow
             (local.set $page (memory.grow (i32.const 1)))
             (if (i32.eq (local.get $page) (i32.const -1)) (then unreachable))
-            (i32.store8 (i32.mul (local.get $page) (i32.const 65536)) (i32.const 1))
+            (memory.fill (i32.mul (local.get $page) (i32.const 65536)) (i32.const 1) (i32.const 65536))
             (br $grow)))
         ;; t: grow the table until refused.
         (loop $grow
