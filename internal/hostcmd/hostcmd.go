@@ -13,6 +13,11 @@
 //     wasmhost.CompileToCache and mounted read-only. Optional; a missing or
 //     corrupt cache only costs a compile.
 //   - --memory-limit BYTES: per-instance memory limit (Ki, Mi, Gi, Ti suffixes).
+//   - --heap-limit BYTES: the host's own soft memory limit (Go's
+//     GOMEMLIMIT, which wins if set); --stdout-limit BYTES: what one
+//     invocation may write to stdout. The shim derives both, with the
+//     memory limit and the concurrency, from the container's memory limit
+//     (oci.PlanMemory).
 //   - --hide PATH: hidden from the guest, with everything under it
 //     (repeatable; default /dev/.nebula). The shim should mount the host
 //     binary and the cache under /dev/.nebula.

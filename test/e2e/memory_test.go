@@ -167,6 +167,7 @@ func TestMemoryRunMode16MiB(t *testing.T) {
 			if r.ExitCode == 0 || !strings.Contains(r.Stderr, c.want) {
 				t.Errorf("%s %s: exit %d, stderr %q; want a refusal containing %q", c.runtime, c.image, r.ExitCode, r.Stderr, c.want)
 			}
+			t.Logf("%s: %s", c.image, r.Stderr)
 			d.Ctr(t, "container", "rm", "small")
 			continue
 		}
