@@ -22,17 +22,23 @@ import (
 // buffer counts twice (the buffer and its copy in the reply). In run mode
 // Concurrency is 1 and stdout is not buffered.
 const (
-	// HostReserve is what nebula-host needs for itself besides the
-	// module: the Go runtime and the host's heap (held to hostHeapReserve
-	// by its soft memory limit), the pages of its program the kernel must
-	// keep resident, the kernel's own. Measured under load in function
-	// mode (README, Performance).
-	HostReserve = 12 << 20
-	// hostHeapReserve is the Go runtime's share of HostReserve: the host's
-	// GOMEMLIMIT is this plus what the module keeps on its heap (its bytes,
-	// decoded, and the cache entry while it loads) and what the instances
-	// keep there (stdout buffers, tables).
-	hostHeapReserve = 8 << 20
+	// HostReserve is what nebula-host needs for itself in function mode
+	// besides the module: the Go runtime and the host's heap (held to
+	// hostHeapReserve by its soft memory limit), the pages of its program
+	// the kernel must keep resident, the kernel's own. Measured under load
+	// (README, Performance): 10.4 MB of anonymous memory, 12 MB of the
+	// program's pages.
+	HostReserve = 16 << 20
+	// HostReserveRun is HostReserve in run mode, which serves no events:
+	// a 16 MiB container runs a small module, as it runs a small native
+	// program.
+	HostReserveRun = 8 << 20
+	// hostHeapReserve is the Go runtime's share of the reserve (function
+	// mode; half of HostReserveRun in run mode): the host's GOMEMLIMIT is
+	// this plus what the module keeps on its heap (its bytes, decoded, and
+	// the cache entry while it loads) and what the instances keep there
+	// (stdout buffers, tables).
+	hostHeapReserve = 12 << 20
 	// DefaultStdoutLimit is what one invocation may write to stdout when
 	// the memory budget allows: 16 MiB. A smaller budget gets a sixteenth
 	// of an instance's share.
@@ -63,7 +69,7 @@ func (m ModuleMemory) loadCost() uint64 { return 2*m.Code + m.Size }
 // instances. Zero limits mean none.
 type MemoryPlan struct {
 	ContainerLimit uint64 // the OCI memory limit; 0: none
-	Reserve        uint64 // HostReserve + 2 × compiled code + module size
+	Reserve        uint64 // HostReserve (run mode: HostReserveRun) + 2 × compiled code + module size
 	Concurrency    int    // instances at once: 1 in run mode
 	// ConcurrencyFrom says where Concurrency came from, for errors.
 	ConcurrencyFrom string
@@ -85,7 +91,7 @@ func (e *MemoryError) Error() string {
 	p := e.Plan
 	var b strings.Builder
 	fmt.Fprintf(&b, "memory: %s: container limit %s, host reserve %s (%d MiB + 2 × %d bytes of compiled code + the module's %d bytes), concurrency %d (%s)",
-		e.Reason, size(p.ContainerLimit), size(p.Reserve), HostReserve>>20, e.Module.Code, e.Module.Size, p.Concurrency, p.ConcurrencyFrom)
+		e.Reason, size(p.ContainerLimit), size(p.Reserve), (p.Reserve-e.Module.loadCost())>>20, e.Module.Code, e.Module.Size, p.Concurrency, p.ConcurrencyFrom)
 	fmt.Fprintf(&b, ", per instance %s of linear memory + 2 × %s stdout + %s tables, module minimum memory %s",
 		size(p.InstanceLimit), size(p.StdoutLimit), size(p.TableBytes), size(e.Module.MinMemory))
 	b.WriteString("; raise the memory limit, lower nebula.dev/concurrency or nebula.dev/memory-limit")
@@ -111,9 +117,11 @@ func (e *MemoryError) Unwrap() error { return ErrMemoryBudget }
 //   - The memory-limit knob is per instance; with a container limit it
 //     must fit the instance's share, and is refused otherwise.
 func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
-	p := MemoryPlan{Reserve: HostReserve + m.loadCost(), Concurrency: 1, ConcurrencyFrom: "run mode", TableBytes: m.Tables}
+	p := MemoryPlan{Reserve: HostReserveRun + m.loadCost(), Concurrency: 1, ConcurrencyFrom: "run mode", TableBytes: m.Tables}
+	heapReserve := uint64(HostReserveRun / 2)
 	function := k.Mode == ModeFunction
 	if function {
+		p.Reserve, heapReserve = HostReserve+m.loadCost(), hostHeapReserve
 		p.Concurrency, p.ConcurrencyFrom = k.Concurrency, "nebula.dev/concurrency"
 		if p.Concurrency < 1 {
 			p.Concurrency, p.ConcurrencyFrom = DefaultConcurrency(spec)
@@ -156,7 +164,7 @@ func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
 	if p.InstanceLimit < max(m.MinMemory, wasmPage) {
 		return fail("each instance would get less than the module's minimum memory (or one page)")
 	}
-	p.HeapLimit = hostHeapReserve + m.Code + m.Size + n*perInstance
+	p.HeapLimit = heapReserve + m.Code + m.Size + n*perInstance
 	return p, nil
 }
 

@@ -24,7 +24,7 @@ func TestRewrite(t *testing.T) {
 	if err := Rewrite(s, Decision{Runtime: RuntimeWasm}, Knobs{}, h); err != nil {
 		t.Fatal(err)
 	}
-	wantArgs := []string{HostBinary, "--cache", HostCache, "--mode", "run", "--runtime", "wasm", "--memory-limit", "524288000", "--heap-limit", "8388608", "--", "/fn.wasm", "a"}
+	wantArgs := []string{HostBinary, "--cache", HostCache, "--mode", "run", "--runtime", "wasm", "--memory-limit", "528482304", "--heap-limit", "4194304", "--", "/fn.wasm", "a"}
 	if !slices.Equal(s.Process.Args, wantArgs) {
 		t.Errorf("args = %q\nwant   %q", s.Process.Args, wantArgs)
 	}
@@ -50,8 +50,8 @@ func TestRewrite(t *testing.T) {
 	if err := Rewrite(s, Decision{Runtime: RuntimeWasm}, k, Host{Binary: h.Binary}); err != nil {
 		t.Fatal(err)
 	}
-	wantArgs = []string{HostBinary, "--mode", "function", "--runtime", "wasm", "--memory-limit", "114688000",
-		"--heap-limit", "73924608", "--stdout-limit", "8192000", "--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--", "/fn.wasm", "a"}
+	wantArgs = []string{HostBinary, "--mode", "function", "--runtime", "wasm", "--memory-limit", "113770496",
+		"--heap-limit", "77594624", "--stdout-limit", "8126464", "--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--", "/fn.wasm", "a"}
 	if !slices.Equal(s.Process.Args, wantArgs) {
 		t.Errorf("args = %q\nwant   %q", s.Process.Args, wantArgs)
 	}

@@ -62,7 +62,7 @@ func TestMemoryMatrix(t *testing.T) {
 				}{{harness.MemhogFnWasmImage, memhog}, {harness.ProbeFnWasmImage, probe}} {
 					id := fmt.Sprintf("mem-%d-%d-%s", limit>>20, conc, strings.Split(filepath.Base(fn.image), ":")[0])
 					if fn.image == harness.ProbeFnWasmImage && limit == 32<<20 {
-						// The Go guest's host alone needs ~38 MiB: refused.
+						// The Go guest's host alone needs ~41 MiB: refused.
 						args := append([]string{"run", "-d", "--runtime", "io.containerd.nebula.v1"}, extra...)
 						r := d.Ctr(t, append(args, fn.image, id)...)
 						if r.ExitCode == 0 || !strings.Contains(r.Stderr, "memory: the container limit does not exceed the host reserve") {
@@ -148,7 +148,7 @@ func TestMemoryRefusedAtCreate(t *testing.T) {
 
 // TestMemoryRunMode16MiB: in a 16 MiB container a WAT hello runs, as the
 // native probe does under runc.v2; the Go probe's wasm build cannot fit
-// (the host needs about 38 MiB to load its 11 MB of compiled code) and is
+// (the host needs about 33 MiB to load its 11 MB of compiled code) and is
 // refused at Create with the numbers, instead of being OOM-killed.
 func TestMemoryRunMode16MiB(t *testing.T) {
 	d := startWithProbe(t)
