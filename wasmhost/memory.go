@@ -36,7 +36,11 @@ type linearMemory struct {
 	size      uint64          // the guest's current memory size
 	dirty     uint64          // the most the current instance ever had: what it could have touched
 	cleanup   runtime.Cleanup // unmaps region if the linearMemory is dropped
+	heap      []byte          // the memory when region could not be reserved
 }
+
+// mmap is syscall.Mmap; tests replace it.
+var mmap = syscall.Mmap
 
 // Allocate implements experimental.MemoryAllocator. One linearMemory backs
 // one instance at a time, which has at most one memory.
@@ -46,11 +50,9 @@ func (m *linearMemory) Allocate(_, max uint64) experimental.LinearMemory {
 	if uint64(len(m.region)) < want || (!m.reuse && m.region != nil) {
 		m.unmap()
 		if want > 0 {
-			if err := m.reserve(want); err != nil {
-				// Reallocate refuses what cannot be reserved; wazero then
-				// fails the instantiation, which reports why.
-				m.region = nil
-			}
+			// Should there be no address space left, the instance gets
+			// Go heap memory, as without an allocator (see Reallocate).
+			_ = m.reserve(want)
 		}
 	}
 	m.size, m.dirty = 0, 0
@@ -59,7 +61,7 @@ func (m *linearMemory) Allocate(_, max uint64) experimental.LinearMemory {
 
 // reserve maps n bytes of address space, inaccessible and unbacked.
 func (m *linearMemory) reserve(n uint64) error {
-	b, err := syscall.Mmap(-1, 0, int(n), syscall.PROT_NONE,
+	b, err := mmap(-1, 0, int(n), syscall.PROT_NONE,
 		syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS|syscall.MAP_NORESERVE)
 	if err != nil {
 		return fmt.Errorf("reserving %d bytes of address space: %w", n, err)
@@ -77,8 +79,11 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 		m.refused = true
 		return nil
 	}
+	if m.region == nil {
+		return m.growHeap(size)
+	}
 	if size > uint64(len(m.region)) {
-		return nil // the reservation failed, or wazero asks past its maximum
+		return nil // past the module's maximum: wazero checks it first
 	}
 	if end := pageAlign(size); end > m.committed {
 		if err := syscall.Mprotect(m.region[m.committed:end], syscall.PROT_READ|syscall.PROT_WRITE); err != nil {
@@ -89,6 +94,18 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 	m.size = size
 	m.dirty = max(m.dirty, size)
 	return m.region[:size:size]
+}
+
+// growHeap backs the memory with a Go slice, as wazero does without an
+// allocator, when no address space could be reserved: wazero has no way to
+// fail an instantiation from the allocator.
+func (m *linearMemory) growHeap(size uint64) []byte {
+	if size > uint64(cap(m.heap)) {
+		m.heap = append(m.heap[:cap(m.heap)], make([]byte, size-uint64(cap(m.heap)))...)
+	}
+	m.heap = m.heap[:size]
+	m.size = size
+	return m.heap
 }
 
 // Free implements experimental.LinearMemory.
@@ -109,6 +126,7 @@ const residentMax = 8 << 20
 // residentMax bytes the instance could have touched, and gives the rest
 // back to the kernel, which supplies zeros when they are touched again.
 func (m *linearMemory) reset() {
+	m.heap = nil
 	n := pageAlign(m.dirty)
 	keep := min(n, residentMax)
 	clear(m.region[:keep])
@@ -123,6 +141,7 @@ func (m *linearMemory) reset() {
 
 // unmap releases the reservation.
 func (m *linearMemory) unmap() {
+	m.heap = nil
 	if m.region == nil {
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"syscall"
 	"testing"
 
 	"nebula.dev/nebula/abi"
@@ -84,4 +85,19 @@ func TestMemoryNeeds(t *testing.T) {
 		t.Fatalf("min memory %d, tables %d, code %d", minMemory, tables, code)
 	}
 	t.Logf("probe.wasm: min memory %d, tables %d, compiled code %d bytes", minMemory, tables, code)
+}
+
+// TestLinearMemoryNoAddressSpace: when no address space can be reserved,
+// instances get Go heap memory rather than crashing the host.
+func TestLinearMemoryNoAddressSpace(t *testing.T) {
+	mmap = func(int, int64, int, int, int) ([]byte, error) { return nil, syscall.ENOMEM }
+	defer func() { mmap = syscall.Mmap }()
+	inv := NewInvoker(compile(t, NewConfig().WithMemoryLimit(1<<20), functions.Memhog), RunConfig{Args: []string{functions.Memhog}})
+	if _, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("m")}); !errors.Is(err, abi.ErrMemoryLimit) {
+		t.Fatalf("err %v, want ErrMemoryLimit", err)
+	}
+	resp, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("x")})
+	if err != nil || string(resp.Stdout) != "ok\n" {
+		t.Fatalf("%q, %v", resp.Stdout, err)
+	}
 }
