@@ -31,6 +31,9 @@ type Host struct {
 	CacheHit    bool
 	CompileTime time.Duration
 	CreatedAt   time.Time
+	// Memory is what the module needs of the memory budget (wasm tasks;
+	// see PlanMemory).
+	Memory ModuleMemory
 }
 
 // NeedsRewrite reports whether a task's process must become the host
@@ -48,15 +51,21 @@ func NeedsRewrite(d Decision, k Knobs) bool {
 //
 //   - Mounts are appended after the spec's own, so they land inside the
 //     /dev tmpfs runc creates, never in the image's writable layer.
-//   - With no memory-limit knob, a wasm guest's limit is derived from the
-//     OCI memory limit: all of it in run mode, an equal share per
-//     concurrent instance in function mode.
+//   - A wasm task's memory limits come from PlanMemory; a plan that cannot
+//     work is returned as a *MemoryError, before anything is changed.
 func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return fmt.Errorf("spec has no process args to run")
 	}
 	if h.Binary == "" {
 		return fmt.Errorf("no host program to mount")
+	}
+	var plan MemoryPlan
+	if d.Runtime == RuntimeWasm {
+		var err error
+		if plan, err = PlanMemory(spec, k, h.Memory); err != nil {
+			return err
+		}
 	}
 	if !hasDevTmpfs(spec) {
 		spec.Mounts = append(spec.Mounts, specs.Mount{
@@ -85,10 +94,17 @@ func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
 		runtime = "wasm"
 	}
 	args = append(args, "--mode", string(mode), "--runtime", runtime)
-	if limit := memoryLimit(spec, k, mode); limit > 0 && d.Runtime == RuntimeWasm {
-		args = append(args, "--memory-limit", strconv.FormatUint(limit, 10))
+	if plan.InstanceLimit > 0 {
+		args = append(args, "--memory-limit", strconv.FormatUint(plan.InstanceLimit, 10))
+	}
+	if plan.HeapLimit > 0 {
+		args = append(args, "--heap-limit", strconv.FormatUint(plan.HeapLimit, 10))
 	}
 	if mode == ModeFunction {
+		if d.Runtime == RuntimeWasm {
+			k.Concurrency = plan.Concurrency
+			args = append(args, "--stdout-limit", strconv.FormatUint(plan.StdoutLimit, 10))
+		}
 		args = append(args, k.flags()...)
 		if h.ID != "" {
 			args = append(args, "--container-id", h.ID)
@@ -107,25 +123,6 @@ func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
 	args = append(args, "--")
 	spec.Process.Args = append(args, spec.Process.Args...)
 	return nil
-}
-
-func memoryLimit(spec *specs.Spec, k Knobs, mode Mode) uint64 {
-	if k.MemoryLimit > 0 {
-		return k.MemoryLimit
-	}
-	if spec.Linux == nil || spec.Linux.Resources == nil || spec.Linux.Resources.Memory == nil ||
-		spec.Linux.Resources.Memory.Limit == nil || *spec.Linux.Resources.Memory.Limit <= 0 {
-		return 0
-	}
-	limit := uint64(*spec.Linux.Resources.Memory.Limit)
-	if mode == ModeFunction {
-		n := k.Concurrency
-		if n < 1 {
-			n = 1
-		}
-		limit /= uint64(n)
-	}
-	return limit
 }
 
 // flags renders the function-mode knobs as the host program's flags.

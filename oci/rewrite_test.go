@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ func TestRewrite(t *testing.T) {
 	if err := Rewrite(s, Decision{Runtime: RuntimeWasm}, Knobs{}, h); err != nil {
 		t.Fatal(err)
 	}
-	wantArgs := []string{HostBinary, "--cache", HostCache, "--mode", "run", "--runtime", "wasm", "--memory-limit", "536870912", "--", "/fn.wasm", "a"}
+	wantArgs := []string{HostBinary, "--cache", HostCache, "--mode", "run", "--runtime", "wasm", "--memory-limit", "528482304", "--heap-limit", "4194304", "--", "/fn.wasm", "a"}
 	if !slices.Equal(s.Process.Args, wantArgs) {
 		t.Errorf("args = %q\nwant   %q", s.Process.Args, wantArgs)
 	}
@@ -42,16 +43,26 @@ func TestRewrite(t *testing.T) {
 		t.Errorf("wrong mounts %+v", s.Mounts[2:])
 	}
 
-	// Function mode: knobs become flags; the memory limit is shared.
+	// Function mode: knobs become flags; the memory limit is shared (see
+	// TestPlanMemory for the numbers).
 	s = base()
 	k := Knobs{Mode: ModeFunction, Concurrency: 4, Timeout: time.Second, MetricsPort: 9100, ReplyType: "r", MaxConnections: 100, Protocol: "http"}
 	if err := Rewrite(s, Decision{Runtime: RuntimeWasm}, k, Host{Binary: h.Binary}); err != nil {
 		t.Fatal(err)
 	}
-	wantArgs = []string{HostBinary, "--mode", "function", "--runtime", "wasm", "--memory-limit", "134217728",
-		"--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--max-connections", "100", "--protocol", "http", "--", "/fn.wasm", "a"}
+	wantArgs = []string{HostBinary, "--mode", "function", "--runtime", "wasm", "--memory-limit", "113770496",
+		"--heap-limit", "77594624", "--stdout-limit", "8126464", "--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--max-connections", "100", "--protocol", "http", "--", "/fn.wasm", "a"}
 	if !slices.Equal(s.Process.Args, wantArgs) {
 		t.Errorf("args = %q\nwant   %q", s.Process.Args, wantArgs)
+	}
+
+	// A plan that cannot work is refused, the spec untouched.
+	s = base()
+	small := int64(16 << 20)
+	s.Linux.Resources.Memory.Limit = &small
+	err := Rewrite(s, Decision{Runtime: RuntimeWasm}, Knobs{Mode: ModeFunction, Concurrency: 2}, Host{Binary: h.Binary, Memory: ModuleMemory{MinMemory: 4 << 20}})
+	if !errors.Is(err, ErrMemoryBudget) || s.Process.Args[0] != "/fn.wasm" {
+		t.Errorf("err %v, args %q: want ErrMemoryBudget and the spec unchanged", err, s.Process.Args)
 	}
 
 	// A process function: no memory limit flag (the cgroup limits it).

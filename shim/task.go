@@ -107,6 +107,7 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) err
 		logger.WithField("module", module).WithField("digest", "sha256:"+hex.EncodeToString(sum[:])).
 			WithField("cache", cache).WithField("seconds", took.Seconds()).Info("nebula: compiled module")
 		host.CacheDir, host.CacheHit, host.CompileTime = dir, hit, took
+		host.Memory = moduleMemory(wasm, dir)
 	}
 	if err := oci.Rewrite(&spec, decision, knobs, host); err != nil {
 		return invalidArgument(err)

@@ -2,6 +2,7 @@ package wasmhost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -267,5 +268,20 @@ func BenchmarkGuestFS(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkInvokeGrow: a guest grows its memory a page at a time, filling
+// each, to a 64 MiB limit, then traps (memhog.wat "m"): instantiation,
+// growth and the reset of the slot's memory afterwards.
+func BenchmarkInvokeGrow(b *testing.B) {
+	ctx := context.Background()
+	inv := NewInvoker(compile(b, NewConfig().WithMemoryLimit(64<<20), functions.Memhog), RunConfig{Args: []string{functions.Memhog}})
+	req := &abi.Request{Stdin: []byte("m")}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := inv.Invoke(ctx, req); !errors.Is(err, abi.ErrMemoryLimit) {
+			b.Fatal(err)
+		}
 	}
 }

@@ -87,7 +87,11 @@ type moduleInfo struct {
 	imports   []importEntry
 	funcTypes []uint32 // type index of each function, imported ones first
 	memories  []limits // defined (not imported) memories
-	exports   map[string]exportEntry
+	tables    []table  // defined (not imported) tables
+	// tableSection is where the table section is in the module, header
+	// included: [start, end); end is 0 without one.
+	tableSection struct{ start, end int }
+	exports      map[string]exportEntry
 }
 
 type funcType struct{ params, results []api.ValueType }
@@ -101,6 +105,11 @@ type importEntry struct {
 type exportEntry struct {
 	kind  byte
 	index uint32
+}
+
+type table struct {
+	refType byte
+	limits
 }
 
 type limits struct {
@@ -173,6 +182,9 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 		}
 		body := &reader{b: r.b[:r.off+int(size)], off: r.off}
 		r.off += int(size)
+		if id == 4 {
+			info.tableSection.start, info.tableSection.end = start, r.off
+		}
 		if err := info.parseSection(id, body); err != nil {
 			if errors.Is(err, errEOF) {
 				err = fmt.Errorf("its contents end early at offset %#x", body.off)
@@ -259,6 +271,17 @@ func (m *moduleInfo) parseSection(id byte, r *reader) error {
 		return r.vec(func() error {
 			t, err := r.u32()
 			m.funcTypes = append(m.funcTypes, t)
+			return err
+		})
+	case 4: // table
+		return r.vec(func() error {
+			var t table
+			var err error
+			if t.refType, err = r.byte(); err != nil {
+				return err
+			}
+			t.limits, err = r.limits()
+			m.tables = append(m.tables, t)
 			return err
 		})
 	case 5: // memory

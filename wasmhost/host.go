@@ -141,6 +141,8 @@ func (m *Module) compile(ctx context.Context, wasm []byte, cacheDir string) (err
 	return
 }
 
+// compileIn compiles wasm, its tables bounded (boundTables), into a new
+// Runtime.
 func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runtime, cc wazero.CompilationCache, cm wazero.CompiledModule, err error) {
 	// The memory limit is enforced by linearMemory, not by
 	// WithMemoryLimitPages: wazero refuses to grow past its limit before
@@ -151,6 +153,9 @@ func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runt
 			return nil, nil, nil, err
 		}
 		rc = rc.WithCompilationCache(cc)
+	}
+	if info, perr := parseModule(wasm); perr == nil {
+		wasm = boundTables(wasm, info)
 	}
 	r = wazero.NewRuntimeWithConfig(ctx, rc)
 	if cm, err = r.CompileModule(ctx, wasm); err == nil {

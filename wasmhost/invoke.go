@@ -21,7 +21,9 @@ import (
 type Invoker struct {
 	mod  *Module
 	base wazero.ModuleConfig // args, env, working directory, file system
-	pool sync.Pool           // *slot
+
+	mu    sync.Mutex
+	slots []*slot // idle slots; as many exist as invocations ever ran at once
 }
 
 var _ abi.Invoker = (*Invoker)(nil)
@@ -39,8 +41,11 @@ func NewInvoker(mod *Module, base RunConfig) *Invoker {
 func (*Invoker) Runtime() string { return abi.RuntimeWasm }
 
 // slot holds what one invocation at a time needs, reused across
-// invocations (sync.Pool) so that an invocation allocates little besides
-// the instance itself.
+// invocations so that an invocation allocates little besides the instance
+// itself. Slots are kept in a free list rather than a sync.Pool: each holds
+// an address-space reservation for its linear memory, which the garbage
+// collector does not see, and a pool would drop and remap them at every
+// collection.
 type slot struct {
 	cfg    wazero.ModuleConfig // Invoker.base bound to this slot's stdio
 	stdin  bytes.Reader
@@ -50,8 +55,17 @@ type slot struct {
 	done   <-chan struct{} // the invocation's ctx.Done(), for nanosleep
 }
 
-func (inv *Invoker) newSlot() *slot {
-	s := &slot{}
+// getSlot takes an idle slot, or makes one.
+func (inv *Invoker) getSlot() *slot {
+	inv.mu.Lock()
+	if n := len(inv.slots); n > 0 {
+		s := inv.slots[n-1]
+		inv.slots = inv.slots[:n-1]
+		inv.mu.Unlock()
+		return s
+	}
+	inv.mu.Unlock()
+	s := &slot{mem: linearMemory{limit: inv.mod.memoryLimit(), reuse: true}}
 	s.stdout.limit = inv.mod.stdoutLimit
 	s.cfg = inv.base.
 		WithStdin(&s.stdin).
@@ -89,11 +103,8 @@ func (s *slot) nanosleep(ns int64) {
 //     message and the wasm stack trace;
 //   - the guest exited non-zero: *abi.ExitError.
 func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
-	s, _ := inv.pool.Get().(*slot)
-	if s == nil {
-		s = inv.newSlot()
-	}
-	defer inv.pool.Put(s)
+	s := inv.getSlot()
+	defer inv.putSlot(s)
 
 	// A cancel of our own stops the guest when its output goes over the
 	// limit: wazero closes the module when the context is done.
@@ -114,15 +125,8 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 			cfg = cfg.WithEnv(k, v)
 		}
 	}
-	// Instances of one slot reuse its linear memory, cleared: without it,
-	// every event allocates the guest's whole memory afresh and the garbage
-	// collector, not wazero, bounds throughput (see doc.go).
-	limit := inv.mod.limit
-	s.mem.limit = limit
-	if limit == 0 {
-		s.mem.limit = maxPages * PageSize
-	}
-	s.mem.reuse = true
+	// Instances of one slot reuse its linear memory's mapping, reset
+	// (see linearMemory).
 	ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
 
 	resp := &abi.Response{}
@@ -138,7 +142,7 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	}
 	_, err = mod.ExportedFunction(startFunction).Call(ctx)
 	resp.Execution = time.Since(t1)
-	r := classify(ctx, err, mod, &s.mem, s.mem.limit)
+	r := classify(ctx, err, &s.mem)
 	mod.Close(context.Background())
 
 	if s.stdout.over {
@@ -171,13 +175,19 @@ func invokeCanceled(ctx context.Context) error {
 	return fmt.Errorf("wasmhost: invocation cancelled: %w", cause)
 }
 
+// putSlot returns s to the free list.
+func (inv *Invoker) putSlot(s *slot) {
+	inv.mu.Lock()
+	inv.slots = append(inv.slots, s)
+	inv.mu.Unlock()
+}
+
 // release drops the references the slot holds to one invocation.
 func (s *slot) release() {
 	s.stdin.Reset(nil)
 	s.stderr.w = nil
 	s.stdout.cancel = nil
 	s.done = nil
-	s.mem.buf = nil // spare stays, for the slot's next instance
 	if cap(s.stdout.buf) > 64<<10 {
 		s.stdout.buf = nil // don't pin a large reply in the pool
 	}
@@ -206,6 +216,15 @@ func (w *capWriter) Write(p []byte) (int, error) {
 		w.over = true
 		w.cancel(abi.ErrOutputLimit)
 		return 0, errOutputLimit
+	}
+	if need := len(w.buf) + len(p); need > cap(w.buf) {
+		// Grow at most to the limit, so that the buffer and its copy in the
+		// response stay within twice the limit (see oci.PlanMemory).
+		n := max(need, 2*cap(w.buf), 4096)
+		if w.limit > 0 {
+			n = min(n, int(w.limit))
+		}
+		w.buf = append(make([]byte, 0, n), w.buf...)
 	}
 	w.buf = append(w.buf, p...)
 	return len(p), nil

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
@@ -126,11 +125,8 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 	}
 	cfg = cfg.WithStderr(stderr)
 
-	var mem linearMemory
-	if m.limit != 0 {
-		mem.limit = m.limit
-		ctx = experimental.WithMemoryAllocator(ctx, &mem)
-	}
+	mem := &linearMemory{limit: m.memoryLimit()}
+	ctx = experimental.WithMemoryAllocator(ctx, mem)
 	mod, err := m.runtime.InstantiateModule(ctx, m.compiled, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -141,7 +137,7 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 	defer mod.Close(context.Background())
 	_, err = mod.ExportedFunction(startFunction).Call(ctx)
 
-	r := classify(ctx, err, mod, &mem, m.limit)
+	r := classify(ctx, err, mem)
 	switch r.kind {
 	case outcomeExit:
 		return r.code, nil
@@ -154,6 +150,15 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 		fmt.Fprintf(stderr, "nebula: wasm trap: %s\n", r.msg)
 		return ExitCodeTrap, nil
 	}
+}
+
+// memoryLimit is the most linear memory an instance of m may have, in
+// bytes: the Config's limit, else the 4 GiB a 32-bit memory can address.
+func (m *Module) memoryLimit() uint64 {
+	if m.limit == 0 {
+		return maxPages * PageSize
+	}
+	return m.limit
 }
 
 // cancelCode is the exit code of a run stopped because ctx is done.
@@ -186,7 +191,7 @@ type outcome struct {
 }
 
 // classify turns what `_start` returned into an outcome.
-func classify(ctx context.Context, err error, mod api.Module, mem *linearMemory, limit uint64) outcome {
+func classify(ctx context.Context, err error, mem *linearMemory) outcome {
 	if err == nil {
 		return outcome{}
 	}
@@ -200,19 +205,12 @@ func classify(ctx context.Context, err error, mod api.Module, mem *linearMemory,
 	}
 	// The guest failed: was it for want of memory?
 	if mem.refused {
-		return outcome{kind: outcomeMemoryLimit, limit: limit}
+		return outcome{kind: outcomeMemoryLimit, limit: mem.limit}
 	}
-	if limit == 0 && mod != nil { // no allocator: wazero's own limit, 4 GiB
-		if mm := mod.Memory(); mm != nil {
-			max, encoded := mm.Definition().Max()
-			if !encoded {
-				max = maxPages
-			}
-			// A smaller maximum is the module's own business.
-			if max == maxPages && uint64(mm.Size())+PageSize > uint64(maxPages)*PageSize {
-				return outcome{kind: outcomeMemoryLimit, limit: uint64(maxPages) * PageSize}
-			}
-		}
+	// At 4 GiB wazero refuses before asking the allocator; a smaller
+	// maximum of the module's own is the module's business.
+	if const4G := uint64(maxPages) * PageSize; mem.limit >= const4G && mem.dirty+PageSize > const4G {
+		return outcome{kind: outcomeMemoryLimit, limit: const4G}
 	}
 	if isExit {
 		return outcome{kind: outcomeExit, code: int(ee.ExitCode())}
@@ -240,58 +238,4 @@ func sleeper(ctx context.Context) sys.Nanosleep {
 			t.Stop()
 		}
 	}
-}
-
-// linearMemory backs an instance's memory and enforces the memory limit.
-// wazero's WithMemoryLimitPages refuses to grow memory before any allocator
-// is asked, leaving no trace that it did; refusing here records it, so a
-// guest that dies of it is reported as such. See doc.go.
-type linearMemory struct {
-	buf     []byte
-	limit   uint64 // bytes
-	refused bool
-	// spare is the previous instance's memory, kept by Free for the next
-	// Allocate when reuse is on (function mode): bytes [0, len(spare)) may
-	// hold the old guest's data and are cleared before reuse; every byte
-	// beyond len(spare) is already zero.
-	spare []byte
-	reuse bool
-}
-
-// maxSpare bounds the memory a linearMemory keeps between instances.
-const maxSpare = 64 << 20
-
-// Allocate implements experimental.MemoryAllocator. One linearMemory backs
-// one instance, which has at most one memory.
-func (m *linearMemory) Allocate(cap, _ uint64) experimental.LinearMemory {
-	m.refused = false
-	if m.spare != nil {
-		clear(m.spare) // the next guest must not see the last one's data
-		m.buf, m.spare = m.spare[:0], nil
-		return m
-	}
-	m.buf = make([]byte, 0, min(cap, m.limit))
-	return m
-}
-
-// Reallocate implements experimental.LinearMemory.
-func (m *linearMemory) Reallocate(size uint64) []byte {
-	if size > m.limit {
-		m.refused = true
-		return nil
-	}
-	if n := uint64(len(m.buf)); size <= uint64(cap(m.buf)) {
-		m.buf = m.buf[:size] // memory never shrinks: the tail is still zero
-	} else {
-		m.buf = append(m.buf, make([]byte, size-n)...)
-	}
-	return m.buf
-}
-
-// Free implements experimental.LinearMemory.
-func (m *linearMemory) Free() {
-	if m.reuse && cap(m.buf) <= maxSpare {
-		m.spare = m.buf
-	}
-	m.buf = nil
 }

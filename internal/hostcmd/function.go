@@ -34,9 +34,6 @@ type functionFlags struct {
 	createdAt        string
 	compileCache     string
 	compileTime      time.Duration
-	// guestMemory is what the wasm instances may hold at once: the memory
-	// limit times the concurrency (0 for processes, outside the host).
-	guestMemory uint64
 }
 
 func (f *functionFlags) register(fs *flag.FlagSet) {
@@ -148,7 +145,7 @@ func serveFunction(f *functionFlags, inv abi.Invoker, mod *wasmhost.Module, stde
 	if err != nil {
 		return fail("%v", err)
 	}
-	tuneGC(f.guestMemory)
+	tuneGC()
 	if f.compileCache != "" {
 		srv.ObserveCompile(f.compileTime, f.compileCache == "hit")
 	} else if mod != nil {

@@ -3,8 +3,6 @@ package hostcmd
 import (
 	"os"
 	"runtime/debug"
-	"strconv"
-	"strings"
 )
 
 // functionGCPercent is the GOGC a function-mode host runs with unless the
@@ -14,47 +12,23 @@ import (
 // Performance).
 const functionGCPercent = 400
 
-// tuneGC trades memory for fewer collections in function mode, and keeps
-// that trade inside the container's memory limit: with a cgroup limit L the
-// Go runtime's soft limit is set to L minus the guests' share, so the
-// collector works harder before the kernel would kill the task.
-// GOGC and GOMEMLIMIT in the task's environment win.
-func tuneGC(guestMemory uint64) {
+// tuneGC trades memory for fewer collections in function mode. The trade
+// stays inside the container's memory limit through the soft limit
+// setHeapLimit sets. GOGC in the task's environment wins.
+func tuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(functionGCPercent)
 	}
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return
-	}
-	limit := cgroupMemoryLimit()
-	if limit == 0 {
-		return
-	}
-	soft := limit * 3 / 4
-	if guestMemory < soft {
-		soft -= guestMemory
-	}
-	debug.SetMemoryLimit(int64(soft))
 }
 
-// cgroupMemoryLimit returns the container's memory limit in bytes, or 0 for
-// none, from cgroup v2's memory.max or v1's memory.limit_in_bytes as runc
-// mounts them inside the container.
-func cgroupMemoryLimit() uint64 {
-	for _, p := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := strings.TrimSpace(string(b))
-		if s == "max" {
-			return 0
-		}
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil || n >= 1<<62 { // v1 says "no limit" with a huge number
-			return 0
-		}
-		return n
+// setHeapLimit sets the Go runtime's soft memory limit to limit bytes, the
+// host's share of the container's memory (oci.PlanMemory: the host's own
+// heap plus the instances' stdout buffers and tables; guests' linear
+// memory is outside the Go heap). 0 means none. GOMEMLIMIT in the task's
+// environment wins.
+func setHeapLimit(limit uint64) {
+	if limit == 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return
 	}
-	return 0
+	debug.SetMemoryLimit(int64(min(limit, 1<<62)))
 }

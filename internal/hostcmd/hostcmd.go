@@ -13,6 +13,11 @@
 //     wasmhost.CompileToCache and mounted read-only. Optional; a missing or
 //     corrupt cache only costs a compile.
 //   - --memory-limit BYTES: per-instance memory limit (Ki, Mi, Gi, Ti suffixes).
+//   - --heap-limit BYTES: the host's own soft memory limit (Go's
+//     GOMEMLIMIT, which wins if set); --stdout-limit BYTES: what one
+//     invocation may write to stdout. The shim derives both, with the
+//     memory limit and the concurrency, from the container's memory limit
+//     (oci.PlanMemory).
 //   - --hide PATH: hidden from the guest, with everything under it
 //     (repeatable; default /dev/.nebula). The shim should mount the host
 //     binary and the cache under /dev/.nebula.
@@ -33,7 +38,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	goruntime "runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -108,6 +113,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	flags.SetOutput(stderr)
 	cacheDir := flags.String("cache", "", "read-only compilation cache `DIR` of the module (optional)")
 	memLimit := flags.String("memory-limit", "0", "memory limit per instance in `BYTES` (suffix Ki, Mi, Gi or Ti allowed; 0: 4 GiB)")
+	heapLimit := flags.String("heap-limit", "0", "the host's own soft memory limit in `BYTES` (GOMEMLIMIT, which wins; 0: none)")
+	stdoutLimit := flags.String("stdout-limit", strconv.Itoa(wasmhost.DefaultStdoutLimit), "what one invocation may write to stdout, in `BYTES` (function mode)")
 	mode := flags.String("mode", "run", "`run` the module once, or serve events as a `function`")
 	runtime := flags.String("runtime", "wasm", "what runs the guest: `wasm`, or (function mode) `process`")
 	var fn functionFlags
@@ -132,6 +139,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	if err != nil {
 		return fail(ExitUsage, "--memory-limit %q: %v", *memLimit, err)
 	}
+	heap, err := oci.ParseSize(*heapLimit)
+	if err != nil {
+		return fail(ExitUsage, "--heap-limit %q: %v", *heapLimit, err)
+	}
+	outLimit, err := oci.ParseSize(*stdoutLimit)
+	if err != nil || outLimit > 1<<62 {
+		return fail(ExitUsage, "--stdout-limit %q: want bytes", *stdoutLimit)
+	}
+	setHeapLimit(heap)
 	if len(hide) == 0 {
 		hide = stringList{wasmhost.DefaultHiddenPath}
 	}
@@ -160,7 +176,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	cfg := wasmhost.NewConfig().WithMemoryLimit(limit)
+	cfg := wasmhost.NewConfig().WithMemoryLimit(limit).WithStdoutLimit(int64(outLimit))
 	if *cacheDir != "" {
 		cfg = cfg.WithCacheDir(*cacheDir)
 	}
@@ -183,11 +199,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		wd = "/"
 	}
 	if *mode == "function" {
-		conc := fn.concurrency
-		if conc < 1 {
-			conc = goruntime.GOMAXPROCS(0)
-		}
-		fn.guestMemory = limit * uint64(conc)
 		inv := wasmhost.NewInvoker(mod, wasmhost.RunConfig{Args: guestArgs, Env: os.Environ(), Dir: wd, FS: root})
 		return serveFunction(&fn, inv, mod, stderr, sigs)
 	}

@@ -132,6 +132,11 @@ func TestHost(t *testing.T) {
 		{name: "bad flag", args: []string{"--nope", "--", fn(t, functions.Hello)}, code: ExitUsage, stderr: "flag provided but not defined: -nope"},
 		{name: "bad limit", args: []string{"--memory-limit", "lots", "--", fn(t, functions.Hello)}, code: ExitUsage,
 			stderr: `--memory-limit "lots": want bytes with an optional Ki, Mi, Gi or Ti suffix`},
+		{name: "bad heap limit", args: []string{"--heap-limit", "1x", "--", fn(t, functions.Hello)}, code: ExitUsage,
+			stderr: `--heap-limit "1x": want bytes`},
+		{name: "bad stdout limit", args: []string{"--stdout-limit", "-1", "--", fn(t, functions.Hello)}, code: ExitUsage,
+			stderr: `--stdout-limit "-1": want bytes`},
+		{name: "heap limit", args: []string{"--heap-limit", "8Mi", "--", fn(t, functions.Hello)}, code: 0, stdout: "hello from wasm\n"},
 		{name: "no module", args: []string{"--"}, code: ExitUsage, stderr: "usage: "},
 	}
 	for _, tc := range tests {

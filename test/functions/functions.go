@@ -32,6 +32,7 @@ const (
 	Trap      = "trap.wasm"      // executes unreachable
 	BadImport = "badimport.wasm" // imports env.nope
 	NoStart   = "nostart.wasm"   // exports no _start
+	Memhog    = "memhog.wasm"    // exhausts memory, its table or stdout, by stdin's first byte
 	Probe     = "probe.wasm"     // probe/main.go for GOOS=wasip1 GOARCH=wasm
 	ProbeExe  = "probe"          // probe/main.go as a static native binary
 	Escape    = "escape.wasm"    // escape/main.go for wasip1: the escape suite

@@ -27,6 +27,9 @@ const (
 	ProbeFnImage     = "localhost/nebula/probe-fn:latest"
 	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
 	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
+	// MemhogFnWasmImage exhausts memory, its table or stdout, chosen by the
+	// event's data (test/functions/memhog.wat).
+	MemhogFnWasmImage = "localhost/nebula/memhog-fn-wasm:latest"
 
 	// The escape suite (test/functions/escape), to run once and as a
 	// function.
@@ -45,10 +48,11 @@ var images = map[string][]string{
 	"hello-wasm.tar": {"hello.wasm", "-t", HelloWasmImage},
 	"exit7-wasm.tar": {"exit7.wasm", "-t", Exit7WasmImage},
 
-	"probe-fn-wasm.tar": {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
-	"probe-fn.tar":      {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
-	"echo-fn-wasm.tar":  {"echo.wasm", "--function", "-t", EchoFnWasmImage},
-	"trap-fn-wasm.tar":  {"trap.wasm", "--function", "-t", TrapFnWasmImage},
+	"probe-fn-wasm.tar":  {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
+	"probe-fn.tar":       {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
+	"echo-fn-wasm.tar":   {"echo.wasm", "--function", "-t", EchoFnWasmImage},
+	"trap-fn-wasm.tar":   {"trap.wasm", "--function", "-t", TrapFnWasmImage},
+	"memhog-fn-wasm.tar": {"memhog.wasm", "--function", "-t", MemhogFnWasmImage},
 
 	"escape-wasm.tar":    {"escape.wasm", "-t", EscapeWasmImage},
 	"escape-fn-wasm.tar": {"escape.wasm", "--function", "-t", EscapeFnWasmImage},

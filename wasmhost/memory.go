@@ -1,0 +1,197 @@
+package wasmhost
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"unsafe"
+
+	"github.com/tetratelabs/wazero/experimental"
+)
+
+// linearMemory backs an instance's linear memory with a mapping of its own,
+// outside the Go heap, and enforces the memory limit.
+//
+// Allocate reserves address space for the most the instance may ever have
+// (the smaller of the limit and the module's maximum) with
+// mmap(PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE); growing makes
+// pages readable and writable (mprotect) in place, so the memory never moves
+// and growth never holds an old and a new copy at once; the kernel supplies
+// a physical page when the guest first touches it. Free, when the memory is
+// reused (function mode), resets what the instance could have touched (see
+// reset): the next instance reads zeros, and an idle slot keeps at most
+// residentMax bytes. Otherwise Free unmaps.
+//
+// wazero's refusal to grow past WithMemoryLimitPages leaves no trace, so
+// the limit is enforced here instead, and recorded (see doc.go).
+type linearMemory struct {
+	limit   uint64 // bytes
+	refused bool
+	reuse   bool
+
+	region    []byte          // the reservation, PROT_NONE beyond committed
+	committed uint64          // bytes of region that are readable and writable
+	size      uint64          // the guest's current memory size
+	dirty     uint64          // the most the current instance ever had: what it could have touched
+	cleanup   runtime.Cleanup // unmaps region if the linearMemory is dropped
+	heap      []byte          // the memory when region could not be reserved
+}
+
+// mmap is syscall.Mmap; tests replace it.
+var mmap = syscall.Mmap
+
+// Allocate implements experimental.MemoryAllocator. One linearMemory backs
+// one instance at a time, which has at most one memory.
+func (m *linearMemory) Allocate(_, max uint64) experimental.LinearMemory {
+	m.refused = false
+	want := pageAlign(min(max, m.limit))
+	if uint64(len(m.region)) < want || (!m.reuse && m.region != nil) {
+		m.unmap()
+		if want > 0 {
+			// Should there be no address space left, the instance gets
+			// Go heap memory, as without an allocator (see Reallocate).
+			_ = m.reserve(want)
+		}
+	}
+	m.size, m.dirty = 0, 0
+	return m
+}
+
+// reserve maps n bytes of address space, inaccessible and unbacked.
+func (m *linearMemory) reserve(n uint64) error {
+	b, err := mmap(-1, 0, int(n), syscall.PROT_NONE,
+		syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS|syscall.MAP_NORESERVE)
+	if err != nil {
+		return fmt.Errorf("reserving %d bytes of address space: %w", n, err)
+	}
+	m.region, m.committed = b, 0
+	m.cleanup = runtime.AddCleanup(m, func(b []byte) { syscall.Munmap(b) }, b)
+	return nil
+}
+
+// Reallocate implements experimental.LinearMemory. The returned slice
+// always starts at the same address: wazero requires it only of shared
+// memories, but it is what keeps growth from copying.
+func (m *linearMemory) Reallocate(size uint64) []byte {
+	if size > m.limit {
+		m.refused = true
+		return nil
+	}
+	if m.region == nil {
+		return m.growHeap(size)
+	}
+	if size > uint64(len(m.region)) {
+		return nil // past the module's maximum: wazero checks it first
+	}
+	if end := pageAlign(size); end > m.committed {
+		if err := syscall.Mprotect(m.region[m.committed:end], syscall.PROT_READ|syscall.PROT_WRITE); err != nil {
+			return nil
+		}
+		m.committed = end
+	}
+	m.size = size
+	m.dirty = max(m.dirty, size)
+	return m.region[:size:size]
+}
+
+// growHeap backs the memory with a Go slice, as wazero does without an
+// allocator, when no address space could be reserved: wazero has no way to
+// fail an instantiation from the allocator.
+func (m *linearMemory) growHeap(size uint64) []byte {
+	if size > uint64(cap(m.heap)) {
+		m.heap = append(m.heap[:cap(m.heap)], make([]byte, size-uint64(cap(m.heap)))...)
+	}
+	m.heap = m.heap[:size]
+	m.size = size
+	return m.heap
+}
+
+// Free implements experimental.LinearMemory.
+func (m *linearMemory) Free() {
+	if !m.reuse {
+		m.unmap()
+		return
+	}
+	m.reset()
+}
+
+// residentMax is how much of its memory a slot keeps resident between
+// invocations, cleared: faulting pages in again costs more than clearing
+// them (BenchmarkInvoke), and a typical guest uses less.
+const residentMax = 8 << 20
+
+// reset prepares the memory for the next instance: it clears the first
+// residentMax bytes the instance could have touched, and gives the rest
+// back to the kernel, which supplies zeros when they are touched again.
+func (m *linearMemory) reset() {
+	m.heap = nil
+	n := pageAlign(m.dirty)
+	keep := min(n, residentMax)
+	clear(m.region[:keep])
+	if n > keep {
+		if err := syscall.Madvise(m.region[keep:n], syscall.MADV_DONTNEED); err != nil {
+			// Never hand one guest's data to the next.
+			m.unmap()
+		}
+	}
+	m.size, m.dirty = 0, 0
+}
+
+// unmap releases the reservation.
+func (m *linearMemory) unmap() {
+	m.heap = nil
+	if m.region == nil {
+		return
+	}
+	m.cleanup.Stop()
+	syscall.Munmap(m.region)
+	m.region, m.committed, m.size, m.dirty = nil, 0, 0, 0
+}
+
+// osPageSize is the kernel's page size, the granularity of mprotect and
+// madvise.
+var osPageSize = uint64(syscall.Getpagesize())
+
+func pageAlign(n uint64) uint64 {
+	return (n + osPageSize - 1) &^ (osPageSize - 1)
+}
+
+// regionAddr is the address the memory starts at, for tests.
+func (m *linearMemory) regionAddr() uintptr {
+	if m.region == nil {
+		return 0
+	}
+	return uintptr(unsafe.Pointer(unsafe.SliceData(m.region)))
+}
+
+// MemoryNeeds is what an instance of wasm needs of the host's memory, for a
+// memory budget: its minimum linear memory, and the most its tables can
+// take once their growth is bounded (see TableElementsMax), in bytes; and
+// code, the size of its compiled code in cacheDir (filled by
+// CompileToCache), which the host loads once. wasm must be a module Check
+// accepts.
+func MemoryNeeds(wasm []byte, cacheDir string) (minMemory, tables, code uint64, err error) {
+	info, err := parseModule(wasm)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, mem := range info.memories {
+		minMemory = max(minMemory, uint64(mem.min)*PageSize)
+	}
+	entries, err := listEntries(cacheDir)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("cache %s: %w", cacheDir, err)
+	}
+	for _, e := range entries {
+		fi, err := os.Stat(filepath.Join(cacheDir, filepath.FromSlash(e)))
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("cache %s: %w", cacheDir, err)
+		}
+		if fi.Mode().IsRegular() {
+			code += uint64(fi.Size())
+		}
+	}
+	return minMemory, info.tableBytes(), code, nil
+}
