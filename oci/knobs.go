@@ -63,7 +63,28 @@ type Knobs struct {
 	ReplyType        string
 	ReplySource      string
 	ReplyContentType string
+	// CompileTimeout and CompileMemory bound the shim's compile of a wasm
+	// module at Create (DefaultCompileTimeout, DefaultCompileMemory).
+	CompileTimeout time.Duration
+	CompileMemory  uint64
 }
+
+// Bounds of compiling a wasm module at Create, unless the compile-timeout
+// and compile-memory knobs say otherwise. The timeout leaves room, within
+// the kubelet's 2-minute CreateContainer deadline, for pulling nothing and
+// preparing the rootfs; the Go probe (3 MB) compiles in about 2 s and peaks
+// at about 200 MiB.
+const (
+	DefaultCompileTimeout = 60 * time.Second
+	DefaultCompileMemory  = 2 << 30
+
+	// MaxCompileTimeout bounds the knob: a Create longer than this is
+	// beyond any client's patience.
+	MaxCompileTimeout = 10 * time.Minute
+	// MinCompileMemory bounds the knob from below: the compiler's own
+	// runtime needs some.
+	MinCompileMemory = 64 << 20
+)
 
 // KnobError reports an invalid knob value: which knob, where it came from,
 // the value and why it is refused.
@@ -147,6 +168,26 @@ var knobs = []knob{
 			}
 		}
 		k.MetricsPort = n
+		return nil
+	}},
+	{"compile-timeout", func(k *Knobs, v string) (err error) {
+		if k.CompileTimeout, err = positiveDuration(v); err != nil {
+			return err
+		}
+		if k.CompileTimeout > MaxCompileTimeout {
+			return fmt.Errorf("want at most %v", MaxCompileTimeout)
+		}
+		return nil
+	}},
+	{"compile-memory", func(k *Knobs, v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if n < MinCompileMemory {
+			return errors.New("want at least 64Mi")
+		}
+		k.CompileMemory = n
 		return nil
 	}},
 	{"reply-type", func(k *Knobs, v string) error {

@@ -25,7 +25,10 @@ func TestParseKnobs(t *testing.T) {
 			"nebula.dev/concurrency": "4", "nebula.dev/memory-limit": "64Mi", "nebula.dev/max-body": "1Ki",
 			"nebula.dev/metrics-port": "9100", "nebula.dev/reply-type": "t", "nebula.dev/reply-source": "/s",
 			"nebula.dev/reply-content-type": "text/plain; charset=utf-8",
-		}), Knobs{RuntimeWasm, ModeFunction, 300 * time.Millisecond, 4, 64 << 20, 1024, 9100, "t", "/s", "text/plain; charset=utf-8"}},
+			"nebula.dev/compile-timeout": "90s", "nebula.dev/compile-memory": "512Mi",
+		}), Knobs{Runtime: RuntimeWasm, Mode: ModeFunction, Timeout: 300 * time.Millisecond, Concurrency: 4,
+			MemoryLimit: 64 << 20, MaxBody: 1024, MetricsPort: 9100, ReplyType: "t", ReplySource: "/s",
+			ReplyContentType: "text/plain; charset=utf-8", CompileTimeout: 90 * time.Second, CompileMemory: 512 << 20}},
 		{"env", specWith(nil, "NEBULA_MODE=function", "NEBULA_MEMORY_LIMIT=1048576", "NEBULA_TIMEOUT=2s"),
 			Knobs{Mode: ModeFunction, MemoryLimit: 1 << 20, Timeout: 2 * time.Second}},
 		{"annotation wins over env", specWith(map[string]string{"nebula.dev/mode": "run"}, "NEBULA_MODE=function"),
@@ -64,6 +67,9 @@ func TestParseKnobsErrors(t *testing.T) {
 		{"metrics port range", specWith(map[string]string{"nebula.dev/metrics-port": "70000"}), "1 to 65535"},
 		{"reply content type", specWith(map[string]string{"nebula.dev/reply-content-type": "not a type/"}), "media type"},
 		{"reply type empty", specWith(map[string]string{"nebula.dev/reply-type": " "}), "non-empty"},
+		{"compile timeout words", specWith(nil, "NEBULA_COMPILE_TIMEOUT=long"), `invalid knob compile-timeout="long" (env NEBULA_COMPILE_TIMEOUT)`},
+		{"compile timeout too long", specWith(map[string]string{"nebula.dev/compile-timeout": "1h"}), "at most 10m0s"},
+		{"compile memory too small", specWith(map[string]string{"nebula.dev/compile-memory": "1Mi"}), `invalid knob compile-memory="1Mi" (annotation nebula.dev/compile-memory): want at least 64Mi`},
 		{"unknown annotation", specWith(map[string]string{"nebula.dev/memory-limt": "1Mi"}), "unknown annotation nebula.dev/memory-limt"},
 	}
 	for _, tt := range tests {

@@ -71,6 +71,7 @@ var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, s
 // 32-bit value to proc_exit) become 255, not their low byte, so that a
 // failure never reads as success.
 func Main(args []string) int {
+	limitThreads()
 	// Signals first: as PID 1 of a pid namespace, the host gets no default
 	// action for signals it does not handle: an unhandled SIGTERM would be
 	// ignored.
