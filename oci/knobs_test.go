@@ -25,7 +25,7 @@ func TestParseKnobs(t *testing.T) {
 			"nebula.dev/concurrency": "4", "nebula.dev/memory-limit": "64Mi", "nebula.dev/max-body": "1Ki",
 			"nebula.dev/metrics-port": "9100", "nebula.dev/reply-type": "t", "nebula.dev/reply-source": "/s",
 			"nebula.dev/reply-content-type": "text/plain; charset=utf-8",
-			"nebula.dev/compile-timeout": "90s", "nebula.dev/compile-memory": "512Mi",
+			"nebula.dev/compile-timeout":    "90s", "nebula.dev/compile-memory": "512Mi",
 		}), Knobs{Runtime: RuntimeWasm, Mode: ModeFunction, Timeout: 300 * time.Millisecond, Concurrency: 4,
 			MemoryLimit: 64 << 20, MaxBody: 1024, MetricsPort: 9100, ReplyType: "t", ReplySource: "/s",
 			ReplyContentType: "text/plain; charset=utf-8", CompileTimeout: 90 * time.Second, CompileMemory: 512 << 20}},
