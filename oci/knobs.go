@@ -258,6 +258,12 @@ func ParseKnobs(spec *specs.Spec) (Knobs, error) {
 	return k, nil
 }
 
+// LookupKnob returns knob name's raw value in spec and where it came from
+// ("annotation nebula.dev/<name>" or "env NEBULA_<NAME>").
+func LookupKnob(spec *specs.Spec, name string) (value, source string, ok bool) {
+	return lookupKnob(spec, envMap(spec), name)
+}
+
 func lookupKnob(spec *specs.Spec, env map[string]string, name string) (value, source string, ok bool) {
 	if v, ok := spec.Annotations[AnnotationPrefix+name]; ok {
 		return v, "annotation " + AnnotationPrefix + name, true

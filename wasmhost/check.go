@@ -83,6 +83,16 @@ func Check(ctx context.Context, wasm []byte, cfg Config) error {
 	return cm.Close(ctx)
 }
 
+// Preflight makes the checks of Check that need no compiling: the header,
+// imports, `_start`, the memory minimum and the structural limits
+// (MaxFunctions, MaxFunctionBodySize, MaxLocals, MaxNesting). It is one
+// pass over the module's bytes, cheap enough for the shim to run in its own
+// process before it hands the module to a bounded compile.
+func Preflight(wasm []byte, cfg Config) error {
+	_, err := preflight(wasm, toConfig(cfg))
+	return err
+}
+
 // preflight parses wasm and checks what Nebula requires of a module.
 func preflight(wasm []byte, c *config) (*moduleInfo, error) {
 	info, err := parseModule(wasm)

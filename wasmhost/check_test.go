@@ -134,8 +134,8 @@ func TestLimits(t *testing.T) {
 		wasm []byte
 		msg  string // "" for accepted
 	}{
-		{"nesting at the limit", functions.NestedBlocks(MaxNesting), ""},
-		{"nesting over the limit", functions.NestedBlocks(MaxNesting + 1), "nests blocks more than 20000 deep (MaxNesting)"},
+		{"nesting at the limit", functions.NestedBlocks(MaxNesting, 1), ""},
+		{"nesting over the limit", functions.NestedBlocks(MaxNesting+1, 1), "nests blocks more than 20000 deep (MaxNesting)"},
 		{"body at the limit", functions.BigFunction(MaxFunctionBodySize), ""},
 		{"body over the limit", functions.BigFunction(MaxFunctionBodySize + 1), "function 0 has a body of 4194305 bytes, the limit is 4194304 (MaxFunctionBodySize)"},
 		{"locals at the limit", functions.ManyLocals(MaxLocals), ""},

@@ -17,6 +17,9 @@
 //     (repeatable; default /dev/.nebula). The shim should mount the host
 //     binary and the cache under /dev/.nebula.
 //
+// `nebula-host compile` is the shim's compile of a module at Create, in a
+// process of its own (see compile.go).
+//
 // It runs as PID 1 of the container's pid namespace: it handles SIGTERM,
 // SIGINT, SIGHUP and SIGQUIT explicitly (PID 1 gets no default action for
 // them), exits 128+signal at most StopGrace after one even if the guest is
@@ -71,6 +74,9 @@ var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, s
 // 32-bit value to proc_exit) become 255, not their low byte, so that a
 // failure never reads as success.
 func Main(args []string) int {
+	if len(args) > 1 && args[1] == "compile" {
+		return compile(args[2:], os.Stdin, os.Stdout, os.Stderr)
+	}
 	limitThreads()
 	// Signals first: as PID 1 of a pid namespace, the host gets no default
 	// action for signals it does not handle: an unhandled SIGTERM would be
@@ -162,6 +168,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	cfg := wasmhost.NewConfig().WithMemoryLimit(limit)
 	if *cacheDir != "" {
 		cfg = cfg.WithCacheDir(*cacheDir)
+		// While the task runs, the shim does not evict its cache entry.
+		if release, err := wasmhost.HoldCacheEntry(*cacheDir); err == nil {
+			defer release()
+		}
 	}
 	host, err := wasmhost.New(ctx, cfg)
 	if err != nil {
