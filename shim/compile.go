@@ -38,6 +38,7 @@ type compileResult struct {
 // compileJob is a module to compile once runc has created the task's
 // container.
 type compileJob struct {
+	id     string // the task's
 	module string // its path in the container, for messages
 	wasm   []byte
 	// dir is the module's cache entry directory, "" to only validate.

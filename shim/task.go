@@ -99,7 +99,7 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*c
 // host's cache directory the entry to fill, or none if the cache directory
 // cannot be made (the host then compiles at start).
 func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error), host *oci.Host) (*compileJob, error) {
-	logger := log.G(ctx)
+	logger := log.G(ctx).WithField("id", host.ID)
 	module := oci.EntrypointPath(spec)
 	if module == "" {
 		return nil, invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(spec)))
@@ -136,6 +136,7 @@ func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci
 	}
 	host.CacheDir = dir
 	job := &compileJob{
+		id:            host.ID,
 		module:        module,
 		wasm:          wasm,
 		dir:           dir,
@@ -166,7 +167,7 @@ func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci
 // readable by the container's user and the cache pruned; an unusable cache
 // is emptied, and the task runs without it.
 func (s *service) finishCompile(ctx context.Context, job *compileJob, res compileResult, err error) error {
-	logger := log.G(ctx).WithField("module", job.module)
+	logger := log.G(ctx).WithField("id", job.id).WithField("module", job.module)
 	var cacheErr errCacheFailed
 	switch {
 	case errors.As(err, &cacheErr):
