@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -125,17 +126,22 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	res, err := s.compileInTask(ctx, job, resp.Pid)
 	stopWatch()
 	if err = s.finishCompile(ctx, job, res, err); err != nil {
+		log.G(ctx).WithError(err).WithField("id", r.ID).Warn("nebula: create failed; deleting the task runc created")
 		s.deleteCreated(ctx, r.ID)
 		return nil, errgrpc.ToGRPC(fmt.Errorf("nebula: create %s: %w", r.ID, err))
 	}
 	return resp, nil
 }
 
-// deleteCreated deletes a task runc created but whose Create failed: runc
-// kills its init process, unmounts its rootfs and forgets it.
+// deleteCreated deletes a task runc created but whose Create failed: its
+// init process is killed first (runc's Delete would wait 10 s for the
+// process's output to drain), then runc unmounts its rootfs and forgets it.
 func (s *service) deleteCreated(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	if _, err := s.TTRPCTaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(syscall.SIGKILL)}); err != nil {
+		log.G(ctx).WithError(err).WithField("id", id).Warn("nebula: killing the task whose Create failed")
+	}
 	if _, err := s.TTRPCTaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id}); err != nil {
 		log.G(ctx).WithError(err).WithField("id", id).Error("nebula: deleting the task whose Create failed")
 	}

@@ -128,13 +128,17 @@ func compileToCache(ctx context.Context, wasm []byte, dir string) (hit bool, err
 
 // CachedEntry reports whether dir holds a verified entry for this build of
 // wazero, which a Host configured WithCacheDir(dir) would load rather than
-// compile. It waits for a CompileToCache in progress on dir.
+// compile. It does not wait: while a CompileToCache is in progress on dir
+// it reports false.
 func CachedEntry(dir string) bool {
-	unlock, err := lockDir(dir)
+	d, err := os.Open(dir)
 	if err != nil {
 		return false
 	}
-	defer unlock()
+	defer d.Close()
+	if flock(d, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return false
+	}
 	if ok, _ := verifyCache(dir); !ok {
 		return false
 	}

@@ -162,12 +162,18 @@ func TestCompileBounded(t *testing.T) {
 }
 
 // TestCompileCancelled: when the user gives up on a Create that is
-// compiling — `ctr c rm` from another terminal, Ctrl-C or kill of `ctr run`
-// — the compile stops and nothing remains: no task, no shim, no runc init,
-// no compile. What reaches the shim: for Ctrl-C and kill, containerd's
-// Delete and Shutdown of the task (its Create's context is cancelled, and
-// ttrpc does not carry cancellation); for `ctr c rm`, nothing but a State
-// call, so the shim asks containerd whether the container still exists.
+// compiling, the compile stops and nothing remains: no task, no shim, no
+// runc init, no compile. What reaches the shim in containerd 2.x:
+//
+//   - Ctrl-C or kill of `ctr run`: containerd cancels its Create, which
+//     ttrpc does not carry to the shim; containerd then calls the shim's
+//     Delete and Shutdown for the task.
+//   - `ctr c rm`: refused ("task must be stopped before deletion"): runc has
+//     created the task before the compile starts; `ctr task rm -f` then
+//     sends Kill and Delete.
+//   - a client deleting the container's record directly (the containers
+//     API does not check for a task): nothing at all, so the shim asks
+//     containerd every second whether the container still exists.
 func TestCompileCancelled(t *testing.T) {
 	d := startWithProbe(t)
 	rootfs := moduleRootfs(t, map[string][]byte{"slow.wasm": slowModule()})
@@ -175,12 +181,23 @@ func TestCompileCancelled(t *testing.T) {
 		name   string
 		cancel func(t *testing.T, ctr *os.Process, id string)
 	}{
-		{"ctr c rm", func(t *testing.T, _ *os.Process, id string) { d.MustCtr(t, "container", "rm", id) }},
+		{"ctr c rm, then ctr task rm -f", func(t *testing.T, _ *os.Process, id string) {
+			r := d.Ctr(t, "container", "rm", id)
+			if r.ExitCode == 0 || !strings.Contains(r.Stderr, "task must be stopped before deletion: created") {
+				t.Errorf("ctr container rm during the compile: exit %d, stderr %q; want it refused", r.ExitCode, r.Stderr)
+			}
+			d.Ctr(t, "task", "rm", "-f", id)
+		}},
+		{"record deleted", func(t *testing.T, _ *os.Process, id string) {
+			if err := d.Client.ContainerService().Delete(d.Context(), id); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"Ctrl-C", func(t *testing.T, ctr *os.Process, _ string) { ctr.Signal(syscall.SIGINT) }},
 		{"kill", func(t *testing.T, ctr *os.Process, _ string) { ctr.Signal(syscall.SIGKILL) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			id := "cancel-" + strings.NewReplacer(" ", "", "-", "").Replace(strings.ToLower(tc.name))
+			id := "cancel-" + strings.NewReplacer(" ", "", "-", "", ",", "").Replace(strings.ToLower(tc.name))
 			cmd := d.CtrCommand("run", "--rm", "--runtime", nebula, "--annotation", "nebula.dev/compile-timeout=10m",
 				"--rootfs", rootfs, id, "/slow.wasm")
 			if err := cmd.Start(); err != nil {
@@ -209,8 +226,10 @@ func TestCompileCancelled(t *testing.T) {
 			assertNothingLeft(t, d)
 		})
 	}
-	if !strings.Contains(d.Log(), "the container was removed while its module compiled") {
-		t.Errorf("the shim's log does not say why the compile of cancel-ctrcrm stopped")
+	for _, want := range []string{"the container was removed while its module compiled", "the task was deleted while its module compiled"} {
+		if !strings.Contains(d.Log(), want) {
+			t.Errorf("the shim's log does not say %q", want)
+		}
 	}
 }
 
