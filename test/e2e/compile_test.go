@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -391,4 +393,144 @@ func TestPidsLimit(t *testing.T) {
 		t.Errorf("function under pids limit %d still running 60s after SIGTERM", nebulaoci.MinPids)
 	}
 	assertNothingLeft(t, d)
+}
+
+// TestCacheFull: with the module cache on a full file system, a wasm task
+// still runs (the host compiles it at start), the shim logs the cache's
+// error as such rather than blaming the module, and no partial entry stays.
+// Before, Create failed with "invalid WebAssembly module ... no space left
+// on device".
+func TestCacheFull(t *testing.T) {
+	d := startWithProbe(t)
+	cache := d.CacheDir()
+	if err := os.MkdirAll(cache, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The Go probe's entry is 11 MB.
+	if err := syscall.Mount("tmpfs", cache, "tmpfs", 0, "size=2m,mode=700"); err != nil {
+		t.Fatalf("mounting a small tmpfs on the cache: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(cache, 0); err != nil {
+			t.Errorf("unmounting %s: %v", cache, err)
+		}
+	})
+	for _, id := range []string{"full-1", "full-2"} {
+		r := d.Ctr(t, "run", "--rm", "--runtime", nebula, probeWasmImage, id, "/probe.wasm", "hello")
+		if r.ExitCode != 0 || r.Stdout != "hello from probe\n" {
+			t.Fatalf("%s with a full cache: exit %d, stdout %q, stderr %q", id, r.ExitCode, r.Stdout, r.Stderr)
+		}
+	}
+	log := d.Log()
+	if !strings.Contains(log, "nebula: module cache unusable; the host compiles at start") || !strings.Contains(log, "no space left on device") {
+		t.Errorf("the shim's log does not report the full cache")
+	}
+	if strings.Contains(log, "invalid WebAssembly module") {
+		t.Errorf("the module was blamed for the full cache")
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(cache, &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := (st.Blocks - st.Bfree) * uint64(st.Bsize); used > 64<<10 {
+		t.Errorf("%d bytes left in the full cache; want the partial entry removed", used)
+	}
+	// A small module still fits, and is a hit the second time.
+	for _, id := range []string{"small-1", "small-2"} {
+		if r := d.Ctr(t, "run", "--rm", "--runtime", nebula, helloWasmImage, id); r.ExitCode != 0 || r.Stdout != "hello from wasm\n" {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", id, r.ExitCode, r.Stdout, r.Stderr)
+		}
+	}
+	if !strings.Contains(d.Log(), `cache=hit digest="sha256:`) {
+		t.Errorf("no cache hit for the small module")
+	}
+	assertNothingLeft(t, d)
+}
+
+// TestCacheEviction: with NEBULA_CACHE_MAX set, compiling a new module
+// evicts the least recently used entries until the cache fits — never the
+// entry of a running task — and removes what killed compiles left behind.
+func TestCacheEviction(t *testing.T) {
+	d := startWithProbe(t, harness.WithEnv("NEBULA_CACHE_MAX=4Mi"))
+	cache := d.CacheDir()
+	fx := fixtures(t)
+	entry := func(file string) string {
+		b, err := os.ReadFile(filepath.Join(fx, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		return filepath.Join(cache, hex.EncodeToString(sum[:]))
+	}
+	held, hello, exit7 := entry("probe.wasm"), entry("hello.wasm"), entry("exit7.wasm")
+
+	// A running task holds the probe's 11 MB entry.
+	d.MustCtr(t, "run", "-d", "--runtime", nebula, probeWasmImage, "held", "/probe.wasm", "sleep", "1h")
+	waitRunning(t, d, "held")
+	waitGone(t, "no lock on the running task's entry", func() bool { return flockHeld(t, filepath.Join(held, wasmhost.ManifestName)) })
+	for _, image := range []string{helloWasmImage, exit7WasmImage} {
+		d.Ctr(t, "run", "--rm", "--runtime", nebula, image, "fill")
+	}
+	// Everything was used an hour ago; a killed compile left a directory
+	// without a manifest, and something left a stray file.
+	leftover := filepath.Join(cache, strings.Repeat("0", 64))
+	if err := os.MkdirAll(filepath.Join(leftover, "wazero-v0-amd64-linux"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(leftover, "wazero-v0-amd64-linux", "x.tmp"), make([]byte, 4096), 0o600)
+	stray := filepath.Join(cache, "config.json.nebula.tmp")
+	os.WriteFile(stray, []byte("{}"), 0o600)
+	hourAgo := time.Now().Add(-time.Hour)
+	for _, p := range []string{held, hello, exit7, leftover, stray} {
+		if err := os.Chtimes(p, hourAgo, hourAgo); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A new module's compile prunes the cache.
+	rootfs := moduleRootfs(t, map[string][]byte{"new.wasm": functions.NestedBlocks(1, 1)})
+	if r := d.Ctr(t, "run", "--rm", "--runtime", nebula, "--rootfs", rootfs, "new", "/new.wasm"); r.ExitCode != 0 {
+		t.Fatalf("new module: exit %d, stderr %q", r.ExitCode, r.Stderr)
+	}
+	for _, p := range []string{hello, exit7, leftover, stray} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s was not evicted", p)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(held, wasmhost.ManifestName)); err != nil {
+		t.Errorf("the running task's entry was evicted: %v", err)
+	}
+	if !strings.Contains(d.Log(), "nebula: pruned the module cache") {
+		t.Errorf("the shim did not log the pruning")
+	}
+	// Evicted modules compile again.
+	if r := d.Ctr(t, "run", "--rm", "--runtime", nebula, helloWasmImage, "again"); r.ExitCode != 0 || r.Stdout != "hello from wasm\n" {
+		t.Errorf("hello after its eviction: exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	d.MustCtr(t, "task", "kill", "-s", "SIGKILL", "held")
+	waitExit(t, d, "held")
+	d.MustCtr(t, "task", "rm", "held")
+	d.MustCtr(t, "container", "rm", "held")
+	assertNothingLeft(t, d)
+}
+
+// flockHeld reports whether /proc/locks lists a lock on the file at p.
+func flockHeld(t *testing.T, p string) bool {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		return false
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := ":" + strconv.FormatUint(st.Ino, 10)
+	for _, line := range strings.Split(string(locks), "\n") {
+		for _, f := range strings.Fields(line) {
+			if strings.HasSuffix(f, suffix) && strings.Count(f, ":") == 2 {
+				return true
+			}
+		}
+	}
+	return false
 }
