@@ -147,11 +147,12 @@ func TestCompileBounded(t *testing.T) {
 		{"/locals.wasm", "", "module /locals.wasm: module exceeds a compile limit: function 0 declares 50001 locals, the limit is 50000 (MaxLocals)"},
 	} {
 		id := strings.TrimSuffix(strings.TrimPrefix(tc.file, "/"), ".wasm")
-		args := []string{"run", "--rm", "--runtime", nebula, "--rootfs", rootfs}
+		args := []string{"run", "--rm", "--runtime", nebula}
 		if tc.knob != "" {
 			args = append(args, "--annotation", tc.knob)
 		}
-		r := d.Ctr(t, append(args, id, tc.file)...)
+		// --rootfs last: ctr 2.0 takes it for a boolean and stops at the path.
+		r := d.Ctr(t, append(args, "--rootfs", rootfs, id, tc.file)...)
 		if r.ExitCode == 0 || !strings.Contains(r.Stderr, tc.want) {
 			t.Errorf("%s: exit %d, stderr %q; want %q", tc.file, r.ExitCode, r.Stderr, tc.want)
 		}
