@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -190,7 +191,7 @@ func joinCgroups(member, pid int) error {
 
 // limitedWriter keeps the first n bytes written to it.
 type limitedWriter struct {
-	w interface{ Write([]byte) (int, error) }
+	w io.Writer
 	n int
 }
 
