@@ -77,13 +77,13 @@ func Main(args []string) int {
 	if len(args) > 1 && args[1] == "compile" {
 		return compile(args[2:], os.Stdin, os.Stdout, os.Stderr)
 	}
-	limitThreads()
 	// Signals first: as PID 1 of a pid namespace, the host gets no default
 	// action for signals it does not handle: an unhandled SIGTERM would be
 	// ignored.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, stopSignals...)
 	defer signal.Stop(sigs)
+	limitThreads()
 
 	code := run(args, os.Stdin, os.Stdout, os.Stderr, sigs)
 	if code < 0 || code > 255 {
