@@ -89,8 +89,9 @@ func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid ui
 		return res, err
 	}
 	// Pdeathsig belongs to the thread that forks: keep it for the child's
-	// life, so that a shim that dies takes its compile along.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// life, so that a shim that dies takes its compile along. The compile
+	// needs no network: it gets a namespace of its own, empty.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWNET}
 	started := make(chan error, 1)
 	finished := make(chan error, 1)
 	go func() {

@@ -42,7 +42,9 @@ type CompileResult struct {
 // into the container's cgroups before sending the module). With --cache it
 // fills DIR as wasmhost.CompileToCache does; without, it only validates the
 // module (wasmhost.Check). The module is read from stdin, so that nothing
-// runs before the shim has placed the process.
+// runs before the shim has placed the process. It drops every capability
+// first (root's ownership of the cache directory is all it needs); the shim
+// starts it in a network namespace of its own.
 func compile(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("nebula-host compile", flag.ContinueOnError)
 	flags.SetOutput(stderr)
@@ -63,6 +65,9 @@ func compile(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	bound, err := oci.ParseSize(*maxMemory)
 	if err != nil {
 		return fail(ExitUsage, "--max-memory %q: %v", *maxMemory, err)
+	}
+	if err := dropPrivileges(); err != nil && !errors.Is(err, syscall.ENOTSUP) { // ENOTSUP: a cgo build (tests)
+		return fail(ExitHostError, "dropping privileges: %v", err)
 	}
 	if bound > 0 {
 		stop := boundMemory(bound, func() {

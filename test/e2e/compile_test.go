@@ -124,6 +124,16 @@ func TestCompileBounded(t *testing.T) {
 			t.Errorf("the compile (pid %d) is not in the container's %s cgroup:\n%s", pid, controller, cg)
 		}
 	}
+	// It runs with no capabilities, no way to gain any, and no network.
+	status, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	for _, want := range []string{"CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n", "NoNewPrivs:\t1\n"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("the compile's /proc/%d/status lacks %q", pid, want)
+		}
+	}
+	if ns, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", "net")); ns == "" || ns == mustReadlink(t, "/proc/self/ns/net") {
+		t.Errorf("the compile runs in the host's network namespace (%q)", ns)
+	}
 	// containerd and the shims keep serving.
 	r := d.Ctr(t, "run", "--rm", "--runtime", nebula, helloWasmImage, "meanwhile")
 	if r.ExitCode != 0 || r.Stdout != "hello from wasm\n" {
@@ -534,4 +544,13 @@ func flockHeld(t *testing.T, p string) bool {
 		}
 	}
 	return false
+}
+
+func mustReadlink(t *testing.T, p string) string {
+	t.Helper()
+	s, err := os.Readlink(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
