@@ -142,6 +142,10 @@ func TestCompileBounded(t *testing.T) {
 	if len(processesIn(d, "slow", "nebula-host", "compile")) != 1 {
 		t.Errorf("the hostile compile ended before the other task did: the test proves nothing about meanwhile")
 	}
+	if shims := d.ShimPIDs(); len(shims) > 0 {
+		time.Sleep(3 * time.Second)
+		t.Logf("CPU so far: the compile %v, the shims %v (uptime %s)", cpuTime(pid), cpuTime(shims...), time.Since(start))
+	}
 	err := cmd.Wait()
 	took := time.Since(start)
 	if err == nil || !strings.Contains(stderr.String(), "module /slow.wasm: compiling took longer than the compile-timeout of 10s (knob compile-timeout, annotation nebula.dev/compile-timeout)") {
@@ -553,4 +557,21 @@ func mustReadlink(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// cpuTime is the user and system CPU time the processes used so far.
+func cpuTime(pids ...int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		for _, i := range []int{11, 12} { // utime, stime (fields 14 and 15)
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
 }
