@@ -65,7 +65,27 @@ type Knobs struct {
 	ReplyContentType string
 	MaxConnections   int
 	Protocol         string
+	// CompileTimeout and CompileMemory bound the shim's compile of a wasm
+	// module at Create (DefaultCompileTimeout, DefaultCompileMemory).
+	CompileTimeout time.Duration
+	CompileMemory  uint64
 }
+
+// Bounds of compiling a wasm module at Create, unless the compile-timeout
+// and compile-memory knobs say otherwise. The timeout leaves room, within
+// the kubelet's 2-minute CreateContainer deadline, for the rest of Create;
+// the 3 MB Go test probe compiles in about 1-2 s with a peak RSS of 78 MB.
+const (
+	DefaultCompileTimeout = 60 * time.Second
+	DefaultCompileMemory  = 2 << 30
+
+	// MaxCompileTimeout bounds the knob: a Create longer than this is
+	// beyond any client's patience.
+	MaxCompileTimeout = 10 * time.Minute
+	// MinCompileMemory bounds the knob from below: the compiler's own
+	// runtime needs some.
+	MinCompileMemory = 64 << 20
+)
 
 // KnobError reports an invalid knob value: which knob, where it came from,
 // the value and why it is refused.
@@ -151,6 +171,26 @@ var knobs = []knob{
 		k.MetricsPort = n
 		return nil
 	}},
+	{"compile-timeout", func(k *Knobs, v string) (err error) {
+		if k.CompileTimeout, err = positiveDuration(v); err != nil {
+			return err
+		}
+		if k.CompileTimeout > MaxCompileTimeout {
+			return fmt.Errorf("want at most %v", MaxCompileTimeout)
+		}
+		return nil
+	}},
+	{"compile-memory", func(k *Knobs, v string) error {
+		n, err := ParseSize(v)
+		if err != nil {
+			return err
+		}
+		if n < MinCompileMemory {
+			return errors.New("want at least 64Mi")
+		}
+		k.CompileMemory = n
+		return nil
+	}},
 	{"reply-type", func(k *Knobs, v string) error {
 		if strings.TrimSpace(v) == "" {
 			return errors.New("want a non-empty CloudEvents type")
@@ -233,6 +273,12 @@ func ParseKnobs(spec *specs.Spec) (Knobs, error) {
 		return Knobs{}, fmt.Errorf("unknown annotation %s (Nebula's knobs: %s)", unknown[0], strings.Join(KnobNames(), ", "))
 	}
 	return k, nil
+}
+
+// LookupKnob returns knob name's raw value in spec and where it came from
+// ("annotation nebula.dev/<name>" or "env NEBULA_<NAME>").
+func LookupKnob(spec *specs.Spec, name string) (value, source string, ok bool) {
+	return lookupKnob(spec, envMap(spec), name)
 }
 
 func lookupKnob(spec *specs.Spec, env map[string]string, name string) (value, source string, ok bool) {

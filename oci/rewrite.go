@@ -25,9 +25,10 @@ type Host struct {
 	// ID is the task's container id, the function's name when K_SERVICE
 	// is not set.
 	ID string
-	// CacheHit and CompileTime report how the shim compiled the module;
-	// CreatedAt is when the shim's Create began. Function mode reports
-	// them as metrics.
+	// CacheHit and CompileTime report how the shim compiled the module
+	// (CompileTime 0: not known when the spec is written; the host then
+	// reports its own load); CreatedAt is when the shim's Create began.
+	// Function mode reports them as metrics.
 	CacheHit    bool
 	CompileTime time.Duration
 	CreatedAt   time.Time
@@ -112,7 +113,7 @@ func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
 		if !h.CreatedAt.IsZero() {
 			args = append(args, "--created-at", h.CreatedAt.UTC().Format(time.RFC3339Nano))
 		}
-		if h.CacheDir != "" {
+		if h.CacheDir != "" && h.CompileTime > 0 {
 			cache := "miss"
 			if h.CacheHit {
 				cache = "hit"

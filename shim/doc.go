@@ -13,6 +13,15 @@
 //     runc's options.Options, strictly: an unknown key fails Create with an
 //     error that names it, instead of being silently dropped.
 //
+//   - Wasm and function tasks. The router checks the settings the host
+//     program could not start with (oci.CheckStartable), rewrites the spec
+//     so that runc starts nebula-host, and compiles the module into the
+//     cache: after runc has created the container, in a `nebula-host
+//     compile` process moved into the container's cgroups, bounded by the
+//     compile-timeout and compile-memory knobs, and stopped when containerd
+//     deletes the task or its container disappears (see
+//     docs/rationale.md). Delete is overridden for that alone.
+//
 // # Why this shape
 //
 //   - containerd's runc task service has process-wide side effects (reaper,

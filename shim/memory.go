@@ -5,10 +5,10 @@ import (
 	"nebula.dev/nebula/wasmhost"
 )
 
-// moduleMemory is what a compiled module needs of the task's memory budget,
-// for oci.Rewrite's plan (oci.PlanMemory). wasm has passed CompileToCache
-// into cacheDir, so it parses; should reading the cache fail, the compiled
-// code is left out of the host's reserve and the rest still counts.
+// moduleMemory is what a module needs of the task's memory budget, for
+// oci.Rewrite's plan (oci.PlanMemory). wasm has passed the preflight, so it
+// parses; its compiled code is estimated (wasmhost.MemoryNeeds), since the
+// compile runs after the plan.
 func moduleMemory(wasm []byte, cacheDir string) oci.ModuleMemory {
 	minMemory, tables, code, _ := wasmhost.MemoryNeeds(wasm, cacheDir)
 	return oci.ModuleMemory{MinMemory: minMemory, Tables: tables, Code: code, Size: uint64(len(wasm))}

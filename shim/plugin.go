@@ -30,7 +30,8 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return newService(runc)
+			address := ic.Properties[plugins.PropertyGRPCAddress]
+			return newService(runc, address)
 		},
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -23,22 +24,24 @@ import (
 const maxModuleSize = 512 << 20
 
 // prepare classifies a task from its bundle's config.json and, for a wasm
-// or function-mode task, compiles the module into the cache and rewrites
-// config.json so that runc starts Nebula's host program.
-func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) error {
+// or function-mode task, checks that it can start and rewrites config.json
+// so that runc starts Nebula's host program. For a wasm module that is not
+// in the cache yet it returns the compile to run once runc has created the
+// container (see Create); nil otherwise.
+func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*compileJob, error) {
 	created := time.Now()
 	specPath := filepath.Join(r.Bundle, "config.json")
 	raw, err := os.ReadFile(specPath)
 	if err != nil {
-		return fmt.Errorf("reading the bundle's config.json: %w", err)
+		return nil, fmt.Errorf("reading the bundle's config.json: %w", err)
 	}
 	var spec specs.Spec
 	if err := json.Unmarshal(raw, &spec); err != nil {
-		return invalidArgument(fmt.Errorf("the bundle's config.json is not an OCI runtime spec: %w", err))
+		return nil, invalidArgument(fmt.Errorf("the bundle's config.json is not an OCI runtime spec: %w", err))
 	}
 	knobs, err := oci.ParseKnobs(&spec)
 	if err != nil {
-		return invalidArgument(err)
+		return nil, invalidArgument(err)
 	}
 	var files *rootfsFiles
 	rootPath := ""
@@ -64,59 +67,147 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) err
 	logger := log.G(ctx).WithField("id", r.ID)
 	logger.WithField("runtime", decision.Runtime).WithField("reason", decision.Reason).Info("nebula: classified task")
 	if !oci.NeedsRewrite(decision, knobs) {
-		return nil
+		return nil, nil
+	}
+	if err := oci.CheckStartable(&spec, decision, knobs); err != nil {
+		return nil, invalidArgument(err)
 	}
 
 	if fi, err := os.Stat(s.hostBinary); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
+		return nil, fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
 	}
 	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
+	var job *compileJob
 	if decision.Runtime == oci.RuntimeWasm {
-		module := oci.EntrypointPath(&spec)
-		if module == "" {
-			return invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(&spec)))
+		if job, err = s.prepareModule(ctx, &spec, knobs, openRootfs, &host); err != nil {
+			return nil, err
 		}
-		f, err := openRootfs()
-		if err != nil {
-			return fmt.Errorf("module %s: %w", module, err)
-		}
-		wasm, err := f.readFile(module, maxModuleSize)
-		if err != nil {
-			return invalidArgument(fmt.Errorf("module %s: %w", module, err))
-		}
-		sum := sha256.Sum256(wasm)
-		dir := filepath.Join(s.cacheRoot, hex.EncodeToString(sum[:]))
-		cfg := wasmhost.NewConfig()
-		if knobs.MemoryLimit > 0 {
-			cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
-		}
-		if err := os.MkdirAll(s.cacheRoot, 0o700); err != nil {
-			return fmt.Errorf("module cache %s: %w", s.cacheRoot, err)
-		}
-		hit, took, err := wasmhost.CompileToCache(ctx, wasm, dir, cfg)
-		if err != nil {
-			return invalidArgument(fmt.Errorf("module %s: %w", module, err))
-		}
-		if err := shareReadOnly(dir); err != nil {
-			return fmt.Errorf("module %s: cache %s: %w", module, dir, err)
-		}
-		cache := "miss"
-		if hit {
-			cache = "hit"
-		}
-		logger.WithField("module", module).WithField("digest", "sha256:"+hex.EncodeToString(sum[:])).
-			WithField("cache", cache).WithField("seconds", took.Seconds()).Info("nebula: compiled module")
-		host.CacheDir, host.CacheHit, host.CompileTime = dir, hit, took
-		host.Memory = moduleMemory(wasm, dir)
 	}
 	if err := oci.Rewrite(&spec, decision, knobs, host); err != nil {
-		return invalidArgument(err)
+		return nil, invalidArgument(err)
 	}
 	out, err := json.Marshal(&spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return writeFileAtomic(specPath, out)
+	return job, writeFileAtomic(specPath, out)
+}
+
+// prepareModule reads the task's module and checks what needs no
+// compiling. With a verified cache entry it fills host and returns nil;
+// otherwise it returns the compile Create runs in the task's cgroups, with
+// host's cache directory the entry to fill, or none if the cache directory
+// cannot be made (the host then compiles at start).
+func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error), host *oci.Host) (*compileJob, error) {
+	logger := log.G(ctx).WithField("id", host.ID)
+	module := oci.EntrypointPath(spec)
+	if module == "" {
+		return nil, invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(spec)))
+	}
+	f, err := openRootfs()
+	if err != nil {
+		return nil, fmt.Errorf("module %s: %w", module, err)
+	}
+	wasm, err := f.readFile(module, maxModuleSize)
+	if err != nil {
+		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+	}
+	cfg := wasmhost.NewConfig()
+	if knobs.MemoryLimit > 0 {
+		cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
+	}
+	if err := wasmhost.Preflight(wasm, cfg); err != nil {
+		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+	}
+	sum := sha256.Sum256(wasm)
+	digest := hex.EncodeToString(sum[:])
+	dir := filepath.Join(s.cacheRoot, digest)
+	host.Memory = moduleMemory(wasm, dir)
+	start := time.Now()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		logger.WithError(err).WithField("module", module).Warn("nebula: module cache unusable; the host compiles at start")
+		dir = ""
+	} else if wasmhost.CachedEntry(dir) {
+		touch(dir)
+		took := time.Since(start)
+		logger.WithField("module", module).WithField("digest", "sha256:"+digest).
+			WithField("cache", "hit").WithField("seconds", took.Seconds()).Info("nebula: compiled module")
+		host.CacheDir, host.CacheHit, host.CompileTime = dir, true, took
+		return nil, nil
+	}
+	host.CacheDir = dir
+	job := &compileJob{
+		id:            host.ID,
+		module:        module,
+		wasm:          wasm,
+		dir:           dir,
+		memoryLimit:   knobs.MemoryLimit,
+		timeout:       knobs.CompileTimeout,
+		maxMemory:     knobs.CompileMemory,
+		timeoutSource: knobSource(spec, "compile-timeout", oci.DefaultCompileTimeout.String()),
+		memorySource:  knobSource(spec, "compile-memory", "2Gi"),
+	}
+	if job.timeout == 0 {
+		job.timeout = oci.DefaultCompileTimeout
+	}
+	if job.maxMemory == 0 {
+		job.maxMemory = oci.DefaultCompileMemory
+	}
+	if l := spec.Linux; l != nil && l.Resources != nil {
+		if m := l.Resources.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
+			job.cgroupMemory = *m.Limit
+		}
+		if p := l.Resources.Pids; p != nil && p.Limit != nil && *p.Limit > 0 && *p.Limit < 32 {
+			job.fewPids = true
+		}
+	}
+	return job, nil
+}
+
+// finishCompile records a compile's outcome: a filled entry is made
+// readable by the container's user and the cache pruned; an unusable cache
+// is emptied, and the task runs without it.
+func (s *service) finishCompile(ctx context.Context, job *compileJob, res compileResult, err error) error {
+	logger := log.G(ctx).WithField("id", job.id).WithField("module", job.module)
+	var cacheErr errCacheFailed
+	switch {
+	case errors.As(err, &cacheErr):
+		logger.WithError(cacheErr.error).Warn("nebula: module cache unusable; the host compiles at start")
+		if cerr := wasmhost.ClearCacheEntry(job.dir); cerr != nil {
+			logger.WithError(cerr).Warn("nebula: clearing the cache entry")
+		}
+		return nil
+	case err != nil:
+		return err
+	case job.dir == "":
+		logger.WithField("seconds", res.Seconds).Info("nebula: validated module; the host compiles at start")
+		return nil
+	}
+	if err := shareReadOnly(job.dir); err != nil {
+		return fmt.Errorf("module %s: cache %s: %w", job.module, job.dir, err)
+	}
+	touch(job.dir)
+	cache := "miss"
+	if res.Hit {
+		cache = "hit"
+	}
+	logger.WithField("digest", "sha256:"+filepath.Base(job.dir)).WithField("cache", cache).
+		WithField("seconds", res.Seconds).Info("nebula: compiled module")
+	pruned, err := wasmhost.PruneCache(s.cacheRoot, s.cacheMax, job.dir, pruneGrace)
+	if len(pruned.Removed) > 0 || err != nil {
+		logger.WithError(err).WithField("removed", pruned.Removed).WithField("bytes", pruned.Kept).Info("nebula: pruned the module cache")
+	}
+	return nil
+}
+
+// pruneGrace protects cache entries used this recently from PruneCache:
+// one may be about to be mounted by a task being created.
+const pruneGrace = 10 * time.Minute
+
+// touch marks a cache entry as just used, for PruneCache's LRU order.
+func touch(dir string) {
+	now := time.Now()
+	os.Chtimes(dir, now, now)
 }
 
 func firstArg(spec *specs.Spec) string {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,12 @@ import (
 // SHA-256 of each of wazero's entries, in sha256sum(1) format, so that
 // `sha256sum -c nebula-cache.sha256` checks a directory by hand.
 const ManifestName = "nebula-cache.sha256"
+
+// ErrCache is wrapped by CompileToCache when the cache directory, not the
+// module, is the problem: a full file system, an I/O error, permissions.
+// The module compiled (in memory) and is valid; a caller may run it without
+// the cache.
+var ErrCache = errors.New("module cache unusable")
 
 // CompileToCache compiles wasm to native code into the cache directory dir,
 // creating it if needed, for a Host configured WithCacheDir(dir) (possibly
@@ -37,6 +44,10 @@ const ManifestName = "nebula-cache.sha256"
 // entry that fails verification is removed and compiled again. Concurrent
 // calls for the same dir, from any process, are serialised with flock(2).
 //
+// Errors wrap ErrCache when the directory failed (wasm was then compiled in
+// memory and is valid), one of Check's errors when the module is at fault,
+// or the context's error.
+//
 // Entries are native code that the host loads and runs: dir must be
 // writable by the shim only (see doc.go).
 func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (hit bool, dur time.Duration, err error) {
@@ -44,29 +55,47 @@ func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (h
 	if _, err = preflight(wasm, toConfig(cfg)); err != nil {
 		return false, time.Since(start), err
 	}
+	hit, err = compileToCache(ctx, wasm, dir)
+	if err != nil && errors.Is(err, ErrCache) && ctx.Err() == nil {
+		// Tell a broken directory from a broken module: compile in memory.
+		r, _, _, cerr := compileIn(ctx, wasm, "")
+		if cerr != nil {
+			err = fmt.Errorf("%w: %v", ErrInvalid, cerr)
+		} else {
+			r.Close(ctx)
+		}
+	}
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("compiling: %w", context.Cause(ctx))
+	}
+	return hit, time.Since(start), err
+}
+
+func compileToCache(ctx context.Context, wasm []byte, dir string) (hit bool, err error) {
+	cacheErr := func(err error) error { return fmt.Errorf("%w: %s: %w", ErrCache, dir, err) }
 	if err = os.MkdirAll(dir, 0o700); err != nil {
-		return false, time.Since(start), err
+		return false, cacheErr(err)
 	}
 	unlock, err := lockDir(dir)
 	if err != nil {
-		return false, time.Since(start), err
+		return false, cacheErr(err)
 	}
 	defer unlock()
 
 	verified, _ := verifyCache(dir)
 	if !verified {
 		if err = clearDir(dir); err != nil {
-			return false, time.Since(start), err
+			return false, cacheErr(err)
 		}
 	}
 	before, err := listEntries(dir)
 	if err != nil {
-		return false, time.Since(start), err
+		return false, cacheErr(err)
 	}
 	if verified && hasEntryFor(before, wazeroCacheSubdir()) {
 		// Verified bytes of this wazero's entry: loading them here as well
 		// would only repeat, outside the container, what the host does.
-		return true, time.Since(start), nil
+		return true, nil
 	}
 	r, cc, _, err := compileIn(ctx, wasm, dir)
 	if err != nil && verified {
@@ -77,19 +106,190 @@ func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (h
 		}
 	}
 	if err != nil {
-		return false, time.Since(start), fmt.Errorf("%w: %v", ErrInvalid, err)
+		// Either the module or the directory: CompileToCache tells which.
+		clearDir(dir)
+		return false, cacheErr(err)
 	}
 	r.Close(ctx)
 	cc.Close(ctx)
 	after, err := listEntries(dir)
 	if err != nil {
-		return false, time.Since(start), err
+		return false, cacheErr(err)
 	}
 	hit = verified && len(after) == len(before)
 	if !hit {
-		err = writeManifest(dir, after)
+		if err = writeManifest(dir, after); err != nil {
+			clearDir(dir)
+			return false, cacheErr(err)
+		}
 	}
-	return hit, time.Since(start), err
+	return hit, nil
+}
+
+// CachedEntry reports whether dir holds a verified entry for this build of
+// wazero, which a Host configured WithCacheDir(dir) would load rather than
+// compile. It does not wait: while a CompileToCache is in progress on dir
+// it reports false.
+func CachedEntry(dir string) bool {
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	if flock(d, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return false
+	}
+	if ok, _ := verifyCache(dir); !ok {
+		return false
+	}
+	entries, err := listEntries(dir)
+	return err == nil && hasEntryFor(entries, wazeroCacheSubdir())
+}
+
+// ClearCacheEntry empties dir, waiting for a CompileToCache in progress.
+func ClearCacheEntry(dir string) error {
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return clearDir(dir)
+}
+
+// HoldCacheEntry marks the entry in dir as in use until release is called
+// (or the process exits): PruneCache leaves it alone. It takes a shared
+// flock(2) on the entry's manifest, which works on a read-only mount; it
+// does not conflict with CompileToCache, which locks the directory. An
+// entry without a manifest is not worth holding: the error says so.
+func HoldCacheEntry(dir string) (release func(), err error) {
+	f, err := os.Open(filepath.Join(dir, ManifestName))
+	if err != nil {
+		return nil, err
+	}
+	if err = flock(f, syscall.LOCK_SH); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// PruneResult is what PruneCache did.
+type PruneResult struct {
+	Removed []string // entry directories (or stray files) removed
+	Kept    int64    // bytes left in the cache
+}
+
+// PruneCache bounds a cache root holding one entry directory per module
+// (as the shim lays it out). It removes, oldest first by modification time
+// (callers touch an entry each time they use it), entries until the
+// entries' total size is at most max bytes (max <= 0: no bound), and in any
+// case the leftovers of compiles that did not finish: entries with no
+// manifest, and stray files. It never removes keep, an entry touched less
+// than grace ago, one held by HoldCacheEntry (a running task), or one being
+// compiled.
+func PruneCache(root string, max int64, keep string, grace time.Duration) (PruneResult, error) {
+	var res PruneResult
+	dirents, err := os.ReadDir(root)
+	if err != nil {
+		return res, err
+	}
+	type entry struct {
+		path     string
+		size     int64
+		used     time.Time
+		complete bool
+	}
+	var entries []entry
+	var errs []error
+	now := time.Now()
+	for _, d := range dirents {
+		p := filepath.Join(root, d.Name())
+		fi, err := os.Lstat(p)
+		if err != nil {
+			continue
+		}
+		if !fi.IsDir() {
+			if now.Sub(fi.ModTime()) > grace && os.Remove(p) == nil {
+				res.Removed = append(res.Removed, p)
+			}
+			continue
+		}
+		e := entry{path: p, used: fi.ModTime(), size: dirSize(p)}
+		_, err = os.Stat(filepath.Join(p, ManifestName))
+		e.complete = err == nil
+		entries = append(entries, e)
+		res.Kept += e.size
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].used.Before(entries[j].used) })
+	for _, e := range entries {
+		if e.complete && (max <= 0 || res.Kept <= max) {
+			continue
+		}
+		if e.path == filepath.Clean(keep) || now.Sub(e.used) < grace {
+			continue
+		}
+		removed, err := removeIdleEntry(e.path)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if removed {
+			res.Removed = append(res.Removed, e.path)
+			res.Kept -= e.size
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// removeIdleEntry removes an entry directory unless it is being compiled
+// (its directory is locked) or held (its manifest is locked).
+func removeIdleEntry(dir string) (bool, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	if flock(d, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return false, nil // being compiled
+	}
+	if m, err := os.Open(filepath.Join(dir, ManifestName)); err == nil {
+		held := flock(m, syscall.LOCK_EX|syscall.LOCK_NB) != nil
+		m.Close()
+		if held {
+			return false, nil
+		}
+	}
+	// Remove the manifest first: a half-removed entry does not verify.
+	if err := clearDir(dir); err != nil {
+		return false, err
+	}
+	return true, os.Remove(dir)
+}
+
+// dirSize is the disk space the files below dir take.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					n += st.Blocks * 512
+				} else {
+					n += fi.Size()
+				}
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if err != syscall.EINTR {
+			return err
+		}
+	}
 }
 
 // lockDir takes an exclusive flock(2) on the directory itself.
@@ -98,13 +298,7 @@ func lockDir(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err = flock(f, syscall.LOCK_EX); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}

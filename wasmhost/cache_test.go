@@ -3,12 +3,14 @@ package wasmhost
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 
@@ -328,5 +330,99 @@ func TestCacheReadOnlyChild(t *testing.T) {
 			t.Errorf("%s: hit %v (%s), want %v (%s)", tc.dir, mod.CacheHit(), mod.CacheDetail(), tc.hit, tc.detail)
 		}
 		runHello(t, mod)
+	}
+}
+
+// TestCompileToCacheErrors: a directory that cannot be written is reported
+// as ErrCache (the module compiled in memory and is valid), never as an
+// invalid module; an invalid module is reported as such whatever the
+// directory.
+func TestCompileToCacheErrors(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(file, "cache") // below a regular file: ENOTDIR
+	_, _, err := CompileToCache(ctx, wasmFile(t, functions.Hello), bad, nil)
+	if !errors.Is(err, ErrCache) || errors.Is(err, ErrInvalid) || !errors.Is(err, syscall.ENOTDIR) {
+		t.Fatalf("valid module, unusable directory: %v; want ErrCache wrapping ENOTDIR", err)
+	}
+	invalidBody := wat(t, `(module (func (export "_start") i32.add))`)
+	if _, _, err = CompileToCache(ctx, invalidBody, bad, nil); !errors.Is(err, ErrInvalid) || errors.Is(err, ErrCache) {
+		t.Fatalf("invalid module, unusable directory: %v; want ErrInvalid", err)
+	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	if _, _, err = CompileToCache(ctx, invalidBody, dir, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("invalid module: %v; want ErrInvalid", err)
+	}
+	if entries, _ := listEntries(dir); len(entries) != 0 {
+		t.Fatalf("an invalid module left entries: %v", entries)
+	}
+}
+
+// TestPruneCache: least recently used entries go first, until the cache
+// fits; held entries, entries being compiled, recent ones and keep stay;
+// leftovers of killed compiles go whatever the bound.
+func TestPruneCache(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	fill := func(name, fn string, age time.Duration) string {
+		dir := filepath.Join(root, name)
+		if _, _, err := CompileToCache(ctx, wasmFile(t, fn), dir, nil); err != nil {
+			t.Fatal(err)
+		}
+		when := time.Now().Add(-age)
+		os.Chtimes(dir, when, when)
+		return dir
+	}
+	held := fill("held", functions.Hello, 4*time.Hour)
+	oldest := fill("oldest", functions.Exit7, 3*time.Hour)
+	older := fill("older", functions.Echo, 2*time.Hour)
+	recent := fill("recent", functions.Trap, time.Second)
+	compiling := fill("compiling", functions.Scratch, 5*time.Hour)
+	leftover := filepath.Join(root, "leftover")
+	os.MkdirAll(filepath.Join(leftover, "wazero-x"), 0o700)
+	os.WriteFile(filepath.Join(leftover, "wazero-x", "e.tmp"), []byte("partial"), 0o600)
+	stray := filepath.Join(root, "stray.tmp")
+	os.WriteFile(stray, nil, 0o600)
+	hourAgo := time.Now().Add(-time.Hour)
+	os.Chtimes(leftover, hourAgo, hourAgo)
+	os.Chtimes(stray, hourAgo, hourAgo)
+
+	release, err := HoldCacheEntry(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockDir(compiling)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	one := dirSize(older)
+	// Room for all but about one entry: only the oldest idle one goes.
+	var total int64
+	for _, d := range []string{held, oldest, older, recent, compiling} {
+		total += dirSize(d)
+	}
+	res, err := PruneCache(root, total-one/2, "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	for p, want := range map[string]bool{held: true, oldest: false, older: true, recent: true, compiling: true, leftover: false, stray: false} {
+		if exists(p) != want {
+			t.Errorf("after pruning to %d bytes: %s exists %v, want %v (removed %v)", total-one/2, filepath.Base(p), exists(p), want, res.Removed)
+		}
+	}
+	// No room at all: everything idle and old goes, keep stays.
+	release()
+	if _, err = PruneCache(root, 1, older, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{held: false, older: true, recent: true, compiling: true} {
+		if exists(p) != want {
+			t.Errorf("after pruning to 1 byte: %s exists %v, want %v", filepath.Base(p), exists(p), want)
+		}
 	}
 }

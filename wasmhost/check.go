@@ -34,6 +34,28 @@ var (
 	ErrUnsupportedImport = errors.New("unsupported import")
 	// ErrMemoryMinimum: the module's minimum memory exceeds the memory limit.
 	ErrMemoryMinimum = errors.New("memory minimum above the limit")
+	// ErrTooLarge: the module exceeds one of the structural limits
+	// (MaxFunctions, MaxFunctionBodySize, MaxLocals, MaxNesting) that bound
+	// the time and memory compiling it takes.
+	ErrTooLarge = errors.New("module exceeds a compile limit")
+)
+
+// Structural limits that preflight enforces before anything compiles a
+// module: wazero's compiler is quadratic in a function's block nesting and
+// needs about 35 times a function's size in memory, so one hostile function
+// can hold a core and gigabytes for minutes. Each is far above what real
+// modules use: the largest values in the 3 MB Go wasip1 test probe are
+// 1 989 functions, a 29 KiB body, 17 locals and a nesting of 549 (see
+// TestLimitsOfRealModules and docs/rationale.md).
+const (
+	// MaxFunctions is the most functions a module may define.
+	MaxFunctions = 1_000_000
+	// MaxFunctionBodySize is the largest function body, in bytes.
+	MaxFunctionBodySize = 4 << 20
+	// MaxLocals is the most locals one function may declare.
+	MaxLocals = 50_000
+	// MaxNesting is the deepest nesting of block, loop and if in a function.
+	MaxNesting = 20_000
 )
 
 // Check reports whether Host.Compile with cfg would accept wasm, without
@@ -59,6 +81,16 @@ func Check(ctx context.Context, wasm []byte, cfg Config) error {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return cm.Close(ctx)
+}
+
+// Preflight makes the checks of Check that need no compiling: the header,
+// imports, `_start`, the memory minimum and the structural limits
+// (MaxFunctions, MaxFunctionBodySize, MaxLocals, MaxNesting). It is one
+// pass over the module's bytes, cheap enough for the shim to run in its own
+// process before it hands the module to a bounded compile.
+func Preflight(wasm []byte, cfg Config) error {
+	_, err := preflight(wasm, toConfig(cfg))
+	return err
 }
 
 // preflight parses wasm and checks what Nebula requires of a module.
@@ -92,6 +124,21 @@ type moduleInfo struct {
 	// included: [start, end); end is 0 without one.
 	tableSection struct{ start, end int }
 	exports      map[string]exportEntry
+	code         codeStats
+}
+
+// codeStats are the largest values in the code section, for the
+// structural limits.
+type codeStats struct {
+	functions uint32
+	maxBody   uint32 // bytes
+	maxLocals uint64
+	maxDepth  int
+	// undecoded counts the bodies whose instructions could not all be
+	// decoded (unknown or malformed), left to wazero's validation.
+	undecoded uint32
+	// at is the function index of each maximum, for messages.
+	bodyAt, localsAt, depthAt uint32
 }
 
 type funcType struct{ params, results []api.ValueType }
@@ -186,6 +233,9 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 			info.tableSection.start, info.tableSection.end = start, r.off
 		}
 		if err := info.parseSection(id, body); err != nil {
+			if errors.Is(err, ErrTooLarge) {
+				return nil, err
+			}
 			if errors.Is(err, errEOF) {
 				err = fmt.Errorf("its contents end early at offset %#x", body.off)
 			}
@@ -306,8 +356,71 @@ func (m *moduleInfo) parseSection(id byte, r *reader) error {
 			m.exports[name] = e
 			return nil
 		})
+	case 10: // code
+		return m.parseCode(r)
 	}
 	return nil // other sections are left to wazero
+}
+
+// parseCode measures each function body of the code section: its size, its
+// locals and its deepest nesting of blocks. It stops at the first limit
+// exceeded, so a hostile module costs one pass over its bytes at most.
+func (m *moduleInfo) parseCode(r *reader) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	if n > MaxFunctions {
+		return fmt.Errorf("%w: %d functions, the limit is %d (MaxFunctions)", ErrTooLarge, n, MaxFunctions)
+	}
+	c := &m.code
+	c.functions = n
+	imported := uint32(len(m.funcTypes)) - min(uint32(len(m.funcTypes)), n) // defined functions follow imported ones
+	for i := uint32(0); i < n; i++ {
+		index := imported + i
+		size, err := r.u32()
+		if err != nil {
+			return err
+		}
+		if size > MaxFunctionBodySize {
+			return fmt.Errorf("%w: function %d has a body of %d bytes, the limit is %d (MaxFunctionBodySize)",
+				ErrTooLarge, index, size, MaxFunctionBodySize)
+		}
+		b, err := r.bytes(size)
+		if err != nil {
+			return err
+		}
+		if size > c.maxBody {
+			c.maxBody, c.bodyAt = size, index
+		}
+		body := &reader{b: b}
+		locals, err := body.locals()
+		if err != nil {
+			return nil // malformed: left to wazero's validation
+		}
+		if locals > MaxLocals {
+			return fmt.Errorf("%w: function %d declares %d locals, the limit is %d (MaxLocals)",
+				ErrTooLarge, index, locals, MaxLocals)
+		}
+		if locals > c.maxLocals {
+			c.maxLocals, c.localsAt = locals, index
+		}
+		depth, ok := body.maxNesting(MaxNesting)
+		if depth > MaxNesting {
+			return fmt.Errorf("%w: function %d nests blocks more than %d deep (MaxNesting)",
+				ErrTooLarge, index, MaxNesting)
+		}
+		if !ok {
+			c.undecoded++
+		}
+		if depth > c.maxDepth {
+			c.maxDepth, c.depthAt = depth, index
+		}
+	}
+	if r.off != len(r.b) {
+		return fmt.Errorf("%d unexpected bytes at its end", len(r.b)-r.off)
+	}
+	return nil
 }
 
 // checkImports requires every import to be a wasi_snapshot_preview1
@@ -541,4 +654,183 @@ func (r *reader) limits() (l limits, err error) {
 
 func le32(b []byte) uint32 {
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
+
+// locals decodes a function body's local declarations and returns how many
+// locals they declare.
+func (r *reader) locals() (uint64, error) {
+	n, err := r.u32()
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for i := uint32(0); i < n; i++ {
+		count, err := r.u32()
+		if err != nil {
+			return 0, err
+		}
+		if _, err = r.byte(); err != nil { // value type
+			return 0, err
+		}
+		total += uint64(count)
+	}
+	return total, nil
+}
+
+// maxNesting decodes the instructions from r's offset to its end and
+// returns the deepest nesting of block, loop, if and try, stopping as soon
+// as it exceeds limit. ok is false if it met an opcode it does not know or
+// a malformed immediate: the depth is then a lower bound, and wazero's
+// validation decides.
+func (r *reader) maxNesting(limit int) (depth int, ok bool) {
+	cur := 0
+	for r.off < len(r.b) {
+		op, _ := r.byte()
+		var err error
+		switch {
+		case op == 0x02 || op == 0x03 || op == 0x04 || op == 0x06: // block, loop, if, try
+			err = r.blockType()
+			if cur++; cur > depth {
+				depth = cur
+				if depth > limit {
+					return depth, true
+				}
+			}
+		case op == 0x0b: // end
+			cur--
+		case op == 0x18: // delegate: ends a try
+			_, err = r.u32()
+			cur--
+		case op <= 0x01, op == 0x05, op == 0x07, op == 0x0f, op == 0x19, op == 0x1a, op == 0x1b, op == 0xd1,
+			op >= 0x45 && op <= 0xc4: // no immediate
+		case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x10, op == 0x12,
+			op >= 0x20 && op <= 0x26, op == 0xd2: // one index
+			_, err = r.u32()
+		case op == 0x11, op == 0x13: // call_indirect, return_call_indirect
+			if _, err = r.u32(); err == nil {
+				_, err = r.u32()
+			}
+		case op == 0x0e: // br_table
+			var n uint32
+			if n, err = r.u32(); err == nil {
+				for i := uint32(0); i <= n && err == nil; i++ {
+					_, err = r.u32()
+				}
+			}
+		case op == 0x1c: // select t*
+			var n uint32
+			if n, err = r.u32(); err == nil {
+				_, err = r.bytes(n)
+			}
+		case op >= 0x28 && op <= 0x3e: // loads and stores
+			err = r.memarg()
+		case op == 0x3f, op == 0x40, op == 0xd0: // memory.size, memory.grow, ref.null
+			_, err = r.byte()
+		case op == 0x41, op == 0x42: // i32.const, i64.const
+			err = r.sleb()
+		case op == 0x43:
+			_, err = r.bytes(4)
+		case op == 0x44:
+			_, err = r.bytes(8)
+		case op == 0xfc:
+			err = r.miscImmediates()
+		case op == 0xfd:
+			err = r.simdImmediates()
+		case op == 0xfe: // atomics
+			var sub uint32
+			if sub, err = r.u32(); err == nil {
+				if sub == 0x03 { // atomic.fence
+					_, err = r.byte()
+				} else {
+					err = r.memarg()
+				}
+			}
+		default:
+			return depth, false
+		}
+		if err != nil {
+			return depth, false
+		}
+	}
+	return depth, true
+}
+
+// blockType skips a block type: 0x40, a value type, or a type index (s33).
+func (r *reader) blockType() error {
+	if r.off < len(r.b) && (r.b[r.off] == 0x40 || r.b[r.off] >= 0x6f && r.b[r.off] <= 0x7f) {
+		r.off++
+		return nil
+	}
+	return r.sleb()
+}
+
+// sleb skips a signed LEB128 integer of at most 64 bits.
+func (r *reader) sleb() error {
+	for i := 0; i < 10; i++ {
+		b, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if b&0x80 == 0 {
+			return nil
+		}
+	}
+	return errors.New("integer too long")
+}
+
+func (r *reader) memarg() error {
+	if _, err := r.u32(); err != nil { // alignment
+		return err
+	}
+	_, err := r.u32() // offset
+	return err
+}
+
+// miscImmediates skips the immediates of a 0xfc-prefixed instruction.
+func (r *reader) miscImmediates() error {
+	sub, err := r.u32()
+	if err != nil {
+		return err
+	}
+	switch {
+	case sub <= 7: // saturating truncations
+	case sub == 8: // memory.init
+		if _, err = r.u32(); err == nil {
+			_, err = r.byte()
+		}
+	case sub == 9, sub == 13, sub >= 15 && sub <= 17: // data.drop, elem.drop, table.grow/size/fill
+		_, err = r.u32()
+	case sub == 10: // memory.copy
+		_, err = r.bytes(2)
+	case sub == 11: // memory.fill
+		_, err = r.byte()
+	case sub == 12, sub == 14: // table.init, table.copy
+		if _, err = r.u32(); err == nil {
+			_, err = r.u32()
+		}
+	default:
+		return fmt.Errorf("unknown instruction 0xfc %d", sub)
+	}
+	return err
+}
+
+// simdImmediates skips the immediates of a 0xfd-prefixed instruction.
+func (r *reader) simdImmediates() error {
+	sub, err := r.u32()
+	if err != nil {
+		return err
+	}
+	switch {
+	case sub <= 11, sub == 92, sub == 93: // loads, stores, load_zero
+		return r.memarg()
+	case sub == 12, sub == 13: // v128.const, i8x16.shuffle
+		_, err = r.bytes(16)
+	case sub >= 21 && sub <= 34: // extract and replace lane
+		_, err = r.byte()
+	case sub >= 84 && sub <= 91: // load and store lane
+		if err = r.memarg(); err == nil {
+			_, err = r.byte()
+		}
+	}
+	return err
 }

@@ -124,3 +124,63 @@ func TestCompileChecks(t *testing.T) {
 		t.Errorf("Compile(invalid body): got %v, want ErrInvalid", err)
 	}
 }
+
+// TestLimits: modules beyond a structural limit are refused before anything
+// compiles them, with an error naming the limit; modules just within pass.
+func TestLimits(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		wasm []byte
+		msg  string // "" for accepted
+	}{
+		{"nesting at the limit", functions.NestedBlocks(MaxNesting, 1), ""},
+		{"nesting over the limit", functions.NestedBlocks(MaxNesting+1, 1), "nests blocks more than 20000 deep (MaxNesting)"},
+		{"body at the limit", functions.BigFunction(MaxFunctionBodySize), ""},
+		{"body over the limit", functions.BigFunction(MaxFunctionBodySize + 1), "function 0 has a body of 4194305 bytes, the limit is 4194304 (MaxFunctionBodySize)"},
+		{"locals at the limit", functions.ManyLocals(MaxLocals), ""},
+		{"locals over the limit", functions.ManyLocals(MaxLocals + 1), "function 0 declares 50001 locals, the limit is 50000 (MaxLocals)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := preflight(tc.wasm, toConfig(nil))
+			if tc.msg == "" {
+				if err != nil {
+					t.Fatalf("preflight: %v", err)
+				}
+				if len(tc.wasm) > 1<<20 {
+					return // validating 4 MiB takes seconds
+				}
+				if err := Check(ctx, tc.wasm, nil); err != nil {
+					t.Fatalf("Check: %v (the generated module must be valid)", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v; want ErrTooLarge with %q", err, tc.msg)
+			}
+			if err := Check(ctx, tc.wasm, nil); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Check: %v; want ErrTooLarge", err)
+			}
+		})
+	}
+}
+
+// TestLimitsOfRealModules: the built test functions, the Go probe among
+// them, are far within the limits; it logs their largest values.
+func TestLimitsOfRealModules(t *testing.T) {
+	for _, name := range []string{functions.Probe, functions.Hello, functions.Echo, functions.Trap, functions.Scratch} {
+		info, err := preflight(wasmFile(t, name), toConfig(nil))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		c := info.code
+		t.Logf("%s: %d functions (%d undecoded); largest body %d bytes (function %d); most locals %d (function %d); deepest nesting %d (function %d)",
+			name, c.functions, c.undecoded, c.maxBody, c.bodyAt, c.maxLocals, c.localsAt, c.maxDepth, c.depthAt)
+		if c.functions*10 > MaxFunctions || c.maxBody*10 > MaxFunctionBodySize || c.maxLocals*10 > MaxLocals || c.maxDepth*5 > MaxNesting {
+			t.Errorf("%s comes within 10x (nesting: 5x) of a limit", name)
+		}
+		if c.undecoded != 0 {
+			t.Errorf("%s: the instructions of %d functions could not be decoded", name, c.undecoded)
+		}
+	}
+}

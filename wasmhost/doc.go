@@ -36,9 +36,12 @@
 //
 // # Compilation cache
 //
-// The shim compiles each module once, outside the container, into a
-// directory of its own (CompileToCache); the host inside the container opens
-// that directory read-only (Config.WithCacheDir). What wazero v1.11.0 does
+// The shim compiles each module once, at Create, into a directory of its
+// own (CompileToCache, run by `nebula-host compile` in the task's cgroups);
+// the host inside the container opens that directory read-only
+// (Config.WithCacheDir) and holds it (HoldCacheEntry) so that PruneCache
+// leaves it alone. CompileToCache reports a failing directory as ErrCache,
+// never as an invalid module. What wazero v1.11.0 does
 // with a file cache, measured by the tests here:
 //
 //   - NewCompilationCacheWithDir creates the directory and a

@@ -169,9 +169,13 @@ func (m *linearMemory) regionAddr() uintptr {
 // MemoryNeeds is what an instance of wasm needs of the host's memory, for a
 // memory budget: its minimum linear memory, and the most its tables can
 // take once their growth is bounded (see TableElementsMax), in bytes; and
-// code, the size of its compiled code in cacheDir (filled by
-// CompileToCache), which the host loads once. wasm must be a module Check
-// accepts.
+// code, the size of its compiled code, which the host loads once.
+//
+// The shim plans a task's memory before the module is compiled (the
+// compile runs in the task's cgroups, after runc has created it), so code
+// is an estimate from the module's size, CompiledSizeEstimate; a compiled
+// entry already in cacheDir counts instead when it is larger. wasm must be
+// a module Check accepts.
 func MemoryNeeds(wasm []byte, cacheDir string) (minMemory, tables, code uint64, err error) {
 	info, err := parseModule(wasm)
 	if err != nil {
@@ -180,18 +184,25 @@ func MemoryNeeds(wasm []byte, cacheDir string) (minMemory, tables, code uint64, 
 	for _, mem := range info.memories {
 		minMemory = max(minMemory, uint64(mem.min)*PageSize)
 	}
+	code = CompiledSizeEstimate(len(wasm))
+	if cacheDir == "" {
+		return minMemory, info.tableBytes(), code, nil
+	}
 	entries, err := listEntries(cacheDir)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("cache %s: %w", cacheDir, err)
+		return minMemory, info.tableBytes(), code, nil // no entry yet: the estimate
 	}
+	var compiled uint64
 	for _, e := range entries {
-		fi, err := os.Stat(filepath.Join(cacheDir, filepath.FromSlash(e)))
-		if err != nil {
-			return 0, 0, 0, fmt.Errorf("cache %s: %w", cacheDir, err)
-		}
-		if fi.Mode().IsRegular() {
-			code += uint64(fi.Size())
+		if fi, err := os.Stat(filepath.Join(cacheDir, filepath.FromSlash(e))); err == nil && fi.Mode().IsRegular() {
+			compiled += uint64(fi.Size())
 		}
 	}
-	return minMemory, info.tableBytes(), code, nil
+	return minMemory, info.tableBytes(), max(code, compiled), nil
 }
+
+// CompiledSizeEstimate is how large wazero's compiled code for a module of
+// n bytes is expected to be: 4n + 64 KiB. Measured with wazero v1.11.0 on
+// amd64, compiled over module size: 3.8 for the 3 MB Go probe, 3.9 for the
+// 3.5 MB Go escape suite, 3.3–4.2 for small WAT modules (under 1 KiB).
+func CompiledSizeEstimate(n int) uint64 { return 4*uint64(n) + 64<<10 }

@@ -22,6 +22,9 @@
 //     (repeatable; default /dev/.nebula). The shim should mount the host
 //     binary and the cache under /dev/.nebula.
 //
+// `nebula-host compile` is the shim's compile of a module at Create, in a
+// process of its own (see compile.go).
+//
 // It runs as PID 1 of the container's pid namespace: it handles SIGTERM,
 // SIGINT, SIGHUP and SIGQUIT explicitly (PID 1 gets no default action for
 // them), exits 128+signal at most StopGrace after one even if the guest is
@@ -79,12 +82,16 @@ func Main(args []string) int {
 	if code, ran := supervise(args); ran {
 		return code
 	}
+	if len(args) > 1 && args[1] == "compile" {
+		return compile(args[2:], os.Stdin, os.Stdout, os.Stderr)
+	}
 	// Signals first: as PID 1 of a pid namespace, the host gets no default
 	// action for signals it does not handle: an unhandled SIGTERM would be
 	// ignored.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, stopSignals...)
 	defer signal.Stop(sigs)
+	limitThreads()
 
 	code := run(args, os.Stdin, os.Stdout, os.Stderr, sigs)
 	if code < 0 || code > 255 {
@@ -179,6 +186,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	cfg := wasmhost.NewConfig().WithMemoryLimit(limit).WithStdoutLimit(int64(outLimit))
 	if *cacheDir != "" {
 		cfg = cfg.WithCacheDir(*cacheDir)
+		// While the task runs, the shim does not evict its cache entry.
+		if release, err := wasmhost.HoldCacheEntry(*cacheDir); err == nil {
+			defer release()
+		}
 	}
 	host, err := wasmhost.New(ctx, cfg)
 	if err != nil {

@@ -37,6 +37,7 @@ type Daemon struct {
 
 	ctr     string
 	daemon  string
+	env     []string
 	config  string
 	logPath string
 	cmd     *exec.Cmd
@@ -50,6 +51,7 @@ type daemonConfig struct {
 	version string
 	extra   string
 	cri     *CRIConfig
+	env     []string
 }
 
 // WithVersion selects the containerd version (default ContainerdVersion()).
@@ -57,6 +59,10 @@ func WithVersion(v string) Option { return func(c *daemonConfig) { c.version = v
 
 // WithConfig appends TOML to the daemon's config file.
 func WithConfig(toml string) Option { return func(c *daemonConfig) { c.extra += "\n" + toml } }
+
+// WithEnv adds KEY=VALUE entries to the daemon's environment, which its
+// shims inherit (NEBULA_CACHE_MAX, for instance).
+func WithEnv(kv ...string) Option { return func(c *daemonConfig) { c.env = append(c.env, kv...) } }
 
 // WithCRI keeps containerd's CRI plugins enabled (Start disables them
 // otherwise) and configures them as CRIConfig says; see cri.go.
@@ -75,6 +81,7 @@ func Start(t T, opts ...Option) *Daemon {
 		BinDir:  Binaries(t),
 		daemon:  Tool(t, cfg.version, "containerd"),
 		ctr:     Tool(t, cfg.version, "ctr"),
+		env:     cfg.env,
 	}
 	Tool(t, cfg.version, "containerd-shim-runc-v2")
 	dir, err := os.MkdirTemp("", "nbe2e-")
@@ -128,6 +135,7 @@ func (d *Daemon) start(t T) {
 		"PATH="+d.BinDir+":"+filepath.Dir(d.daemon)+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		// Shims inherit the daemon's environment: a private module cache.
 		"NEBULA_CACHE_DIR="+d.CacheDir())
+	cmd.Env = append(cmd.Env, d.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting containerd %s: %v", d.Version, err)
@@ -257,6 +265,12 @@ func StripCtrWarnings(s string) string {
 		}
 	}
 	return strings.Join(kept, "")
+}
+
+// CtrCommand returns, unstarted, the ctr command Ctr would run, for a
+// caller that must act while it runs.
+func (d *Daemon) CtrCommand(args ...string) *exec.Cmd {
+	return exec.Command(d.ctr, append([]string{"-a", d.Address, "-n", d.Namespace}, args...)...)
 }
 
 // MustCtr runs ctr and fails t unless it exits 0; it returns stdout.

@@ -1,0 +1,215 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/log"
+	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"nebula.dev/nebula/oci"
+)
+
+// Exit codes and output of `nebula-host compile` (package hostcmd; a test
+// keeps them in step). The shim does not import hostcmd: it would link the
+// host's dependencies into the shim.
+const (
+	exitCompileInvalid = 1
+	exitCompileCache   = 3
+	exitCompileMemory  = 4
+)
+
+type compileResult struct {
+	Hit     bool    `json:"hit"`
+	Seconds float64 `json:"seconds"`
+}
+
+// compileJob is a module to compile once runc has created the task's
+// container.
+type compileJob struct {
+	id     string // the task's
+	module string // its path in the container, for messages
+	wasm   []byte
+	// dir is the module's cache entry directory, "" to only validate.
+	dir string
+	// memoryLimit is the wasm memory limit the task runs with (0: none).
+	memoryLimit uint64
+	timeout     time.Duration
+	maxMemory   uint64
+	// timeoutSource and memorySource say where the bounds came from.
+	timeoutSource, memorySource string
+	// cgroupMemory is the container's memory limit (0: none), for messages.
+	cgroupMemory int64
+	// fewPids: the container has a small pids limit; the compile runs on
+	// one P.
+	fewPids bool
+}
+
+// errCacheFailed marks a compile that validated the module but could not
+// write the cache: the task still runs, the host compiles at start.
+type errCacheFailed struct{ error }
+
+// compileInTask runs `nebula-host compile` for job in the cgroups of the
+// task's init process (runc init, waiting to be started), so that its CPU
+// and memory are the task's, bounded by job's timeout and memory and by
+// ctx: cancelling ctx (the task is deleted, its container is gone) kills
+// it.
+func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid uint32) (compileResult, error) {
+	var res compileResult
+	ctx, cancel := context.WithTimeoutCause(ctx, job.timeout, errCompileTimeout)
+	defer cancel()
+	args := []string{"compile", "--max-memory", strconv.FormatUint(job.maxMemory, 10)}
+	if job.dir != "" {
+		args = append(args, "--cache", job.dir)
+	}
+	if job.memoryLimit > 0 {
+		args = append(args, "--memory-limit", strconv.FormatUint(job.memoryLimit, 10))
+	}
+	cmd := exec.Command(s.hostBinary, args...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	if job.fewPids {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &limitedWriter{w: &stderr, n: 64 << 10}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return res, err
+	}
+	// Pdeathsig belongs to the thread that forks: keep it for the child's
+	// life, so that a shim that dies takes its compile along. The compile
+	// needs no network: it gets a namespace of its own, empty.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWNET}
+	started := make(chan error, 1)
+	finished := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		finished <- cmd.Wait()
+	}()
+	if err := <-started; err != nil {
+		return res, fmt.Errorf("starting %s compile: %w", s.hostBinary, err)
+	}
+	if err := joinCgroups(int(initPid), cmd.Process.Pid); err != nil {
+		log.G(ctx).WithError(err).Warn("nebula: compiling outside the task's cgroups")
+	}
+	go func() {
+		stdin.Write(job.wasm)
+		stdin.Close()
+	}()
+	var waitErr error
+	select {
+	case waitErr = <-finished:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-finished
+		return res, s.compileStopped(job, context.Cause(ctx))
+	}
+	msg := bytes.TrimSpace(stderr.Bytes())
+	var ee *exec.ExitError
+	switch {
+	case waitErr == nil:
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+			return res, fmt.Errorf("reading %s compile's result %q: %w", s.hostBinary, stdout.Bytes(), err)
+		}
+		return res, nil
+	case !errors.As(waitErr, &ee):
+		return res, fmt.Errorf("%s compile: %w", s.hostBinary, waitErr)
+	case ee.ExitCode() == exitCompileInvalid:
+		return res, invalidArgument(fmt.Errorf("module %s: %s", job.module, msg))
+	case ee.ExitCode() == exitCompileCache:
+		return res, errCacheFailed{errors.New(string(msg))}
+	case ee.ExitCode() == exitCompileMemory, bytes.Contains(msg, []byte("out of memory")):
+		return res, invalidArgument(fmt.Errorf("module %s: compiling needed more than %d bytes, the compile-memory limit (%s)",
+			job.module, job.maxMemory, job.memorySource))
+	case ee.ExitCode() == -1: // killed by a signal, the kernel's OOM killer most likely
+		if job.cgroupMemory > 0 {
+			return res, invalidArgument(fmt.Errorf("module %s: the compile was killed (%v): compiling it needs more than the container's memory limit of %d bytes allows",
+				job.module, waitErr, job.cgroupMemory))
+		}
+		return res, fmt.Errorf("module %s: the compile was killed (%v)", job.module, waitErr)
+	default:
+		return res, fmt.Errorf("module %s: %s compile: %v: %s", job.module, s.hostBinary, waitErr, msg)
+	}
+}
+
+var (
+	errCompileTimeout = errors.New("compile timeout")
+	// errTaskDeleted: containerd deleted the task while it was being
+	// created (its client went away).
+	errTaskDeleted = errors.New("the task was deleted while its module compiled")
+	// errContainerGone: the container's record disappeared from containerd
+	// (`ctr c rm`) while its module compiled.
+	errContainerGone = errors.New("the container was removed while its module compiled")
+)
+
+// compileStopped explains why a compile was killed.
+func (s *service) compileStopped(job *compileJob, cause error) error {
+	if errors.Is(cause, errCompileTimeout) {
+		return invalidArgument(fmt.Errorf("module %s: compiling took longer than the compile-timeout of %v (%s)",
+			job.module, job.timeout, job.timeoutSource))
+	}
+	return fmt.Errorf("module %s: compile stopped: %w", job.module, cause)
+}
+
+// joinCgroups moves pid into the cgroups of member: every v1 hierarchy, or
+// the v2 group.
+func joinCgroups(member, pid int) error {
+	if cgroups.Mode() == cgroups.Unified {
+		group, err := cgroup2.PidGroupPath(member)
+		if err != nil {
+			return err
+		}
+		m, err := cgroup2.Load(group)
+		if err != nil {
+			return err
+		}
+		return m.AddProc(uint64(pid))
+	}
+	cg, err := cgroup1.Load(cgroup1.PidPath(member))
+	if err != nil {
+		return err
+	}
+	return cg.Add(cgroup1.Process{Pid: pid})
+}
+
+// limitedWriter keeps the first n bytes written to it.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
+}
+
+// knobSource says where a knob's value came from, or that it is the
+// default.
+func knobSource(spec *specs.Spec, name, def string) string {
+	if _, source, ok := oci.LookupKnob(spec, name); ok {
+		return "knob " + name + ", " + source
+	}
+	return "knob " + name + ", default " + def
+}
