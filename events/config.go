@@ -75,6 +75,7 @@ type Config struct {
 	queueLen    int
 	queueWait   time.Duration
 	maxBody     int64
+	bodyBudget  int64
 	replyType   string
 	replySource string
 	replyCT     string
@@ -156,6 +157,19 @@ func (c Config) WithQueue(length int, maxWait time.Duration) Config {
 // WithMaxBody limits a request's body; a larger one gets 413. Zero means
 // DefaultMaxBody.
 func (c Config) WithMaxBody(n int64) Config { c.maxBody = n; return c }
+
+// WithBodyBudget bounds the bytes the bodies of all requests in flight may
+// hold at once; a request whose body would pass it gets 503 with
+// Retry-After. Zero means max(max body, min((concurrency + queue) × max
+// body, 256 MiB)). A budget below the max body is raised to it: one body
+// must always fit.
+//
+// # Notes
+//
+//   - Bodies live on the host's heap, outside the guests' memory: a task
+//     with a memory limit must count them (Nebula's shim passes its share
+//     of the container's limit here).
+func (c Config) WithBodyBudget(n int64) Config { c.bodyBudget = n; return c }
 
 // WithReplyType sets the type of every reply event. Empty (the default)
 // means the request's type with ".reply" appended.

@@ -125,6 +125,31 @@ func TestBodyBudget(t *testing.T) {
 	}
 }
 
+// A configured budget (the shim's share of a memory-limited container)
+// holds even when slots and queue places are free: the second large body
+// arriving beside a stalled one gets 503 with Retry-After.
+func TestBodyBudgetConfigured(t *testing.T) {
+	const max = 1 << 20
+	srv := newServer(t, &fake{}, events.NewConfig().WithConcurrency(4).WithQueue(4, time.Second).
+		WithMaxBody(max).WithBodyBudget(max).WithBodyTimeout(2*time.Second))
+	url, _ := serving(t, srv, context.Background())
+	chunk := strings.Repeat("x", 700<<10)
+	first := dialSend(t, host(url), rawHeaders(max)+chunk)
+	time.Sleep(200 * time.Millisecond)
+	second := dialSend(t, host(url), rawHeaders(max)+chunk)
+	_ = second.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("second body: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if code := readStatus(t, first); code != http.StatusRequestTimeout {
+		t.Fatalf("stalled body: %d, want 408", code)
+	}
+}
+
 // Finding 3: idle keep-alive connections beyond the cap do not lock new
 // clients out, on either port: each new connection evicts the longest-idle
 // one.

@@ -140,7 +140,7 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 		adm: newAdmission(running, cfg.concurrency-running+cfg.queueLen, cfg.queueWait, m.queued),
 		bodies: bodyReader{
 			max:     cfg.maxBody,
-			budget:  bodyBudget(cfg.maxBody, cfg.concurrency+cfg.queueLen),
+			budget:  bodyBudget(cfg.maxBody, cfg.concurrency+cfg.queueLen, cfg.bodyBudget),
 			timeout: cfg.bodyTimeout,
 		},
 		function:    cfg.function,
@@ -195,9 +195,12 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// bodyBudget is the memory all request bodies in flight may hold:
-// max(maxBody, min(n × maxBody, maxBodyBudget)).
-func bodyBudget(maxBody int64, n int) int64 {
+// bodyBudget is the memory all request bodies in flight may hold: the
+// configured budget, else max(maxBody, min(n × maxBody, maxBodyBudget)).
+func bodyBudget(maxBody int64, n int, configured int64) int64 {
+	if configured > 0 {
+		return max(configured, maxBody+1)
+	}
 	b := int64(maxBodyBudget)
 	if int64(n) <= b/maxBody {
 		b = int64(n) * maxBody

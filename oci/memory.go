@@ -18,9 +18,11 @@ import (
 //
 // Reserve is HostReserve plus what loading the module costs: twice its
 // compiled code (the cache entry is read into the heap, then copied into
-// an executable mapping) and the module itself (kept decoded). The stdout
-// buffer counts twice (the buffer and its copy in the reply). In run mode
-// Concurrency is 1 and stdout is not buffered.
+// an executable mapping) and the module itself (kept decoded); in function
+// mode also BodyBudget, the request bodies the front door may hold at once
+// (L/8, at least one max-body). The stdout buffer counts twice (the buffer
+// and its copy in the reply). In run mode Concurrency is 1, stdout is not
+// buffered and no body is read.
 const (
 	// HostReserve is what nebula-host needs for itself in function mode
 	// besides the module: the Go runtime and the host's heap (held to
@@ -43,6 +45,11 @@ const (
 	// the memory budget allows: 16 MiB. A smaller budget gets a sixteenth
 	// of an instance's share.
 	DefaultStdoutLimit = 16 << 20
+	// DefaultMaxBody is the max-body knob's default, the front door's: 10 MiB.
+	DefaultMaxBody = 10 << 20
+	// bodyShare is the part of the container's limit request bodies may
+	// hold at once (at least one max-body): one eighth.
+	bodyShare = 8
 	// wasmPage is the size of a WebAssembly memory page.
 	wasmPage = 64 << 10
 	// maxLinearMemory is the most a 32-bit linear memory can address.
@@ -75,6 +82,7 @@ type MemoryPlan struct {
 	ConcurrencyFrom string
 	InstanceLimit   uint64 // linear memory per instance, whole pages; 0: 4 GiB
 	StdoutLimit     uint64 // per invocation; 0 in run mode
+	BodyBudget      uint64 // request bodies held at once (function mode, in Reserve); 0: the front door's default
 	TableBytes      uint64 // per instance
 	HeapLimit       uint64 // the host's soft memory limit (GOMEMLIMIT)
 }
@@ -90,8 +98,8 @@ type MemoryError struct {
 func (e *MemoryError) Error() string {
 	p := e.Plan
 	var b strings.Builder
-	fmt.Fprintf(&b, "memory: %s: container limit %s, host reserve %s (%d MiB + 2 × %d bytes of compiled code + the module's %d bytes), concurrency %d (%s)",
-		e.Reason, size(p.ContainerLimit), size(p.Reserve), (p.Reserve-e.Module.loadCost())>>20, e.Module.Code, e.Module.Size, p.Concurrency, p.ConcurrencyFrom)
+	fmt.Fprintf(&b, "memory: %s: container limit %s, host reserve %s (%d MiB + 2 × %d bytes of compiled code + the module's %d bytes + %d bytes of request bodies), concurrency %d (%s)",
+		e.Reason, size(p.ContainerLimit), size(p.Reserve), (p.Reserve-e.Module.loadCost()-p.BodyBudget)>>20, e.Module.Code, e.Module.Size, p.BodyBudget, p.Concurrency, p.ConcurrencyFrom)
 	fmt.Fprintf(&b, ", per instance %s of linear memory + 2 × %s stdout + %s tables, module minimum memory %s",
 		size(p.InstanceLimit), size(p.StdoutLimit), size(p.TableBytes), size(e.Module.MinMemory))
 	b.WriteString("; raise the memory limit, lower nebula.dev/concurrency or nebula.dev/memory-limit")
@@ -129,6 +137,14 @@ func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
 		p.StdoutLimit = DefaultStdoutLimit
 	}
 	p.ContainerLimit = ContainerMemoryLimit(spec)
+	if function && p.ContainerLimit > 0 {
+		maxBody := uint64(DefaultMaxBody)
+		if k.MaxBody > 0 {
+			maxBody = uint64(k.MaxBody)
+		}
+		p.BodyBudget = max(maxBody, p.ContainerLimit/bodyShare)
+		p.Reserve += p.BodyBudget
+	}
 	fail := func(format string, a ...any) (MemoryPlan, error) {
 		return p, &MemoryError{Plan: p, Module: m, Reason: fmt.Sprintf(format, a...)}
 	}
@@ -164,7 +180,7 @@ func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
 	if p.InstanceLimit < max(m.MinMemory, wasmPage) {
 		return fail("each instance would get less than the module's minimum memory (or one page)")
 	}
-	p.HeapLimit = heapReserve + m.Code + m.Size + n*perInstance
+	p.HeapLimit = heapReserve + m.Code + m.Size + p.BodyBudget + n*perInstance
 	return p, nil
 }
 

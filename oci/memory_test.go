@@ -35,11 +35,11 @@ func TestPlanMemory(t *testing.T) {
 		{name: "run mode, 16 MiB", spec: limitsSpec(16*mi, nil), module: echo,
 			want: MemoryPlan{Concurrency: 1, InstanceLimit: 8 * mi, HeapLimit: 4 * mi}},
 		{name: "function, 64 MiB, 2 at once", spec: limitsSpec(64*mi, nil), knobs: fn(2), module: echo,
-			want: MemoryPlan{Concurrency: 2, StdoutLimit: 24 * mi / 16, InstanceLimit: 24*mi - 2*(24*mi/16)}},
+			want: MemoryPlan{Concurrency: 2, BodyBudget: 10 * mi, StdoutLimit: 19 * mi / 16, InstanceLimit: 19*mi - 2*(19*mi/16)}},
 		{name: "no container limit: the knob alone", spec: limitsSpec(0, nil), knobs: Knobs{Mode: ModeFunction, Concurrency: 3, MemoryLimit: 8 * mi}, module: echo,
 			want: MemoryPlan{Concurrency: 3, StdoutLimit: DefaultStdoutLimit, InstanceLimit: 8 * mi}},
 		{name: "the knob within the share", spec: limitsSpec(256*mi, nil), knobs: Knobs{Mode: ModeFunction, Concurrency: 2, MemoryLimit: 64 * mi}, module: echo,
-			want: MemoryPlan{InstanceLimit: 64 * mi, StdoutLimit: 120 * mi / 16}},
+			want: MemoryPlan{InstanceLimit: 64 * mi, BodyBudget: 32 * mi, StdoutLimit: 104 * mi / 16}},
 		{name: "the knob above the share", spec: limitsSpec(256*mi, nil), knobs: Knobs{Mode: ModeFunction, Concurrency: 4, MemoryLimit: 64 * mi}, module: echo,
 			err: "nebula.dev/memory-limit is above each instance's share"},
 		{name: "limit below the reserve", spec: limitsSpec(8*mi, nil), module: echo,
@@ -48,10 +48,10 @@ func TestPlanMemory(t *testing.T) {
 			err: "concurrency 10000 (nebula.dev/concurrency)"},
 		{name: "Go guest in 32 MiB, run mode", spec: limitsSpec(32*mi, nil), module: goGuest,
 			err: "does not exceed the host reserve"},
-		{name: "Go guest in 48 MiB at 3", spec: limitsSpec(48*mi, nil), knobs: fn(3), module: goGuest,
+		{name: "Go guest in 80 MiB at 10", spec: limitsSpec(80*mi, nil), knobs: fn(10), module: goGuest,
 			err: "less than the module's minimum memory"},
 		{name: "Go guest in 64 MiB at 2", spec: limitsSpec(64*mi, nil), knobs: fn(2), module: goGuest,
-			want: MemoryPlan{Reserve: 41 * mi, TableBytes: 16384 * 48, HeapLimit: 26*mi + 2*(2*(23*mi/2/16)+16384*48)}},
+			want: MemoryPlan{Reserve: 51 * mi, BodyBudget: 10 * mi, TableBytes: 16384 * 48, HeapLimit: 36*mi + 2*(2*(13*mi/2/16)+16384*48)}},
 		{name: "knob below the module's minimum, no container limit", spec: limitsSpec(0, nil), knobs: Knobs{MemoryLimit: 1 * mi}, module: goGuest,
 			err: "below the module's minimum memory"},
 	} {
@@ -84,6 +84,7 @@ func TestPlanMemory(t *testing.T) {
 			check("HeapLimit", p.HeapLimit, w.HeapLimit)
 			check("Reserve", p.Reserve, w.Reserve)
 			check("TableBytes", p.TableBytes, w.TableBytes)
+			check("BodyBudget", p.BodyBudget, w.BodyBudget)
 			if l := p.ContainerLimit; l > 0 {
 				used := p.Reserve + uint64(p.Concurrency)*(p.InstanceLimit+2*p.StdoutLimit+p.TableBytes)
 				if used > l {

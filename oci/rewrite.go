@@ -105,6 +105,9 @@ func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
 		if d.Runtime == RuntimeWasm {
 			k.Concurrency = plan.Concurrency
 			args = append(args, "--stdout-limit", strconv.FormatUint(plan.StdoutLimit, 10))
+			if plan.BodyBudget > 0 {
+				args = append(args, "--body-budget", strconv.FormatUint(plan.BodyBudget, 10))
+			}
 		}
 		args = append(args, k.flags()...)
 		if h.ID != "" {

@@ -50,8 +50,8 @@ func TestRewrite(t *testing.T) {
 	if err := Rewrite(s, Decision{Runtime: RuntimeWasm}, k, Host{Binary: h.Binary}); err != nil {
 		t.Fatal(err)
 	}
-	wantArgs = []string{HostBinary, "--mode", "function", "--runtime", "wasm", "--memory-limit", "113770496",
-		"--heap-limit", "77594624", "--stdout-limit", "8126464", "--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--max-connections", "100", "--protocol", "http", "--", "/fn.wasm", "a"}
+	wantArgs = []string{HostBinary, "--mode", "function", "--runtime", "wasm", "--memory-limit", "99090432",
+		"--heap-limit", "136314880", "--stdout-limit", "7077888", "--body-budget", "67108864", "--timeout", "1s", "--concurrency", "4", "--metrics-port", "9100", "--reply-type", "r", "--max-connections", "100", "--protocol", "http", "--", "/fn.wasm", "a"}
 	if !slices.Equal(s.Process.Args, wantArgs) {
 		t.Errorf("args = %q\nwant   %q", s.Process.Args, wantArgs)
 	}

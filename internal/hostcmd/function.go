@@ -24,6 +24,7 @@ type functionFlags struct {
 	timeout          time.Duration
 	concurrency      int
 	maxBody          int64
+	bodyBudget       int64
 	metricsPort      int
 	replyType        string
 	replySource      string
@@ -40,6 +41,7 @@ func (f *functionFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.timeout, "timeout", 0, "per-invocation timeout (function mode; default events.DefaultTimeout)")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "instances at once (function mode; default GOMAXPROCS)")
 	fs.Int64Var(&f.maxBody, "max-body", 0, "request body limit in bytes (function mode)")
+	fs.Int64Var(&f.bodyBudget, "body-budget", 0, "bytes all request bodies in flight may hold (function mode; default events' own)")
 	fs.IntVar(&f.metricsPort, "metrics-port", oci.DefaultMetricsPort, "port of /metrics (function mode)")
 	fs.StringVar(&f.replyType, "reply-type", "", "reply event type (function mode; default: request type + .reply)")
 	fs.StringVar(&f.replySource, "reply-source", "", "reply event source (function mode)")
@@ -127,6 +129,9 @@ func serveFunction(f *functionFlags, inv abi.Invoker, mod *wasmhost.Module, stde
 	}
 	if f.maxBody > 0 {
 		cfg = cfg.WithMaxBody(f.maxBody)
+	}
+	if f.bodyBudget > 0 {
+		cfg = cfg.WithBodyBudget(f.bodyBudget)
 	}
 	if f.replyType != "" {
 		cfg = cfg.WithReplyType(f.replyType)

@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"nebula.dev/nebula/test/harness"
 )
@@ -118,8 +123,8 @@ func TestMemoryRefusedAtCreate(t *testing.T) {
 	}{
 		{"concurrency too high for one page", []string{"--memory-limit", "33554432", "--annotation", "nebula.dev/concurrency=10000"},
 			harness.MemhogFnWasmImage, []string{"memory:", "container limit 33554432 bytes", "concurrency 10000", "host reserve", "module minimum memory 131072 bytes"}},
-		{"Go guest below its minimum", []string{"--memory-limit", "46137344", "--annotation", "nebula.dev/concurrency=3"},
-			harness.ProbeFnWasmImage, []string{"less than the module's minimum memory", "concurrency 3", "compiled code", "module minimum memory 2621440 bytes"}},
+		{"Go guest below its minimum", []string{"--memory-limit", "83886080", "--annotation", "nebula.dev/concurrency=10"},
+			harness.ProbeFnWasmImage, []string{"less than the module's minimum memory", "concurrency 10", "compiled code", "module minimum memory 2621440 bytes"}},
 		{"knob above the share", []string{"--memory-limit", "67108864", "--annotation", "nebula.dev/concurrency=2", "--annotation", "nebula.dev/memory-limit=64Mi"},
 			harness.MemhogFnWasmImage, []string{"nebula.dev/memory-limit is above each instance's share"}},
 		{"limit below the host reserve", []string{"--memory-limit", "8388608"},
@@ -212,4 +217,62 @@ func stopTask(t *testing.T, d *harness.Daemon, id string) {
 		t.Fatalf("ctr task rm -f %s: %s", id, r.Stderr)
 	}
 	d.MustCtr(t, "container", "rm", id)
+}
+
+// TestMemoryBodies: request bodies live on the host's heap, outside the
+// guests' memory, so the memory plan gives them a share of the container's
+// limit (an eighth, at least one max-body). Forty clients that each send
+// 9 MiB of a 10 MiB body and stall would hold 360 MiB in a 64 MiB task:
+// past the share they get 503 with Retry-After instead, the kernel kills
+// nothing, and a well-behaved event still gets 200.
+func TestMemoryBodies(t *testing.T) {
+	d := startWithProbe(t)
+	const id = "mem-bodies"
+	f := startFunction(t, d, harness.MemhogFnWasmImage, id, "--memory-limit", strconv.Itoa(64<<20),
+		"--annotation", "nebula.dev/concurrency=2")
+	addr := strings.TrimSuffix(strings.TrimPrefix(f.URL, "http://"), "/")
+	chunk := bytes.Repeat([]byte("x"), 9<<20)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				t.Errorf("client %d: %v", i, err)
+				return
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(90 * time.Second))
+			fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: %s\r\nCe-Specversion: 1.0\r\nCe-Id: big-%d\r\nCe-Source: /e2e\r\nCe-Type: mem.test\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", addr, i, 10<<20)
+			_, _ = conn.Write(chunk) // a refused body may be cut short: the status still comes
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Errorf("client %d: no status: %v", i, err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			statuses[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if statuses[http.StatusServiceUnavailable] == 0 {
+		t.Errorf("statuses %v: want 503 for the bodies past the task's share", statuses)
+	}
+	for code := range statuses {
+		if code != http.StatusServiceUnavailable && code != http.StatusRequestTimeout {
+			t.Errorf("statuses %v: want only 503 (over the share) and 408 (stalled)", statuses)
+		}
+	}
+	if n := oomKills(t, d, id); n != 0 {
+		t.Errorf("the kernel OOM-killed %d processes of the container", n)
+	}
+	if r := postEventNoFatal(f.URL, "after", "mem.test", "", "x"); r.status != 200 {
+		t.Errorf("after the flood: %d %q, want 200\n%s", r.status, r.body, d.LogTail(20))
+	}
+	stopTask(t, d, id)
 }
