@@ -158,6 +158,9 @@ func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
 	if p.ContainerLimit <= p.Reserve {
 		return fail("the container limit does not exceed the host reserve")
 	}
+	if need := CompileMemoryEstimate(m.Size); p.ContainerLimit < need {
+		return fail("compiling the module needs about %s (8 MiB + 24 × its size), more than the container limit", size(need))
+	}
 	n := uint64(p.Concurrency)
 	share := (p.ContainerLimit - p.Reserve) / n
 	if function {
@@ -183,6 +186,15 @@ func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
 	p.HeapLimit = heapReserve + m.Code + m.Size + p.BodyBudget + n*perInstance
 	return p, nil
 }
+
+// CompileMemoryEstimate is what compiling a module of n bytes needs of the
+// task's memory: the compile runs in the task's cgroups before the host
+// starts (a cache hit skips it, but the plan does not depend on the cache,
+// so the same task is accepted or refused every time). 8 MiB + 24n:
+// `nebula-host compile` of the 3 MB Go probe peaks at 77 MB RSS unbounded
+// and is OOM-killed in a 64 MiB cgroup even with its heap held to half of
+// it; a small WAT module compiles in a 16 MiB one.
+func CompileMemoryEstimate(n uint64) uint64 { return 8<<20 + 24*n }
 
 // ContainerMemoryLimit is the OCI spec's memory limit in bytes, 0 for none.
 func ContainerMemoryLimit(spec *specs.Spec) uint64 {

@@ -66,12 +66,14 @@ func TestMemoryMatrix(t *testing.T) {
 					events []memoryEvent
 				}{{harness.MemhogFnWasmImage, memhog}, {harness.ProbeFnWasmImage, probe}} {
 					id := fmt.Sprintf("mem-%d-%d-%s", limit>>20, conc, strings.Split(filepath.Base(fn.image), ":")[0])
-					if fn.image == harness.ProbeFnWasmImage && limit == 32<<20 {
-						// The Go guest's host alone needs ~41 MiB: refused.
+					if fn.image == harness.ProbeFnWasmImage && limit <= 64<<20 {
+						// Compiling the 3 MB Go guest needs ~80 MiB of the
+						// task's memory (and its host alone ~52 MiB): refused.
 						args := append([]string{"run", "-d", "--runtime", "io.containerd.nebula.v1"}, extra...)
 						r := d.Ctr(t, append(args, fn.image, id)...)
-						if r.ExitCode == 0 || !strings.Contains(r.Stderr, "memory: the container limit does not exceed the host reserve") {
-							t.Errorf("%s in 32 MiB: exit %d, %q; want a refusal at Create", fn.image, r.ExitCode, r.Stderr)
+						if r.ExitCode == 0 || !strings.Contains(r.Stderr, "memory: the container limit does not exceed the host reserve") &&
+							!strings.Contains(r.Stderr, "memory: compiling the module needs about") {
+							t.Errorf("%s in %d MiB: exit %d, %q; want a refusal at Create", fn.image, limit>>20, r.ExitCode, r.Stderr)
 						}
 						d.Ctr(t, "container", "rm", id)
 						continue
@@ -164,7 +166,7 @@ func TestMemoryRunMode16MiB(t *testing.T) {
 	}{
 		{"io.containerd.runc.v2", harness.ProbeImage, []string{"/probe", "hello"}, "hello from probe\n"},
 		{"io.containerd.nebula.v1", harness.HelloWasmImage, nil, "hello from wasm\n"},
-		{"io.containerd.nebula.v1", harness.ProbeWasmImage, []string{"/probe.wasm", "hello"}, "memory: the container limit does not exceed the host reserve: container limit 16777216 bytes"},
+		{"io.containerd.nebula.v1", harness.ProbeWasmImage, []string{"/probe.wasm", "hello"}, "memory: the container limit does not exceed the host reserve"},
 	} {
 		args := append([]string{"run", "--rm", "--runtime", c.runtime, "--memory-limit", "16777216", c.image, "small"}, c.args...)
 		r := d.Ctr(t, args...)

@@ -81,6 +81,11 @@ func TestWasmKill(t *testing.T) {
 			}
 			d.MustCtr(t, append([]string{"run", "-d", "--runtime", nebula, probeWasmImage, id}, args...)...)
 			waitRunning(t, d, id)
+			// RUNNING comes with runc's start, before nebula-host's Go
+			// runtime and package initialisation (≈ 2 ms) have installed
+			// its signal handlers; a SIGTERM inside that window ends it
+			// with the runtime's exit status 2 (see README, exit statuses).
+			time.Sleep(200 * time.Millisecond)
 			start := time.Now()
 			d.MustCtr(t, "task", "kill", "-s", tc.signal, id)
 			status := waitExit(t, d, id)
