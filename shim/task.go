@@ -70,6 +70,9 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) err
 	if fi, err := os.Stat(s.hostBinary); err != nil || !fi.Mode().IsRegular() {
 		return fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
 	}
+	if err := checkStaticHost(s.hostBinary); err != nil {
+		return err
+	}
 	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
 	if decision.Runtime == oci.RuntimeWasm {
 		module := oci.EntrypointPath(&spec)
