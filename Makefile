@@ -9,7 +9,7 @@ CONTAINERD_VERSION ?= 2.4.2
 
 export CGO_ENABLED = 0
 
-.PHONY: all build functions tools test test-unit test-e2e demo bench bench-go soak install clean
+.PHONY: all build functions tools test test-unit test-e2e test-k8s demo bench bench-go soak install clean
 
 all: build
 
@@ -34,6 +34,13 @@ test-e2e:
 		echo "== end-to-end against containerd $$v"; \
 		NEBULA_CONTAINERD_VERSION=$$v $(GO) test -count=1 -timeout 30m -v ./test/...; \
 	done
+
+# Nebula functions on a single-node Kubernetes of the test's own, driven with
+# kubectl; hack/install-k8s.sh builds the pinned cluster into
+# /var/cache/nebula/k8s-<version> (once per machine).
+test-k8s: tools
+	hack/install-k8s.sh
+	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) test -tags k8s -count=1 -timeout 30m -v ./test/k8s
 
 demo: build tools
 	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) run ./test/demo
