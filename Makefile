@@ -36,11 +36,14 @@ test-e2e:
 	done
 
 # Nebula functions on a single-node Kubernetes of the test's own, driven with
-# kubectl; hack/install-k8s.sh builds the pinned cluster into
-# /var/cache/nebula/k8s-<version> (once per machine).
+# kubectl, once per supported containerd version; hack/install-k8s.sh builds
+# the pinned cluster into /var/cache/nebula/k8s-<version> (once per machine).
 test-k8s: tools
 	hack/install-k8s.sh
-	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) test -tags k8s -count=1 -timeout 30m -v ./test/k8s
+	@set -e; for v in $(VERSIONS); do \
+		echo "== Kubernetes on containerd $$v"; \
+		NEBULA_CONTAINERD_VERSION=$$v $(GO) test -tags k8s -count=1 -timeout 20m -v ./test/k8s; \
+	done
 
 demo: build tools
 	NEBULA_CONTAINERD_VERSION=$(CONTAINERD_VERSION) $(GO) run ./test/demo

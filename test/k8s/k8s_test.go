@@ -161,6 +161,7 @@ func testDeployment(t *testing.T, k *harness.Cluster) {
 	if !runsNebulaHost(t, k, ci.pid) {
 		t.Fatalf("function container runs %q, not nebula-host", argv)
 	}
+	t.Logf("container %s (%s) runs %q", id, ci.runtimeType, argv)
 	// resources.limits reach the task's cgroup, and Nebula's memory model
 	// follows: each of the 4 concurrent wasm instances gets a quarter.
 	if got := argAfter(argv, "--memory-limit"); got != strconv.Itoa(256<<20/4) {
@@ -186,6 +187,7 @@ func testDeployment(t *testing.T, k *harness.Cluster) {
 		r, err = postEvent(svc, "k8s-1", "probe.echo", "", "hello through the service")
 		return err == nil, fmt.Sprint(err)
 	})
+	t.Logf("POST %s (CloudEvent type probe.echo) from the host → %d %s %q", svc, r.status, r.header.Get("Ce-Type"), r.body)
 	if r.status != 200 || string(r.body) != "hello through the service" || r.header.Get("Ce-Type") != "probe.echo.reply" {
 		t.Errorf("event through the Service: %d %q %v", r.status, r.body, r.header)
 	}
@@ -220,6 +222,7 @@ func testDeployment(t *testing.T, k *harness.Cluster) {
 	kubectl(t, k, "wait", "--for=delete", "pod/"+pod, "--timeout=2m")
 	select {
 	case r := <-inflight:
+		t.Logf("in-flight event probe.sleep 3s, sent before kubectl delete → %d %q", r.status, r.body)
 		if r.status != 200 || !strings.Contains(string(r.body), "slept") {
 			t.Errorf("in-flight event during kubectl delete: %d %q, want 200 slept", r.status, r.body)
 		}
