@@ -459,7 +459,7 @@ func (k *Cluster) waitFor(t T, what string, timeout time.Duration, cond func() (
 		for _, p := range k.procs {
 			select {
 			case <-p.done:
-				t.Fatalf("%s exited (%v) while waiting for %s:\n%s", p.name, p.err, what, k.LogTail(p.name, 40))
+				t.Fatalf("%s exited (%v) while waiting for %s:\n%s", p.name, p.err, what, k.ComponentLog(p.name, 40))
 			default:
 			}
 		}
@@ -478,8 +478,9 @@ func (k *Cluster) WaitFor(t T, what string, timeout time.Duration, cond func() (
 	k.waitFor(t, what, timeout, cond)
 }
 
-// LogTail returns the last n lines of component's log ("kubelet", ...).
-func (k *Cluster) LogTail(component string, n int) string {
+// ComponentLog returns the last n lines of component's log ("kubelet",
+// "kube-apiserver", ...).
+func (k *Cluster) ComponentLog(component string, n int) string {
 	b, _ := os.ReadFile(filepath.Join(k.Dir, "logs", component+".log"))
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
@@ -523,7 +524,7 @@ func (k *Cluster) MustKubectlStdin(t T, stdin string, args ...string) string {
 	t.Helper()
 	r := k.KubectlStdin(t, stdin, args...)
 	if r.ExitCode != 0 {
-		t.Fatalf("kubectl %s: exit %d\nstdout: %s\nstderr: %s\nkubelet log (tail):\n%s", strings.Join(args, " "), r.ExitCode, r.Stdout, r.Stderr, k.LogTail("kubelet", 20))
+		t.Fatalf("kubectl %s: exit %d\nstdout: %s\nstderr: %s\nkubelet log (tail):\n%s", strings.Join(args, " "), r.ExitCode, r.Stdout, r.Stderr, k.ComponentLog("kubelet", 20))
 	}
 	return r.Stdout
 }
@@ -534,7 +535,7 @@ func (k *Cluster) MustKubectlStdin(t T, stdin string, args ...string) string {
 func (k *Cluster) teardown(t T) {
 	if t.Failed() {
 		for _, p := range k.procs {
-			t.Logf("%s log (tail):\n%s", p.name, k.LogTail(p.name, 30))
+			t.Logf("%s log (tail):\n%s", p.name, k.ComponentLog(p.name, 30))
 		}
 	}
 	if k.running("kube-apiserver") && k.running("kubelet") {

@@ -129,8 +129,8 @@ func TestKubernetes(t *testing.T) {
 
 func testDeployment(t *testing.T, k *harness.Cluster) {
 	kubectlStdin(t, k, function, "apply", "-f", "-")
-	kubectl(t, k, "rollout", "status", "deployment/probe", "--timeout=3m")
-	kubectl(t, k, "wait", "--for=condition=Available", "deployment/probe", "--timeout=2m")
+	kubectl(t, k, "rollout", "status", "deployment/probe", "--timeout=100s")
+	kubectl(t, k, "wait", "--for=condition=Available", "deployment/probe", "--timeout=100s")
 	kubectl(t, k, "get", "deployment,pods,service", "-o", "wide")
 
 	pod := strings.TrimSpace(kubectl(t, k, "get", "pods", "-l", "app=probe", "-o", "jsonpath={.items[0].metadata.name}"))
@@ -222,7 +222,7 @@ func testDeployment(t *testing.T, k *harness.Cluster) {
 	}()
 	time.Sleep(time.Second)
 	kubectl(t, k, "delete", "deployment/probe")
-	kubectl(t, k, "wait", "--for=delete", "pod/"+pod, "--timeout=2m")
+	kubectl(t, k, "wait", "--for=delete", "pod/"+pod, "--timeout=100s")
 	select {
 	case r := <-inflight:
 		t.Logf("in-flight event probe.sleep 3s, sent before kubectl delete → %d %q", r.status, r.body)
@@ -237,7 +237,7 @@ func testDeployment(t *testing.T, k *harness.Cluster) {
 
 func testMixedPod(t *testing.T, k *harness.Cluster) {
 	kubectlStdin(t, k, mixed, "apply", "-f", "-")
-	kubectl(t, k, "wait", "--for=condition=Ready", "pod/mixed", "--timeout=3m")
+	kubectl(t, k, "wait", "--for=condition=Ready", "pod/mixed", "--timeout=100s")
 
 	fn, side := inspect(t, k, containerID(t, k, "mixed", "fn")), inspect(t, k, containerID(t, k, "mixed", "sidecar"))
 	if !runsNebulaHost(t, k, fn.pid) {
@@ -258,7 +258,7 @@ func testMixedPod(t *testing.T, k *harness.Cluster) {
 	if resp.StatusCode != 200 || string(body) != "hello from the sidecar" || resp.Header.Get("Ce-Type") != "probe.echo.reply" {
 		t.Errorf("sidecar → localhost:8080: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
-	kubectl(t, k, "delete", "pod", "mixed", "--timeout=2m")
+	kubectl(t, k, "delete", "pod", "mixed", "--timeout=100s")
 }
 
 // probeCount sums the kubelet's prober_probe_total of successful probes
