@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -234,7 +235,7 @@ func (k *Cluster) url(scheme string, port int) string {
 // setUpNetwork creates the CNI bridge with its gateway address up front
 // (the bridge plugin adopts it on the first pod), so that the components
 // can listen on the node's IP, and routes a free private /24, the service
-// range, onto it.
+// range, onto it, for the host and, through the gateway, for pods.
 func (k *Cluster) setUpNetwork(t T) {
 	t.Helper()
 	n := k.Net
@@ -267,6 +268,30 @@ func (k *Cluster) setUpNetwork(t T) {
 	if out, err := exec.Command("ip", "route", "add", k.ServiceCIDR.String(), "dev", n.Name).CombinedOutput(); err != nil {
 		t.Fatalf("routing %s onto %s: %v: %s", k.ServiceCIDR, n.Name, err, out)
 	}
+	// Pods have a route to their /24 only; give them one to the services
+	// through the gateway, where kube-proxy's rules translate ClusterIPs.
+	confs, _ := filepath.Glob(filepath.Join(n.ConfDir, "*.conflist"))
+	if len(confs) != 1 {
+		t.Fatalf("want one conflist in %s, found %v", n.ConfDir, confs)
+	}
+	b, err := os.ReadFile(confs[0])
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	var conf struct {
+		Plugins []map[string]any `json:"plugins"`
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &conf); err != nil || json.Unmarshal(b, &raw) != nil || len(conf.Plugins) == 0 {
+		t.Fatalf("%s: %v", confs[0], err)
+	}
+	ipam, ok := conf.Plugins[0]["ipam"].(map[string]any)
+	if !ok {
+		t.Fatalf("%s: no ipam in the bridge plugin", confs[0])
+	}
+	ipam["routes"] = []map[string]string{{"dst": k.ServiceCIDR.String()}}
+	raw["plugins"] = conf.Plugins
+	writeJSON(t, confs[0], raw)
 }
 
 // setUpCgroupRoot creates /<namespace> in every cgroup v1 hierarchy: the

@@ -83,11 +83,25 @@ spec:
 `, harness.ProbeFnWasmImage)
 
 // mixed is a pod of a wasm function and a native sidecar (the probe
-// built for Linux, sleeping), with the nebula RuntimeClass.
+// built for Linux, sleeping), with the nebula RuntimeClass, and a
+// ClusterIP Service in front of the function.
 var mixed = fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata:
+  name: mixed
+spec:
+  selector:
+    app: mixed
+  ports:
+  - port: 80
+    targetPort: 8080
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: mixed
+  labels:
+    app: mixed
 spec:
   runtimeClassName: nebula
   containers:
@@ -111,7 +125,8 @@ spec:
 // kubelet's probes, its limits reach the container and Nebula's memory
 // model; a ClusterIP Service reaches it through kube-proxy; kubectl logs
 // shows the function's stderr; kubectl delete drains an in-flight event; a
-// pod of a wasm function and a native sidecar works.
+// pod of a wasm function and a native sidecar works, and reaches the
+// function through a Service too.
 func TestKubernetes(t *testing.T) {
 	k := harness.StartKubernetes(t)
 	kubectl(t, k, "get", "nodes", "-o", "wide")
@@ -248,17 +263,30 @@ func testMixedPod(t *testing.T, k *harness.Cluster) {
 	}
 	// The sidecar reaches the function on localhost, in the pod's network
 	// namespace; kubectl exec goes API server → kubelet → CRI.
-	out := kubectl(t, k, "exec", "mixed", "-c", "sidecar", "--", "/probe", "post", "http://localhost:8080/", "hello from the sidecar",
-		"Ce-Specversion:1.0", "Ce-Id:side-1", "Ce-Source:/sidecar", "Ce-Type:probe.echo", "Content-Type:text/plain")
+	sidecarPost(t, k, "http://localhost:8080/", "side-1")
+	// And through the Service: pod → ClusterIP → kube-proxy's rules → the
+	// same pod (hairpin), as in-cluster clients reach a function.
+	clusterIP := strings.TrimSpace(kubectl(t, k, "get", "service", "mixed", "-o", "jsonpath={.spec.clusterIP}"))
+	sidecarPost(t, k, "http://"+net.JoinHostPort(clusterIP, "80")+"/", "side-2")
+	kubectl(t, k, "delete", "pod/mixed", "service/mixed", "--timeout=100s")
+}
+
+// sidecarPost has the mixed pod's sidecar POST a probe.echo CloudEvent
+// to url with kubectl exec (API server → kubelet → CRI), and checks the
+// function's reply.
+func sidecarPost(t *testing.T, k *harness.Cluster, url, id string) {
+	t.Helper()
+	data := "hello from the sidecar, " + id
+	out := kubectl(t, k, "exec", "mixed", "-c", "sidecar", "--", "/probe", "post", url, data,
+		"Ce-Specversion:1.0", "Ce-Id:"+id, "Ce-Source:/sidecar", "Ce-Type:probe.echo", "Content-Type:text/plain")
 	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(out)), nil)
 	if err != nil {
-		t.Fatalf("the sidecar's reply is not HTTP: %v\n%s", err, out)
+		t.Fatalf("the sidecar's reply from %s is not HTTP: %v\n%s", url, err, out)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || string(body) != "hello from the sidecar" || resp.Header.Get("Ce-Type") != "probe.echo.reply" {
-		t.Errorf("sidecar → localhost:8080: %d %q %v", resp.StatusCode, body, resp.Header)
+	if resp.StatusCode != 200 || string(body) != data || resp.Header.Get("Ce-Type") != "probe.echo.reply" {
+		t.Errorf("sidecar → %s: %d %q %v", url, resp.StatusCode, body, resp.Header)
 	}
-	kubectl(t, k, "delete", "pod", "mixed", "--timeout=100s")
 }
 
 // probeCount sums the kubelet's prober_probe_total of successful probes
