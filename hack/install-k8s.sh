@@ -83,9 +83,9 @@ build_etcd() {
 
 		func main() { etcdmain.Main(os.Args) }
 	EOF
-	(cd "$src" && go mod init nebula.dev/etcd >/dev/null 2>&1 &&
-		go get "go.etcd.io/etcd/server/v3@v$etcd_version" >/dev/null 2>&1 &&
-		go mod tidy >/dev/null 2>&1 &&
+	(cd "$src" && go mod init nebula.dev/etcd 2>/dev/null &&
+		go get "go.etcd.io/etcd/server/v3@v$etcd_version" &&
+		go mod tidy &&
 		go build -trimpath -ldflags "-s -w" -o "$bin/etcd.tmp" .)
 	mv "$bin/etcd.tmp" "$bin/etcd"
 }
