@@ -9,7 +9,7 @@ CONTAINERD_VERSION ?= 2.4.2
 
 export CGO_ENABLED = 0
 
-.PHONY: all build functions tools test test-unit test-e2e demo bench bench-go soak install clean
+.PHONY: all build functions tools test test-unit test-e2e test-k8s demo bench bench-go soak install clean
 
 all: build
 
@@ -33,6 +33,16 @@ test-e2e:
 	@set -e; for v in $(VERSIONS); do \
 		echo "== end-to-end against containerd $$v"; \
 		NEBULA_CONTAINERD_VERSION=$$v $(GO) test -count=1 -timeout 30m -v ./test/...; \
+	done
+
+# Nebula functions on a single-node Kubernetes of the test's own, driven with
+# kubectl, once per supported containerd version; hack/install-k8s.sh builds
+# the pinned cluster into /var/cache/nebula/k8s-<version> (once per machine).
+test-k8s: tools
+	hack/install-k8s.sh
+	@set -e; for v in $(VERSIONS); do \
+		echo "== Kubernetes on containerd $$v"; \
+		NEBULA_CONTAINERD_VERSION=$$v $(GO) test -tags k8s -count=1 -timeout 20m -v ./test/k8s; \
 	done
 
 demo: build tools

@@ -76,6 +76,9 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*c
 	if fi, err := os.Stat(s.hostBinary); err != nil || !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
 	}
+	if err := checkStaticHost(s.hostBinary); err != nil {
+		return err
+	}
 	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
 	var job *compileJob
 	if decision.Runtime == oci.RuntimeWasm {
