@@ -77,7 +77,7 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*c
 		return nil, fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
 	}
 	if err := checkStaticHost(s.hostBinary); err != nil {
-		return err
+		return nil, err
 	}
 	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
 	var job *compileJob
