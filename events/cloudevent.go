@@ -313,7 +313,7 @@ func (p *parser) parseStructured(body []byte, ev *inEvent) error {
 			dataB64, hasDataB6 = raw, true
 			continue
 		}
-		if !validAttrName(name) {
+		if !ValidAttributeName(name) {
 			return badRequest("member " + strconv.Quote(name) + ": CloudEvents attribute names MUST be lower-case letters and digits")
 		}
 		var dst *string
@@ -440,8 +440,10 @@ func extensionValue(raw json.RawMessage) (string, error) {
 	return "", errors.New("objects and arrays have no CloudEvents type")
 }
 
-// validAttrName is the spec's attribute name: [a-z0-9]+.
-func validAttrName(s string) bool {
+// ValidAttributeName reports whether s is a valid CloudEvents attribute or
+// extension name: [a-z0-9]+ (core specification, "Attribute Naming
+// Convention").
+func ValidAttributeName(s string) bool {
 	if s == "" {
 		return false
 	}

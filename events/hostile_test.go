@@ -96,57 +96,43 @@ func TestDeclaredLengthNotAllocated(t *testing.T) {
 	}
 }
 
-// Bodies in memory stay within the budget: with one slot and no queue it
-// is one max body, so a second large body arriving beside a stalled one
-// gets 503 with Retry-After, and the stalled one 408.
+// Bodies in memory stay within the budget, so a second large body arriving
+// beside a stalled one gets 503 with Retry-After, and the stalled one 408:
+// with one slot and no queue the default budget is one max body; a
+// configured budget (the shim's share of a memory-limited container) holds
+// even when slots and queue places are free.
 func TestBodyBudget(t *testing.T) {
 	const max = 1 << 20
-	srv := newServer(t, &fake{}, events.NewConfig().WithConcurrency(1).WithQueue(0, time.Second).
-		WithMaxBody(max).WithBodyTimeout(2*time.Second))
-	url, _ := serving(t, srv, context.Background())
-	chunk := strings.Repeat("x", 700<<10)
-	first := dialSend(t, host(url), rawHeaders(max)+chunk)
-	time.Sleep(200 * time.Millisecond)
-	second := dialSend(t, host(url), rawHeaders(max)+chunk)
-	_ = second.SetReadDeadline(time.Now().Add(20 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("second body: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
-	}
-	if code := readStatus(t, first); code != http.StatusRequestTimeout {
-		t.Fatalf("stalled body: %d, want 408", code)
-	}
-	// The budget is given back: a whole event goes through.
-	if resp, err := post(t, http.DefaultClient, url+"/", "t"); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("after: %v %v", resp, err)
-	}
-}
-
-// A configured budget (the shim's share of a memory-limited container)
-// holds even when slots and queue places are free: the second large body
-// arriving beside a stalled one gets 503 with Retry-After.
-func TestBodyBudgetConfigured(t *testing.T) {
-	const max = 1 << 20
-	srv := newServer(t, &fake{}, events.NewConfig().WithConcurrency(4).WithQueue(4, time.Second).
-		WithMaxBody(max).WithBodyBudget(max).WithBodyTimeout(2*time.Second))
-	url, _ := serving(t, srv, context.Background())
-	chunk := strings.Repeat("x", 700<<10)
-	first := dialSend(t, host(url), rawHeaders(max)+chunk)
-	time.Sleep(200 * time.Millisecond)
-	second := dialSend(t, host(url), rawHeaders(max)+chunk)
-	_ = second.SetReadDeadline(time.Now().Add(20 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("second body: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
-	}
-	if code := readStatus(t, first); code != http.StatusRequestTimeout {
-		t.Fatalf("stalled body: %d, want 408", code)
+	for _, tc := range []struct {
+		name string
+		cfg  events.Config
+	}{
+		{"default", events.NewConfig().WithConcurrency(1).WithQueue(0, time.Second)},
+		{"configured", events.NewConfig().WithConcurrency(4).WithQueue(4, time.Second).WithBodyBudget(max)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newServer(t, &fake{}, tc.cfg.WithMaxBody(max).WithBodyTimeout(2*time.Second))
+			url, _ := serving(t, srv, context.Background())
+			chunk := strings.Repeat("x", 700<<10)
+			first := dialSend(t, host(url), rawHeaders(max)+chunk)
+			time.Sleep(200 * time.Millisecond)
+			second := dialSend(t, host(url), rawHeaders(max)+chunk)
+			_ = second.SetReadDeadline(time.Now().Add(20 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(second), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("second body: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+			}
+			if code := readStatus(t, first); code != http.StatusRequestTimeout {
+				t.Fatalf("stalled body: %d, want 408", code)
+			}
+			// The budget is given back: a whole event goes through.
+			if resp, err := post(t, http.DefaultClient, url+"/", "t"); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("after: %v %v", resp, err)
+			}
+		})
 	}
 }
 

@@ -28,6 +28,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+
+	"nebula.dev/nebula/events"
 )
 
 // invokeOptions are the flags of `nebula invoke`.
@@ -221,7 +223,7 @@ func (o invokeOptions) extensionMap() (map[string]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("--extension %q: want NAME=VALUE", kv)
 		}
-		if !validAttributeName(k) {
+		if !events.ValidAttributeName(k) {
 			return nil, fmt.Errorf("--extension %q: the name %q is not a CloudEvents attribute name: lower-case letters and digits (a-z, 0-9), at least one", kv, k)
 		}
 		if flag, ok := coreAttributeFlags[k]; ok {
@@ -236,19 +238,6 @@ func (o invokeOptions) extensionMap() (map[string]string, error) {
 		exts[k] = v
 	}
 	return exts, nil
-}
-
-// validAttributeName tells a CloudEvents attribute name: [a-z0-9]+.
-func validAttributeName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // checkURL accepts an absolute http or https URL.

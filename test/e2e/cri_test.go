@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -59,17 +57,17 @@ func TestCRIFunction(t *testing.T) {
 	if pi.Status.State != "SANDBOX_READY" || pi.Info.Image != harness.PauseImage {
 		t.Errorf("pod state %q image %q, want SANDBOX_READY %s", pi.Status.State, pi.Info.Image, harness.PauseImage)
 	}
-	if argv := cmdline(t, pi.Info.Pid); !reflect.DeepEqual(argv, []string{"/pause"}) || runsNebulaHost(t, c, pi.Info.Pid) {
-		t.Errorf("pause container runs %q (nebula host: %v), want /pause under runc", argv, runsNebulaHost(t, c, pi.Info.Pid))
+	if argv := harness.Cmdline(t, pi.Info.Pid); !reflect.DeepEqual(argv, []string{"/pause"}) || harness.RunsNebulaHost(t, c.BinDir, pi.Info.Pid) {
+		t.Errorf("pause container runs %q (nebula host: %v), want /pause under runc", argv, harness.RunsNebulaHost(t, c.BinDir, pi.Info.Pid))
 	}
 
 	const port = oci.DefaultPort
 	id := c.CreateContainer(t, pod, harness.ContainerSpec{Name: "fn", Image: probeFnWasm, Env: knativeEnv("fn-svc", port)})
 	c.MustCrictl(t, "start", id)
 	ci := c.InspectContainer(t, id)
-	if ci.Status.State != "CONTAINER_RUNNING" || ci.Info.RuntimeType != nebula || !runsNebulaHost(t, c, ci.Info.Pid) {
+	if ci.Status.State != "CONTAINER_RUNNING" || ci.Info.RuntimeType != nebula || !harness.RunsNebulaHost(t, c.BinDir, ci.Info.Pid) {
 		t.Fatalf("function container: state %s, runtime %s, nebula host %v; want a running wasm task of %s",
-			ci.Status.State, ci.Info.RuntimeType, runsNebulaHost(t, c, ci.Info.Pid), nebula)
+			ci.Status.State, ci.Info.RuntimeType, harness.RunsNebulaHost(t, c.BinDir, ci.Info.Pid), nebula)
 	}
 
 	base := podURL(t, c, pod, port)
@@ -164,10 +162,10 @@ func TestCRIMixedPod(t *testing.T) {
 	c.MustCrictl(t, "start", side)
 
 	fi, si := c.InspectContainer(t, fn), c.InspectContainer(t, side)
-	if !runsNebulaHost(t, c, fi.Info.Pid) {
-		t.Errorf("function container does not run as wasm (pid %d runs %q)", fi.Info.Pid, cmdline(t, fi.Info.Pid))
+	if !harness.RunsNebulaHost(t, c.BinDir, fi.Info.Pid) {
+		t.Errorf("function container does not run as wasm (pid %d runs %q)", fi.Info.Pid, harness.Cmdline(t, fi.Info.Pid))
 	}
-	if argv := cmdline(t, si.Info.Pid); !reflect.DeepEqual(argv, []string{"/probe", "sleep", "10m"}) || runsNebulaHost(t, c, si.Info.Pid) {
+	if argv := harness.Cmdline(t, si.Info.Pid); !reflect.DeepEqual(argv, []string{"/probe", "sleep", "10m"}) || harness.RunsNebulaHost(t, c.BinDir, si.Info.Pid) {
 		t.Errorf("sidecar runs %q, want /probe sleep 10m under runc", argv)
 	}
 	// The pause container's shim serves every container of the pod.
@@ -377,31 +375,4 @@ func scrapeURL(t *testing.T, url string) map[string]*dto.MetricFamily {
 		t.Fatalf("parsing %s: %v", url, err)
 	}
 	return fams
-}
-
-// cmdline returns the argv of process pid.
-func cmdline(t *testing.T, pid int) []string {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		t.Fatalf("pid %d: %v", pid, err)
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-}
-
-// runsNebulaHost reports whether process pid executes Nebula's host
-// program (nebula-host, which the shim bind-mounts into a wasm or
-// function-mode container and makes its process), rather than the image's
-// own program.
-func runsNebulaHost(t *testing.T, c *harness.CRI, pid int) bool {
-	t.Helper()
-	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		t.Fatalf("pid %d: %v", pid, err)
-	}
-	host, err := os.Stat(filepath.Join(c.BinDir, "nebula-host"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return os.SameFile(exe, host)
 }

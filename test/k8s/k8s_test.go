@@ -172,8 +172,8 @@ func testDeployment(t *testing.T, k *harness.Cluster) {
 	if ci.runtimeType != "io.containerd.nebula.v1" {
 		t.Errorf("container %s runtime %q, want io.containerd.nebula.v1", id, ci.runtimeType)
 	}
-	argv := cmdline(t, ci.pid)
-	if !runsNebulaHost(t, k, ci.pid) {
+	argv := harness.Cmdline(t, ci.pid)
+	if !harness.RunsNebulaHost(t, k.BinDir, ci.pid) {
 		t.Fatalf("function container runs %q, not nebula-host", argv)
 	}
 	t.Logf("container %s (%s) runs %q", id, ci.runtimeType, argv)
@@ -255,10 +255,10 @@ func testMixedPod(t *testing.T, k *harness.Cluster) {
 	kubectl(t, k, "wait", "--for=condition=Ready", "pod/mixed", "--timeout=100s")
 
 	fn, side := inspect(t, k, containerID(t, k, "mixed", "fn")), inspect(t, k, containerID(t, k, "mixed", "sidecar"))
-	if !runsNebulaHost(t, k, fn.pid) {
-		t.Errorf("function container runs %q, not nebula-host", cmdline(t, fn.pid))
+	if !harness.RunsNebulaHost(t, k.BinDir, fn.pid) {
+		t.Errorf("function container runs %q, not nebula-host", harness.Cmdline(t, fn.pid))
 	}
-	if argv := cmdline(t, side.pid); strings.Join(argv, " ") != "/probe sleep 10m" || runsNebulaHost(t, k, side.pid) {
+	if argv := harness.Cmdline(t, side.pid); strings.Join(argv, " ") != "/probe sleep 10m" || harness.RunsNebulaHost(t, k.BinDir, side.pid) {
 		t.Errorf("sidecar runs %q, want /probe sleep 10m natively", argv)
 	}
 	// The sidecar reaches the function on localhost, in the pod's network
@@ -355,16 +355,6 @@ func inspect(t *testing.T, k *harness.Cluster, id string) containerInfo {
 	return containerInfo{pid: ci.Info.Pid, runtimeType: ci.Info.RuntimeType}
 }
 
-// cmdline returns the argv of process pid.
-func cmdline(t *testing.T, pid int) []string {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		t.Fatalf("pid %d: %v", pid, err)
-	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-}
-
 // argAfter returns the argument after flag in argv ("" if absent).
 func argAfter(argv []string, flag string) string {
 	for i, a := range argv {
@@ -373,21 +363,6 @@ func argAfter(argv []string, flag string) string {
 		}
 	}
 	return ""
-}
-
-// runsNebulaHost reports whether process pid executes Nebula's host
-// program rather than the image's own.
-func runsNebulaHost(t *testing.T, k *harness.Cluster, pid int) bool {
-	t.Helper()
-	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		t.Fatalf("pid %d: %v", pid, err)
-	}
-	host, err := os.Stat(filepath.Join(k.BinDir, "nebula-host"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return os.SameFile(exe, host)
 }
 
 // cgroupValue reads file of process pid's cgroup in the cgroup v1
