@@ -20,6 +20,7 @@ functions:
 	test/functions/build.sh $(OUT)/functions
 
 tools:
+	hack/install-prereqs.sh
 	NEBULA_CONTAINERD_VERSIONS="$(VERSIONS)" hack/install-tools.sh
 
 # Unit tests, then the end-to-end suite once per supported containerd version.
