@@ -28,10 +28,12 @@ type Args struct {
 	// Runtime is --runtime: abi.RuntimeWasm ("" too) or, in function
 	// mode, abi.RuntimeProcess.
 	Runtime string
-	// CacheDir is --cache, the module's read-only compilation cache.
+	// CacheDir is --cache, the module's read-only compilation cache, filled
+	// by the shim; a missing or corrupt one only costs a compile.
 	CacheDir string
 	// Hide is --hide (repeatable): paths hidden from a wasm guest, with
-	// everything under them; none given: the host's default.
+	// everything under them; none given: the host's default, where the
+	// shim mounts the host program and the cache.
 	Hide []string
 
 	// MemoryLimit is --memory-limit, the linear memory of an instance in
@@ -159,19 +161,19 @@ func (a *Args) flagSet() (fs *flag.FlagSet, finish func() error) {
 	})
 	p.size(fs, &a.MemoryLimit, "memory-limit", "memory limit per instance in `BYTES` (suffix Ki, Mi, Gi or Ti allowed; 0: 4 GiB)")
 	p.size(fs, &a.HeapLimit, "heap-limit", "the host's own soft memory limit in `BYTES` (GOMEMLIMIT, which wins; 0: none)")
-	p.size(fs, &a.StdoutLimit, "stdout-limit", "what one invocation may write to stdout, in `BYTES` (function mode; 0: 16 MiB)")
+	p.size(fs, &a.StdoutLimit, "stdout-limit", "what one invocation may write to stdout, in `BYTES` (function mode; 0: the host's default)")
 	p.size(fs, &a.BodyBudget, "body-budget", "`BYTES` all request bodies in flight may hold (function mode; 0: the front door's default)")
 	fs.DurationVar(&a.Timeout, "timeout", 0, "per-invocation timeout (function mode; 0: the front door's default)")
 	fs.IntVar(&a.Concurrency, "concurrency", 0, "instances at once (function mode; 0: GOMAXPROCS)")
 	p.size(fs, &a.MaxBody, "max-body", "request body limit in `BYTES` (function mode)")
-	fs.IntVar(&a.MetricsPort, "metrics-port", 0, "port of /metrics (function mode; 0: 9464)")
+	fs.IntVar(&a.MetricsPort, "metrics-port", 0, "`PORT` of /metrics (function mode; 0: Nebula's default)")
 	fs.StringVar(&a.ReplyType, "reply-type", "", "reply event type (function mode; default: request type + .reply)")
 	fs.StringVar(&a.ReplySource, "reply-source", "", "reply event source (function mode)")
 	fs.StringVar(&a.ReplyContentType, "reply-content-type", "", "reply datacontenttype (function mode; default: detected)")
 	fs.IntVar(&a.MaxConnections, "max-connections", 0, "open connections of the event port at most (function mode; 0: the front door's default)")
 	fs.StringVar(&a.Protocol, "protocol", "", "auto, cloudevents or http (function mode; default auto)")
 	fs.StringVar(&a.ContainerID, "container-id", "", "the task's id: the function's name when K_SERVICE is unset")
-	p.time(fs, &a.CreatedAt, "created-at", "when the shim's Create began (RFC 3339), for nebula_task_ready_seconds")
+	p.time(fs, &a.CreatedAt, "created-at", "`TIME` the shim's Create began (RFC 3339), for nebula_task_ready_seconds")
 	fs.DurationVar(&a.CompileTime, "compile-time", 0, "how long the shim took to compile the module (0: not known)")
 	fs.BoolVar(&a.CacheHit, "cache-hit", false, "the shim found the module compiled in the cache")
 	return fs, p.finish

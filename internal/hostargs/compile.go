@@ -82,6 +82,6 @@ func (c *Compile) flagSet() (fs *flag.FlagSet, finish func() error) {
 	var p parser
 	fs.StringVar(&c.CacheDir, "cache", "", "cache `DIR` to fill (without it, only validate)")
 	p.size(fs, &c.MemoryLimit, "memory-limit", "the task's memory limit per instance in `BYTES`, checked against the module's minimum")
-	p.size(fs, &c.MaxMemory, "max-memory", "exit 4 once this process uses more than `BYTES` (0: no bound)")
+	p.size(fs, &c.MaxMemory, "max-memory", "exit "+fmt.Sprint(ExitCompileMemory)+" once this process uses more than `BYTES` (0: no bound)")
 	return fs, p.finish
 }
