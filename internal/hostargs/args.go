@@ -173,7 +173,7 @@ func (a *Args) flagSet() (fs *flag.FlagSet, finish func() error) {
 	fs.IntVar(&a.MaxConnections, "max-connections", 0, "open connections of the event port at most (function mode; 0: the front door's default)")
 	fs.StringVar(&a.Protocol, "protocol", "", "auto, cloudevents or http (function mode; default auto)")
 	fs.StringVar(&a.ContainerID, "container-id", "", "the task's id: the function's name when K_SERVICE is unset")
-	p.time(fs, &a.CreatedAt, "created-at", "`TIME` the shim's Create began (RFC 3339), for nebula_task_ready_seconds")
+	p.time(fs, &a.CreatedAt, "created-at", "when the shim's Create began, an RFC 3339 `TIME` (for nebula_task_ready_seconds)")
 	fs.DurationVar(&a.CompileTime, "compile-time", 0, "how long the shim took to compile the module (0: not known)")
 	fs.BoolVar(&a.CacheHit, "cache-hit", false, "the shim found the module compiled in the cache")
 	return fs, p.finish
