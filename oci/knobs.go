@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"nebula.dev/nebula/internal/hostargs"
 )
 
 // AnnotationPrefix prefixes Nebula's knobs as annotations; EnvPrefix as
@@ -20,12 +22,13 @@ const (
 	EnvPrefix        = "NEBULA_"
 )
 
-// Mode is what a task does: run a program once, or serve events.
-type Mode string
+// Mode is what a task does: run a program once, or serve events. It is
+// the host program's --mode.
+type Mode = hostargs.Mode
 
 const (
-	ModeRun      Mode = "run"
-	ModeFunction Mode = "function"
+	ModeRun      = hostargs.ModeRun
+	ModeFunction = hostargs.ModeFunction
 )
 
 // Runtime is what runs the task's guest.
@@ -316,25 +319,5 @@ func positiveDuration(v string) (time.Duration, error) {
 }
 
 // ParseSize parses a byte count with an optional binary suffix: "1048576",
-// "64Ki", "256Mi", "2Gi".
-func ParseSize(v string) (uint64, error) {
-	mult := uint64(1)
-	num := v
-	for _, s := range []struct {
-		suffix string
-		mult   uint64
-	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}} {
-		if strings.HasSuffix(v, s.suffix) {
-			num, mult = strings.TrimSuffix(v, s.suffix), s.mult
-			break
-		}
-	}
-	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		return 0, errors.New(`want bytes with an optional Ki, Mi, Gi or Ti suffix, e.g. "64Mi"`)
-	}
-	if n > (1<<64-1)/mult {
-		return 0, errors.New("size overflows 64 bits")
-	}
-	return n * mult, nil
-}
+// "64Ki", "256Mi", "2Gi"; the host program's sizes are written the same way.
+func ParseSize(v string) (uint64, error) { return hostargs.ParseSize(v) }

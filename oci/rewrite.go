@@ -2,10 +2,12 @@ package oci
 
 import (
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"nebula.dev/nebula/abi"
+	"nebula.dev/nebula/internal/hostargs"
 )
 
 // Where Nebula's files appear inside a rewritten container.
@@ -45,8 +47,8 @@ func NeedsRewrite(d Decision, k Knobs) bool {
 
 // Rewrite makes the spec's process Nebula's host program, mounted
 // read-only at HostBinary, running the original args with the original env
-// and cwd. The host's flags carry the task's knobs, since annotations are
-// not visible inside the container.
+// and cwd. The host's arguments (hostargs.Args) carry the task's knobs,
+// since annotations are not visible inside the container.
 //
 // # Notes
 //
@@ -78,89 +80,52 @@ func Rewrite(spec *specs.Spec, d Decision, k Knobs, h Host) error {
 		Destination: HostBinary, Type: "bind", Source: h.Binary,
 		Options: []string{"rbind", "ro", "nosuid", "nodev"},
 	})
-	args := []string{HostBinary}
+	a := hostArgs(spec, d, k, h, plan)
 	if h.CacheDir != "" {
 		spec.Mounts = append(spec.Mounts, specs.Mount{
 			Destination: HostCache, Type: "bind", Source: h.CacheDir,
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
 		})
-		args = append(args, "--cache", HostCache)
 	}
-	mode := k.Mode
-	if mode == "" {
-		mode = ModeRun
-	}
-	runtime := "process"
-	if d.Runtime == RuntimeWasm {
-		runtime = "wasm"
-	}
-	args = append(args, "--mode", string(mode), "--runtime", runtime)
-	if plan.InstanceLimit > 0 {
-		args = append(args, "--memory-limit", strconv.FormatUint(plan.InstanceLimit, 10))
-	}
-	if plan.HeapLimit > 0 {
-		args = append(args, "--heap-limit", strconv.FormatUint(plan.HeapLimit, 10))
-	}
-	if mode == ModeFunction {
-		if d.Runtime == RuntimeWasm {
-			k.Concurrency = plan.Concurrency
-			args = append(args, "--stdout-limit", strconv.FormatUint(plan.StdoutLimit, 10))
-			if plan.BodyBudget > 0 {
-				args = append(args, "--body-budget", strconv.FormatUint(plan.BodyBudget, 10))
-			}
-		}
-		args = append(args, k.flags()...)
-		if h.ID != "" {
-			args = append(args, "--container-id", h.ID)
-		}
-		if !h.CreatedAt.IsZero() {
-			args = append(args, "--created-at", h.CreatedAt.UTC().Format(time.RFC3339Nano))
-		}
-		if h.CacheDir != "" && h.CompileTime > 0 {
-			cache := "miss"
-			if h.CacheHit {
-				cache = "hit"
-			}
-			args = append(args, "--compile-cache", cache, "--compile-time", h.CompileTime.String())
-		}
-	}
-	args = append(args, "--")
-	spec.Process.Args = append(args, spec.Process.Args...)
+	spec.Process.Args = append([]string{HostBinary}, a.Argv()...)
 	return nil
 }
 
-// flags renders the function-mode knobs as the host program's flags.
-func (k Knobs) flags() []string {
-	var f []string
-	add := func(name, v string) { f = append(f, "--"+name, v) }
-	if k.Timeout > 0 {
-		add("timeout", k.Timeout.String())
+// hostArgs is what the host program is told: the task's knobs (function
+// mode) and memory plan (wasm), what the shim measured, and the original
+// process args to run.
+func hostArgs(spec *specs.Spec, d Decision, k Knobs, h Host, plan MemoryPlan) hostargs.Args {
+	a := hostargs.Args{
+		Mode:        k.Mode,
+		Runtime:     abi.RuntimeProcess,
+		MemoryLimit: plan.InstanceLimit,
+		HeapLimit:   plan.HeapLimit,
+		Command:     spec.Process.Args,
 	}
-	if k.Concurrency > 0 {
-		add("concurrency", strconv.Itoa(k.Concurrency))
+	if a.Mode == "" {
+		a.Mode = ModeRun
 	}
-	if k.MaxBody > 0 {
-		add("max-body", strconv.FormatInt(k.MaxBody, 10))
+	if d.Runtime == RuntimeWasm {
+		a.Runtime = abi.RuntimeWasm
 	}
-	if k.MetricsPort > 0 {
-		add("metrics-port", strconv.Itoa(k.MetricsPort))
+	if h.CacheDir != "" {
+		a.CacheDir = HostCache
 	}
-	if k.ReplyType != "" {
-		add("reply-type", k.ReplyType)
+	if a.Mode != ModeFunction {
+		return a
 	}
-	if k.ReplySource != "" {
-		add("reply-source", k.ReplySource)
+	a.Timeout, a.Concurrency, a.MetricsPort = k.Timeout, k.Concurrency, k.MetricsPort
+	a.MaxBody = uint64(k.MaxBody)
+	a.ReplyType, a.ReplySource, a.ReplyContentType = k.ReplyType, k.ReplySource, k.ReplyContentType
+	a.MaxConnections, a.Protocol = k.MaxConnections, k.Protocol
+	if d.Runtime == RuntimeWasm {
+		a.Concurrency, a.StdoutLimit, a.BodyBudget = plan.Concurrency, plan.StdoutLimit, plan.BodyBudget
 	}
-	if k.ReplyContentType != "" {
-		add("reply-content-type", k.ReplyContentType)
+	a.ContainerID, a.CreatedAt = h.ID, h.CreatedAt
+	if h.CacheDir != "" && h.CompileTime > 0 {
+		a.CompileTime, a.CacheHit = h.CompileTime, h.CacheHit
 	}
-	if k.MaxConnections > 0 {
-		add("max-connections", strconv.Itoa(k.MaxConnections))
-	}
-	if k.Protocol != "" {
-		add("protocol", k.Protocol)
-	}
-	return f
+	return a
 }
 
 func hasDevTmpfs(spec *specs.Spec) bool {

@@ -2,11 +2,15 @@ package oci
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"nebula.dev/nebula/abi"
+	"nebula.dev/nebula/internal/hostargs"
 )
 
 func TestRewrite(t *testing.T) {
@@ -91,5 +95,68 @@ func TestRewrite(t *testing.T) {
 	}
 	if !NeedsRewrite(Decision{Runtime: RuntimeRunc}, Knobs{Mode: ModeFunction}) || NeedsRewrite(Decision{Runtime: RuntimeRunc}, Knobs{}) {
 		t.Error("NeedsRewrite wrong")
+	}
+}
+
+// TestRewriteHostArgs: what Rewrite writes is what the host program parses,
+// every knob included: a Knobs field reaches the host as the hostargs.Args
+// field of the same name, unless it is listed here as the shim's own.
+func TestRewriteHostArgs(t *testing.T) {
+	shimOnly := map[string]string{
+		"Runtime":        "becomes Args.Runtime, abi's name",
+		"MemoryLimit":    "becomes the memory plan (wasm), or nothing (a process's cgroup holds it)",
+		"CompileTimeout": "bounds the shim's compile",
+		"CompileMemory":  "bounds the shim's compile",
+	}
+	k := Knobs{Runtime: RuntimeRunc, Mode: ModeFunction, Timeout: 2 * time.Second, Concurrency: 3, MemoryLimit: 1 << 20,
+		MaxBody: 1 << 20, MetricsPort: 9100, ReplyType: "t", ReplySource: "/s", ReplyContentType: "text/plain",
+		MaxConnections: 50, Protocol: "cloudevents", CompileTimeout: time.Second, CompileMemory: 1 << 30}
+	created := time.Date(2026, 11, 27, 12, 0, 0, 5, time.UTC)
+	h := Host{Binary: "/nebula-host", CacheDir: "/cache/ab", ID: "fn", CacheHit: true, CompileTime: time.Second, CreatedAt: created}
+
+	s := &specs.Spec{Process: &specs.Process{Args: []string{"/fn", "x"}}}
+	if err := Rewrite(s, Decision{Runtime: RuntimeRunc}, k, h); err != nil {
+		t.Fatal(err)
+	}
+	a, err := hostargs.Parse(s.Process.Args[1:])
+	if err != nil {
+		t.Fatalf("the host cannot parse %q: %v", s.Process.Args, err)
+	}
+	kv, av := reflect.ValueOf(k), reflect.ValueOf(a)
+	for i := range kv.NumField() {
+		name := kv.Type().Field(i).Name
+		if kv.Field(i).IsZero() {
+			t.Fatalf("the fixture leaves Knobs.%s zero: set every field", name)
+		}
+		if _, ok := shimOnly[name]; ok {
+			continue
+		}
+		f := av.FieldByName(name)
+		if !f.IsValid() {
+			t.Errorf("Knobs.%s has no hostargs.Args field: add one, or list it as the shim's own", name)
+			continue
+		}
+		if want := kv.Field(i); !want.CanConvert(f.Type()) || !f.Equal(want.Convert(f.Type())) {
+			t.Errorf("Knobs.%s = %v reaches the host as %v", name, want, f)
+		}
+	}
+	want := hostargs.Args{Runtime: abi.RuntimeProcess, CacheDir: HostCache, ContainerID: "fn", CreatedAt: created,
+		CompileTime: time.Second, CacheHit: true, Command: []string{"/fn", "x"}}
+	if a.Runtime != want.Runtime || a.CacheDir != want.CacheDir || a.ContainerID != want.ContainerID || !a.CreatedAt.Equal(created) ||
+		a.CompileTime != want.CompileTime || a.CacheHit != want.CacheHit || !slices.Equal(a.Command, want.Command) {
+		t.Errorf("host args %+v; want %+v", a, want)
+	}
+
+	// A wasm task: the plan's numbers, the runtime's name.
+	s = &specs.Spec{Process: &specs.Process{Args: []string{"/fn.wasm"}}}
+	k.Runtime = RuntimeWasm
+	if err := Rewrite(s, Decision{Runtime: RuntimeWasm}, k, h); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = hostargs.Parse(s.Process.Args[1:]); err != nil {
+		t.Fatalf("the host cannot parse %q: %v", s.Process.Args, err)
+	}
+	if a.Runtime != abi.RuntimeWasm || a.MemoryLimit != k.MemoryLimit || a.StdoutLimit != DefaultStdoutLimit || a.Concurrency != k.Concurrency {
+		t.Errorf("wasm host args %+v", a)
 	}
 }

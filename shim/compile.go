@@ -19,22 +19,9 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/oci"
 )
-
-// Exit codes and output of `nebula-host compile` (package hostcmd; a test
-// keeps them in step). The shim does not import hostcmd: it would link the
-// host's dependencies into the shim.
-const (
-	exitCompileInvalid = 1
-	exitCompileCache   = 3
-	exitCompileMemory  = 4
-)
-
-type compileResult struct {
-	Hit     bool    `json:"hit"`
-	Seconds float64 `json:"seconds"`
-}
 
 // compileJob is a module to compile once runc has created the task's
 // container.
@@ -75,17 +62,11 @@ type errCacheFailed struct{ error }
 // and memory are the task's, bounded by job's timeout and memory and by
 // ctx: cancelling ctx (the task is deleted, its container is gone) kills
 // it.
-func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid uint32) (compileResult, error) {
-	var res compileResult
+func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid uint32) (hostargs.CompileResult, error) {
+	var res hostargs.CompileResult
 	ctx, cancel := context.WithTimeoutCause(ctx, job.timeout, errCompileTimeout)
 	defer cancel()
-	args := []string{"compile", "--max-memory", strconv.FormatUint(job.maxMemory, 10)}
-	if job.dir != "" {
-		args = append(args, "--cache", job.dir)
-	}
-	if job.memoryLimit > 0 {
-		args = append(args, "--memory-limit", strconv.FormatUint(job.memoryLimit, 10))
-	}
+	args := hostargs.Compile{CacheDir: job.dir, MemoryLimit: job.memoryLimit, MaxMemory: job.maxMemory}.Argv()
 	cmd := exec.Command(s.hostBinary, args...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	if job.fewPids {
@@ -144,11 +125,11 @@ func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid ui
 		return res, nil
 	case !errors.As(waitErr, &ee):
 		return res, fmt.Errorf("%s compile: %w", s.hostBinary, waitErr)
-	case ee.ExitCode() == exitCompileInvalid:
+	case ee.ExitCode() == hostargs.ExitCompileInvalid:
 		return res, invalidArgument(fmt.Errorf("module %s: %s", job.module, msg))
-	case ee.ExitCode() == exitCompileCache:
+	case ee.ExitCode() == hostargs.ExitCompileCache:
 		return res, errCacheFailed{errors.New(string(msg))}
-	case ee.ExitCode() == exitCompileMemory, bytes.Contains(msg, []byte("out of memory")):
+	case ee.ExitCode() == hostargs.ExitCompileMemory, bytes.Contains(msg, []byte("out of memory")):
 		return res, invalidArgument(fmt.Errorf("module %s: compiling needed more than %d bytes, the compile-memory limit (%s)",
 			job.module, job.maxMemory, job.memorySource))
 	case ee.ExitCode() == -1: // killed by a signal, the kernel's OOM killer most likely

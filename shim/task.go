@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/oci"
 	"nebula.dev/nebula/wasmhost"
 )
@@ -170,7 +171,7 @@ func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci
 // finishCompile records a compile's outcome: a filled entry is made
 // readable by the container's user and the cache pruned; an unusable cache
 // is emptied, and the task runs without it.
-func (s *service) finishCompile(ctx context.Context, job *compileJob, res compileResult, err error) error {
+func (s *service) finishCompile(ctx context.Context, job *compileJob, res hostargs.CompileResult, err error) error {
 	logger := log.G(ctx).WithField("id", job.id).WithField("module", job.module)
 	var cacheErr errCacheFailed
 	switch {

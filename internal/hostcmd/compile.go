@@ -12,31 +12,12 @@ import (
 	"syscall"
 	"time"
 
-	"nebula.dev/nebula/oci"
+	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/wasmhost"
 )
 
-// Exit codes of `nebula-host compile`, which the shim reads.
-const (
-	// ExitCompileInvalid: the module is invalid or exceeds a compile limit;
-	// stderr holds the reason.
-	ExitCompileInvalid = 1
-	// ExitCompileCache: the module is valid but the cache directory failed
-	// (full, I/O error); stderr holds the reason.
-	ExitCompileCache = 3
-	// ExitCompileMemory: compiling exceeded --max-memory.
-	ExitCompileMemory = 4
-)
-
-// CompileResult is what `nebula-host compile` prints on stdout, as JSON,
-// when it succeeds.
-type CompileResult struct {
-	Hit     bool    `json:"hit"`
-	Seconds float64 `json:"seconds"`
-}
-
 // compile is `nebula-host compile [--cache DIR] [--memory-limit BYTES]
-// [--max-memory BYTES] < MODULE`: the shim's compile of a module at Create,
+// [--max-memory BYTES] < MODULE` (hostargs.Compile): the shim's compile of a module at Create,
 // in a process of its own so that it can be bounded in time (the shim kills
 // it), memory (--max-memory) and accounted to the task (the shim moves it
 // into the container's cgroups before sending the module). With --cache it
@@ -46,33 +27,26 @@ type CompileResult struct {
 // first (root's ownership of the cache directory is all it needs); the shim
 // starts it in a network namespace of its own.
 func compile(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	flags := flag.NewFlagSet("nebula-host compile", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	cacheDir := flags.String("cache", "", "cache `DIR` to fill (without it, only validate)")
-	memLimit := flags.String("memory-limit", "0", "the task's memory limit per instance in `BYTES`, checked against the module's minimum")
-	maxMemory := flags.String("max-memory", "0", "exit "+fmt.Sprint(ExitCompileMemory)+" once this process uses more than `BYTES` (0: no bound)")
-	if err := flags.Parse(args); err != nil {
+	c, err := hostargs.ParseCompile(args)
+	if errors.Is(err, flag.ErrHelp) {
+		hostargs.CompileUsage(stderr)
+		return 0
+	} else if err != nil {
+		fmt.Fprintln(stderr, err)
+		hostargs.CompileUsage(stderr)
 		return ExitUsage
 	}
 	fail := func(code int, format string, a ...any) int {
 		fmt.Fprintf(stderr, format+"\n", a...)
 		return code
 	}
-	limit, err := oci.ParseSize(*memLimit)
-	if err != nil {
-		return fail(ExitUsage, "--memory-limit %q: %v", *memLimit, err)
-	}
-	bound, err := oci.ParseSize(*maxMemory)
-	if err != nil {
-		return fail(ExitUsage, "--max-memory %q: %v", *maxMemory, err)
-	}
 	if err := dropPrivileges(); err != nil && !errors.Is(err, syscall.ENOTSUP) { // ENOTSUP: a cgo build (tests)
 		return fail(ExitHostError, "dropping privileges: %v", err)
 	}
-	if bound > 0 {
+	if bound := c.MaxMemory; bound > 0 {
 		stop := boundMemory(bound, func() {
 			fmt.Fprintf(stderr, "compiling needed more than the compile-memory limit of %d bytes\n", bound)
-			os.Exit(ExitCompileMemory)
+			os.Exit(hostargs.ExitCompileMemory)
 		})
 		defer stop()
 	}
@@ -82,22 +56,22 @@ func compile(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx := context.Background()
 	cfg := wasmhost.NewConfig()
-	if limit > 0 {
-		cfg = cfg.WithMemoryLimit(limit)
+	if c.MemoryLimit > 0 {
+		cfg = cfg.WithMemoryLimit(c.MemoryLimit)
 	}
 	start := time.Now()
-	var res CompileResult
-	if *cacheDir == "" {
+	var res hostargs.CompileResult
+	if c.CacheDir == "" {
 		err = wasmhost.Check(ctx, wasm, cfg)
 	} else {
-		res.Hit, _, err = wasmhost.CompileToCache(ctx, wasm, *cacheDir, cfg)
+		res.Hit, _, err = wasmhost.CompileToCache(ctx, wasm, c.CacheDir, cfg)
 	}
 	res.Seconds = time.Since(start).Seconds()
 	switch {
 	case errors.Is(err, wasmhost.ErrCache):
-		return fail(ExitCompileCache, "%v", err)
+		return fail(hostargs.ExitCompileCache, "%v", err)
 	case err != nil:
-		return fail(ExitCompileInvalid, "%v", err)
+		return fail(hostargs.ExitCompileInvalid, "%v", err)
 	}
 	if err := json.NewEncoder(stdout).Encode(res); err != nil {
 		return fail(ExitHostError, "%v", err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/test/functions"
 	"nebula.dev/nebula/wasmhost"
 )
@@ -36,11 +37,11 @@ func TestCompile(t *testing.T) {
 		{name: "miss", args: []string{"--cache", cache}, wasm: read(functions.Hello)},
 		{name: "hit", args: []string{"--cache", cache}, wasm: read(functions.Hello), hit: true},
 		{name: "validate only", wasm: read(functions.Hello)},
-		{name: "invalid", args: []string{"--cache", cache}, wasm: read(functions.BadImport), code: ExitCompileInvalid, stderr: "unsupported import: env.nope"},
-		{name: "over a limit", wasm: functions.NestedBlocks(wasmhost.MaxNesting+1, 1), code: ExitCompileInvalid, stderr: "(MaxNesting)"},
-		{name: "memory minimum", args: []string{"--memory-limit", "64Ki"}, wasm: read(functions.Probe), code: ExitCompileInvalid, stderr: "memory minimum above the limit"},
-		{name: "unusable cache", args: []string{"--cache", filepath.Join(file, "c")}, wasm: read(functions.Hello), code: ExitCompileCache, stderr: "module cache unusable"},
-		{name: "memory bound", args: []string{"--max-memory", "64Mi"}, wasm: functions.BigFunction(wasmhost.MaxFunctionBodySize), code: ExitCompileMemory,
+		{name: "invalid", args: []string{"--cache", cache}, wasm: read(functions.BadImport), code: hostargs.ExitCompileInvalid, stderr: "unsupported import: env.nope"},
+		{name: "over a limit", wasm: functions.NestedBlocks(wasmhost.MaxNesting+1, 1), code: hostargs.ExitCompileInvalid, stderr: "(MaxNesting)"},
+		{name: "memory minimum", args: []string{"--memory-limit", "64Ki"}, wasm: read(functions.Probe), code: hostargs.ExitCompileInvalid, stderr: "memory minimum above the limit"},
+		{name: "unusable cache", args: []string{"--cache", filepath.Join(file, "c")}, wasm: read(functions.Hello), code: hostargs.ExitCompileCache, stderr: "module cache unusable"},
+		{name: "memory bound", args: []string{"--max-memory", "64Mi"}, wasm: functions.BigFunction(wasmhost.MaxFunctionBodySize), code: hostargs.ExitCompileMemory,
 			stderr: "compiling needed more than the compile-memory limit of 67108864 bytes"},
 		{name: "bad flag", args: []string{"--max-memory", "lots"}, wasm: read(functions.Hello), code: ExitUsage, stderr: `--max-memory "lots"`},
 	} {
@@ -54,7 +55,7 @@ func TestCompile(t *testing.T) {
 			if tc.code != 0 {
 				return
 			}
-			var res CompileResult
+			var res hostargs.CompileResult
 			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Hit != tc.hit || res.Seconds <= 0 {
 				t.Fatalf("stdout %q (%v); want hit %v and a duration", r.stdout, err, tc.hit)
 			}

@@ -2,7 +2,6 @@ package hostcmd
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -13,46 +12,11 @@ import (
 
 	"nebula.dev/nebula/abi"
 	"nebula.dev/nebula/events"
+	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/oci"
 	"nebula.dev/nebula/spawn"
 	"nebula.dev/nebula/wasmhost"
 )
-
-// functionFlags are the function-mode flags: the task's knobs, rendered by
-// oci.Rewrite, plus what the shim measured at Create.
-type functionFlags struct {
-	timeout          time.Duration
-	concurrency      int
-	maxBody          int64
-	bodyBudget       int64
-	metricsPort      int
-	replyType        string
-	replySource      string
-	replyContentType string
-	maxConnections   int
-	protocol         string
-	containerID      string
-	createdAt        string
-	compileCache     string
-	compileTime      time.Duration
-}
-
-func (f *functionFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&f.timeout, "timeout", 0, "per-invocation timeout (function mode; default events.DefaultTimeout)")
-	fs.IntVar(&f.concurrency, "concurrency", 0, "instances at once (function mode; default GOMAXPROCS)")
-	fs.Int64Var(&f.maxBody, "max-body", 0, "request body limit in bytes (function mode)")
-	fs.Int64Var(&f.bodyBudget, "body-budget", 0, "bytes all request bodies in flight may hold (function mode; default events' own)")
-	fs.IntVar(&f.metricsPort, "metrics-port", oci.DefaultMetricsPort, "port of /metrics (function mode)")
-	fs.StringVar(&f.replyType, "reply-type", "", "reply event type (function mode; default: request type + .reply)")
-	fs.StringVar(&f.replySource, "reply-source", "", "reply event source (function mode)")
-	fs.StringVar(&f.replyContentType, "reply-content-type", "", "reply datacontenttype (function mode; default: detected)")
-	fs.IntVar(&f.maxConnections, "max-connections", 0, "open connections of the event port at most (function mode; default events.DefaultMaxConnections)")
-	fs.StringVar(&f.protocol, "protocol", "", "auto, cloudevents or http (function mode; default auto)")
-	fs.StringVar(&f.containerID, "container-id", "", "the task's id: the function's name when K_SERVICE is unset")
-	fs.StringVar(&f.createdAt, "created-at", "", "when the shim's Create began (RFC 3339), for nebula_task_ready_seconds")
-	fs.StringVar(&f.compileCache, "compile-cache", "", "hit or miss: how the shim compiled the module")
-	fs.DurationVar(&f.compileTime, "compile-time", 0, "how long the shim took to compile the module")
-}
 
 // fdReserve is the file descriptors kept for everything but connections:
 // listeners, the module's cache, the guests' pipes and files.
@@ -97,74 +61,31 @@ func spawnInvoker(args []string) abi.Invoker {
 // SIGINT, then drains: in-flight invocations finish, new ones are refused,
 // and the host exits 0. (SIGKILL, the end of the grace period, is the
 // kernel's.)
-func serveFunction(f *functionFlags, inv abi.Invoker, mod *wasmhost.Module, stderr io.Writer, sigs <-chan os.Signal) int {
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "nebula: "+format+"\n", a...)
-		return ExitHostError
-	}
-	port := oci.DefaultPort
-	if p := os.Getenv("PORT"); p != "" {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return fail("PORT=%q: want a TCP port", p)
-		}
-		port = n
-	}
-	if port == f.metricsPort {
-		return fail("PORT and the metrics port are both %d", port)
-	}
-	name := os.Getenv("K_SERVICE")
-	if name == "" {
-		name = f.containerID
-	}
-	if name == "" {
-		name, _ = os.Hostname()
-	}
-	cfg := events.NewConfig().WithFunction(name).WithStderr(stderr)
-	if f.timeout > 0 {
-		cfg = cfg.WithTimeout(f.timeout)
-	}
-	if f.concurrency > 0 {
-		cfg = cfg.WithConcurrency(f.concurrency)
-	}
-	if f.maxBody > 0 {
-		cfg = cfg.WithMaxBody(f.maxBody)
-	}
-	if f.bodyBudget > 0 {
-		cfg = cfg.WithBodyBudget(f.bodyBudget)
-	}
-	if f.replyType != "" {
-		cfg = cfg.WithReplyType(f.replyType)
-	}
-	if f.replySource != "" {
-		cfg = cfg.WithReplySource(f.replySource)
-	}
-	if f.replyContentType != "" {
-		cfg = cfg.WithReplyContentType(f.replyContentType)
-	}
-	if f.protocol != "" {
-		cfg = cfg.WithProtocol(events.Protocol(f.protocol))
-	}
-	cfg = cfg.WithMaxConnections(connectionCap(f.maxConnections, stderr))
-	srv, err := events.New(inv, cfg)
+func serveFunction(a hostargs.Args, inv abi.Invoker, mod *wasmhost.Module, stderr io.Writer, sigs <-chan os.Signal) int {
+	port, metricsPort, err := ports(a)
 	if err != nil {
-		return fail("%v", err)
+		return fail(stderr, ExitHostError, "%v", err)
+	}
+	name := functionName(a)
+	srv, err := events.New(inv, eventsConfig(a, name, stderr))
+	if err != nil {
+		return fail(stderr, ExitHostError, "%v", err)
 	}
 	tuneGC()
-	if f.compileCache != "" {
-		srv.ObserveCompile(f.compileTime, f.compileCache == "hit")
+	if a.CompileTime > 0 {
+		srv.ObserveCompile(a.CompileTime, a.CacheHit)
 	} else if mod != nil {
 		srv.ObserveCompile(mod.CompileTime(), mod.CacheHit())
 	}
 
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
 	if err != nil {
-		return fail("listening for events: %v", err)
+		return fail(stderr, ExitHostError, "listening for events: %v", err)
 	}
-	mln, err := net.Listen("tcp", ":"+strconv.Itoa(f.metricsPort))
+	mln, err := net.Listen("tcp", ":"+strconv.Itoa(metricsPort))
 	if err != nil {
 		ln.Close()
-		return fail("listening for metrics: %v", err)
+		return fail(stderr, ExitHostError, "listening for metrics: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -173,25 +94,89 @@ func serveFunction(f *functionFlags, inv abi.Invoker, mod *wasmhost.Module, stde
 	go func() { served <- srv.ServeMetrics(ctx, mln) }()
 
 	ready := "unknown"
-	if created, err := time.Parse(time.RFC3339Nano, f.createdAt); err == nil {
-		d := time.Since(created)
+	if !a.CreatedAt.IsZero() {
+		d := time.Since(a.CreatedAt)
 		srv.SetTaskReady(d)
 		ready = d.Round(time.Microsecond).String()
 	}
 	fmt.Fprintf(stderr, "nebula: function %s (%s) serving events on :%d, metrics on :%d; ready %s after Create\n",
-		name, inv.Runtime(), port, f.metricsPort, ready)
+		name, inv.Runtime(), port, metricsPort, ready)
 
 	select {
 	case sig := <-sigs:
 		fmt.Fprintf(stderr, "nebula: %v: draining in-flight invocations\n", sig)
 		if err := srv.Shutdown(context.Background()); err != nil {
-			return fail("shutdown: %v", err)
+			return fail(stderr, ExitHostError, "shutdown: %v", err)
 		}
 		if s, ok := sig.(syscall.Signal); ok && s == syscall.SIGQUIT {
 			return wasmhost.ExitCodeSignalBase + int(s)
 		}
 		return 0
 	case err := <-served:
-		return fail("serving: %v", err)
+		return fail(stderr, ExitHostError, "serving: %v", err)
 	}
+}
+
+// ports returns the event port, $PORT (Knative's contract) or
+// oci.DefaultPort, and the metrics port, which must differ.
+func ports(a hostargs.Args) (port, metricsPort int, err error) {
+	port, metricsPort = oci.DefaultPort, oci.DefaultMetricsPort
+	if p := os.Getenv("PORT"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return 0, 0, fmt.Errorf("PORT=%q: want a TCP port", p)
+		}
+		port = n
+	}
+	if a.MetricsPort != 0 {
+		metricsPort = a.MetricsPort
+	}
+	if port == metricsPort {
+		return 0, 0, fmt.Errorf("PORT and the metrics port are both %d", port)
+	}
+	return port, metricsPort, nil
+}
+
+// functionName is the function's name in metrics and replies: $K_SERVICE,
+// else the task's id, else the host name.
+func functionName(a hostargs.Args) string {
+	if name := os.Getenv("K_SERVICE"); name != "" {
+		return name
+	}
+	if a.ContainerID != "" {
+		return a.ContainerID
+	}
+	name, _ := os.Hostname()
+	return name
+}
+
+// eventsConfig is the front door's configuration: the knobs the shim
+// passed, the front door's defaults for the others.
+func eventsConfig(a hostargs.Args, name string, stderr io.Writer) events.Config {
+	cfg := events.NewConfig().WithFunction(name).WithStderr(stderr)
+	if a.Timeout > 0 {
+		cfg = cfg.WithTimeout(a.Timeout)
+	}
+	if a.Concurrency > 0 {
+		cfg = cfg.WithConcurrency(a.Concurrency)
+	}
+	if a.MaxBody > 0 {
+		cfg = cfg.WithMaxBody(int64(a.MaxBody))
+	}
+	if a.BodyBudget > 0 {
+		cfg = cfg.WithBodyBudget(int64(a.BodyBudget))
+	}
+	if a.ReplyType != "" {
+		cfg = cfg.WithReplyType(a.ReplyType)
+	}
+	if a.ReplySource != "" {
+		cfg = cfg.WithReplySource(a.ReplySource)
+	}
+	if a.ReplyContentType != "" {
+		cfg = cfg.WithReplyContentType(a.ReplyContentType)
+	}
+	if a.Protocol != "" {
+		cfg = cfg.WithProtocol(events.Protocol(a.Protocol))
+	}
+	return cfg.WithMaxConnections(connectionCap(a.MaxConnections, stderr))
 }

@@ -1,29 +1,23 @@
 // Package hostcmd is Nebula's host program, nebula-host: the process a wasm
-// task's container runs instead of the module. The shim rewrites the task's
-// OCI spec so that the container's process is
+// or function task's container runs instead of its entrypoint. The shim
+// rewrites the task's OCI spec (oci.Rewrite) so that the container's
+// process is
 //
-//	/dev/.nebula/nebula-host [--cache DIR] [--memory-limit BYTES] [--hide PATH]... -- MODULE [ARGS...]
+//	/dev/.nebula/nebula-host [flags] -- MODULE [ARGS...]
 //
-// and nebula-host runs MODULE's `_start` with wazero (package wasmhost):
-// arguments MODULE ARGS..., the container's environment and working
-// directory, its own stdio, the container's file system minus the hidden
-// paths. It exits with the guest's exit code.
-//
-//   - --cache DIR: the module's compilation cache, filled by the shim with
-//     wasmhost.CompileToCache and mounted read-only. Optional; a missing or
-//     corrupt cache only costs a compile.
-//   - --memory-limit BYTES: per-instance memory limit (Ki, Mi, Gi, Ti suffixes).
-//   - --heap-limit BYTES: the host's own soft memory limit (Go's
-//     GOMEMLIMIT, which wins if set); --stdout-limit BYTES: what one
-//     invocation may write to stdout. The shim derives both, with the
-//     memory limit and the concurrency, from the container's memory limit
-//     (oci.PlanMemory).
-//   - --hide PATH: hidden from the guest, with everything under it
-//     (repeatable; default /dev/.nebula). The shim should mount the host
-//     binary and the cache under /dev/.nebula.
+// with the flags of package hostargs, the contract between the two: the
+// mode (run once, or serve events), the runtime (wasm, or in function mode
+// a process per event), the module's compilation cache, the memory plan,
+// the function-mode knobs. In run mode nebula-host runs MODULE's `_start`
+// with wazero (package wasmhost): arguments MODULE ARGS..., the
+// container's environment and working directory, its own stdio, the
+// container's file system minus the hidden paths (--hide, default
+// wasmhost.DefaultHiddenPath). It exits with the guest's exit code. In
+// function mode it serves CloudEvents on $PORT (package events).
 //
 // `nebula-host compile` is the shim's compile of a module at Create, in a
-// process of its own (see compile.go).
+// process of its own (see compile.go); `nebula-host supervise` is package
+// spawn's per-invocation supervisor.
 //
 // It runs as PID 1 of the container's pid namespace: it handles SIGTERM,
 // SIGINT, SIGHUP and SIGQUIT explicitly (PID 1 gets no default action for
@@ -41,12 +35,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"nebula.dev/nebula/oci"
+	"nebula.dev/nebula/abi"
+	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/wasmhost"
 )
 
@@ -82,7 +75,7 @@ func Main(args []string) int {
 	if code, ran := supervise(args); ran {
 		return code
 	}
-	if len(args) > 1 && args[1] == "compile" {
+	if len(args) > 1 && args[1] == hostargs.CompileSubcommand {
 		return compile(args[2:], os.Stdin, os.Stdout, os.Stderr)
 	}
 	// Signals first: as PID 1 of a pid namespace, the host gets no default
@@ -100,133 +93,114 @@ func Main(args []string) int {
 	return code
 }
 
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, ",") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
-
+// run is the host program proper: args are os.Args, rendered by
+// hostargs.Args.Argv after the program name.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
 	name := "nebula-host"
 	if len(args) > 0 {
 		name = filepath.Base(args[0])
 		args = args[1:]
 	}
-	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(stderr, "nebula: "+format+"\n", a...)
-		return code
-	}
-
-	flags := flag.NewFlagSet(name, flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	cacheDir := flags.String("cache", "", "read-only compilation cache `DIR` of the module (optional)")
-	memLimit := flags.String("memory-limit", "0", "memory limit per instance in `BYTES` (suffix Ki, Mi, Gi or Ti allowed; 0: 4 GiB)")
-	heapLimit := flags.String("heap-limit", "0", "the host's own soft memory limit in `BYTES` (GOMEMLIMIT, which wins; 0: none)")
-	stdoutLimit := flags.String("stdout-limit", strconv.Itoa(wasmhost.DefaultStdoutLimit), "what one invocation may write to stdout, in `BYTES` (function mode)")
-	mode := flags.String("mode", "run", "`run` the module once, or serve events as a `function`")
-	runtime := flags.String("runtime", "wasm", "what runs the guest: `wasm`, or (function mode) `process`")
-	var fn functionFlags
-	fn.register(flags)
-	var hide stringList
-	flags.Var(&hide, "hide", "hide `PATH` and everything under it from the guest (repeatable; default "+wasmhost.DefaultHiddenPath+")")
-	flags.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s [flags] -- MODULE [ARGS...]\n", name)
-		flags.PrintDefaults()
-	}
-	if err := flags.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	a, err := hostargs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		hostargs.Usage(stderr, name)
+		return 0
+	} else if err != nil {
+		fmt.Fprintf(stderr, "nebula: %v\n", err)
+		hostargs.Usage(stderr, name)
 		return ExitUsage
 	}
-	if flags.NArg() == 0 {
-		flags.Usage()
-		return ExitUsage
-	}
-	limit, err := oci.ParseSize(*memLimit)
-	if err != nil {
-		return fail(ExitUsage, "--memory-limit %q: %v", *memLimit, err)
-	}
-	heap, err := oci.ParseSize(*heapLimit)
-	if err != nil {
-		return fail(ExitUsage, "--heap-limit %q: %v", *heapLimit, err)
-	}
-	outLimit, err := oci.ParseSize(*stdoutLimit)
-	if err != nil || outLimit > 1<<62 {
-		return fail(ExitUsage, "--stdout-limit %q: want bytes", *stdoutLimit)
-	}
-	setHeapLimit(heap)
-	if len(hide) == 0 {
-		hide = stringList{wasmhost.DefaultHiddenPath}
-	}
-	module, guestArgs := flags.Arg(0), flags.Args()
+	setHeapLimit(a.HeapLimit)
 	// As PID 1, reap orphans; with a process per event, without taking
 	// the exit statuses of the invocations' supervisors.
 	if os.Getpid() == 1 {
-		stop := reapOrphansOf(*runtime)
+		stop := reapOrphansOf(a.Runtime)
 		defer stop()
 	}
-	switch {
-	case *mode == "function" && *runtime == "process":
-		return serveFunction(&fn, spawnInvoker(guestArgs), nil, stderr, sigs)
-	case *mode != "run" && *mode != "function":
-		return fail(ExitUsage, "--mode %q: want run or function", *mode)
-	case *runtime != "wasm":
-		return fail(ExitUsage, "--runtime %q: want wasm (or process in function mode)", *runtime)
-	}
-
-	wasm, err := os.ReadFile(module)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fail(ExitNotFound, "%s: no such file", module)
-	} else if err != nil {
-		return fail(ExitCannotRun, "%v", err)
+	if a.Runtime == abi.RuntimeProcess {
+		return serveFunction(a, spawnInvoker(a.Command), nil, stderr, sigs)
 	}
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	cfg := wasmhost.NewConfig().WithMemoryLimit(limit).WithStdoutLimit(int64(outLimit))
-	if *cacheDir != "" {
-		cfg = cfg.WithCacheDir(*cacheDir)
-		// While the task runs, the shim does not evict its cache entry.
-		if release, err := wasmhost.HoldCacheEntry(*cacheDir); err == nil {
-			defer release()
-		}
+	mod, release, code := loadModule(ctx, a, stderr)
+	if mod == nil {
+		return code
 	}
-	host, err := wasmhost.New(ctx, cfg)
-	if err != nil {
-		return fail(ExitHostError, "%v", err)
-	}
-	// No host.Close: the process exits, and a guest that outlives a stop
-	// signal (blocked reading stdin) must not be waited for.
-	mod, err := host.Compile(ctx, wasm)
-	if err != nil {
-		return fail(ExitCannotRun, "%s: %v", module, err)
+	defer release()
+	hide := a.Hide
+	if len(hide) == 0 {
+		hide = []string{wasmhost.DefaultHiddenPath}
 	}
 	root, err := wasmhost.NewGuestFS("/", hide...)
 	if err != nil {
-		return fail(ExitHostError, "%v", err)
+		return fail(stderr, ExitHostError, "%v", err)
 	}
 	wd, err := os.Getwd()
 	if err != nil {
 		wd = "/"
 	}
-	if *mode == "function" {
-		inv := wasmhost.NewInvoker(mod, wasmhost.RunConfig{Args: guestArgs, Env: os.Environ(), Dir: wd, FS: root})
-		return serveFunction(&fn, inv, mod, stderr, sigs)
+	rc := wasmhost.RunConfig{Args: a.Command, Env: os.Environ(), Dir: wd, FS: root}
+	if a.Mode == hostargs.ModeFunction {
+		return serveFunction(a, wasmhost.NewInvoker(mod, rc), mod, stderr, sigs)
 	}
+	rc.Stdin, rc.Stdout, rc.Stderr = stdin, stdout, stderr
+	return runOnce(ctx, cancel, mod, rc, sigs)
+}
 
+// fail reports a failure of the host itself on stderr and returns code.
+func fail(stderr io.Writer, code int, format string, a ...any) int {
+	fmt.Fprintf(stderr, "nebula: "+format+"\n", a...)
+	return code
+}
+
+// loadModule reads the module, a.Command[0], and compiles it (a cache hit
+// only loads it). release, to be called when the host is done with the
+// module, lets the shim evict its cache entry again. A nil module comes
+// with the exit code, the failure reported on stderr.
+func loadModule(ctx context.Context, a hostargs.Args, stderr io.Writer) (mod *wasmhost.Module, release func(), code int) {
+	path := a.Command[0]
+	wasm, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fail(stderr, ExitNotFound, "%s: no such file", path)
+	} else if err != nil {
+		return nil, nil, fail(stderr, ExitCannotRun, "%v", err)
+	}
+	cfg := wasmhost.NewConfig().WithMemoryLimit(a.MemoryLimit)
+	if a.StdoutLimit > 0 {
+		cfg = cfg.WithStdoutLimit(int64(a.StdoutLimit))
+	}
+	release = func() {}
+	if a.CacheDir != "" {
+		cfg = cfg.WithCacheDir(a.CacheDir)
+		// While the task runs, the shim does not evict its cache entry.
+		if r, err := wasmhost.HoldCacheEntry(a.CacheDir); err == nil {
+			release = r
+		}
+	}
+	host, err := wasmhost.New(ctx, cfg)
+	if err != nil {
+		release()
+		return nil, nil, fail(stderr, ExitHostError, "%v", err)
+	}
+	// No host.Close: the process exits, and a guest that outlives a stop
+	// signal (blocked reading stdin) must not be waited for.
+	if mod, err = host.Compile(ctx, wasm); err != nil {
+		release()
+		return nil, nil, fail(stderr, ExitCannotRun, "%s: %v", path, err)
+	}
+	return mod, release, 0
+}
+
+// runOnce runs mod's `_start` to its end and returns the guest's exit
+// code; on a stop signal it cancels the guest (ctx's cancel) and returns
+// 128+signal once the guest stopped or StopGrace passed.
+func runOnce(ctx context.Context, cancel context.CancelCauseFunc, mod *wasmhost.Module, rc wasmhost.RunConfig, sigs <-chan os.Signal) int {
 	done := make(chan int, 1)
 	go func() {
-		code, err := mod.Run(ctx, wasmhost.RunConfig{
-			Args:   guestArgs,
-			Env:    os.Environ(),
-			Dir:    wd,
-			Stdin:  stdin,
-			Stdout: stdout,
-			Stderr: stderr,
-			FS:     root,
-		})
+		code, err := mod.Run(ctx, rc)
 		if err != nil {
-			code = fail(ExitHostError, "%s: %v", module, err)
+			code = fail(rc.Stderr, ExitHostError, "%s: %v", rc.Args[0], err)
 		}
 		done <- code
 	}()

@@ -1,6 +1,9 @@
 package hostcmd
 
-import "nebula.dev/nebula/spawn"
+import (
+	"nebula.dev/nebula/abi"
+	"nebula.dev/nebula/spawn"
+)
 
 // supervise runs the per-invocation supervisor of the process runtime when
 // args (os.Args) are `nebula-host supervise`: spawn re-executes the host
@@ -22,7 +25,7 @@ func supervisedConfig(cfg spawn.Config) spawn.Config {
 // reapOrphansOf starts the orphan reaper fitting the runtime: with a
 // process per event, one that leaves the invocations' supervisors to spawn.
 func reapOrphansOf(runtime string) (stop func()) {
-	if runtime == "process" {
+	if runtime == abi.RuntimeProcess {
 		return spawn.ReapOrphans()
 	}
 	return reapOrphans()
