@@ -51,9 +51,12 @@ metrics endpoint every --interval for the host's resident memory, open file
 descriptors and goroutines.
 
 It fails (exit status 1) if any event was not answered 2xx, or if a
-resource drifted by more than --max-drift percent after warm-up: the median
-of the last quarter of the samples against the median of the first quarter
-of the samples taken after the first --warmup fraction of the events.`,
+resource drifted by more than --max-drift percent after warm-up: the lowest
+value of the last quarter of the samples (the last taken once the load has
+stopped) against the lowest of the first quarter of the samples taken after
+the first --warmup fraction of the events. The lowest, because each gauge
+also counts the requests in flight when it is read: a leak raises the
+floor, a busy moment does not.`,
 		Example: `  nebula soak http://127.0.0.1:8080/ --metrics http://127.0.0.1:9464/metrics --count 1000000 --concurrency 4`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -293,9 +296,9 @@ func scrapeResources(ctx context.Context, client *http.Client, url string) (map[
 // drift is how much a resource grew after warm-up.
 type drift struct{ from, to, percent float64 }
 
-// soakDrift compares, for each resource, the median of the last quarter of
-// the samples taken after warmup events with the median of the first
-// quarter of them.
+// soakDrift compares, for each resource, the lowest value of the last
+// quarter of the samples taken after warmup events with the lowest of the
+// first quarter of them (see newSoakCommand).
 func soakDrift(samples []soakSample, warmup int64) (map[string]drift, error) {
 	var after []soakSample
 	for _, s := range samples {
@@ -309,15 +312,14 @@ func soakDrift(samples []soakSample, warmup int64) (map[string]drift, error) {
 	q := len(after) / 4
 	out := map[string]drift{}
 	for _, r := range soakResources {
-		median := func(ss []soakSample) float64 {
-			v := make([]float64, len(ss))
-			for i, s := range ss {
-				v[i] = s.values[r.label]
+		floor := func(ss []soakSample) float64 {
+			v := ss[0].values[r.label]
+			for _, s := range ss[1:] {
+				v = min(v, s.values[r.label])
 			}
-			slices.Sort(v)
-			return v[len(v)/2]
+			return v
 		}
-		from, to := median(after[:q]), median(after[len(after)-q:])
+		from, to := floor(after[:q]), floor(after[len(after)-q:])
 		d := drift{from: from, to: to}
 		if from > 0 {
 			d.percent = (to - from) / from * 100
