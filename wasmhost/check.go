@@ -232,7 +232,7 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 		if id == 4 {
 			info.tableSection.start, info.tableSection.end = start, r.off
 		}
-		if err := checkVectorCount(id, *body); err != nil {
+		if err := checkCounts(id, *body); err != nil {
 			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x: %v", ErrInvalid, id, name, start, err)
 		}
 		if err := info.parseSection(id, body); err != nil {
@@ -246,28 +246,6 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 		}
 	}
 	return info, nil
-}
-
-// vectorSections are the ids of the sections whose contents are a vector.
-var vectorSections = [...]bool{1: true, 2: true, 3: true, 4: true, 5: true, 6: true, 7: true, 9: true, 10: true, 11: true}
-
-// checkVectorCount requires a vector section to declare no more entries
-// than it has bytes left, each entry taking one byte at least. wazero's
-// decoder allocates the entries a section declares before it reads them:
-// a few bytes claiming 2^32 entries would have it allocate hundreds of
-// gigabytes, and the process die of it.
-func checkVectorCount(id byte, body reader) error {
-	if int(id) >= len(vectorSections) || !vectorSections[id] {
-		return nil
-	}
-	n, err := body.u32()
-	if err != nil {
-		return nil // reported by the section's parser or left to wazero
-	}
-	if remain := len(body.b) - body.off; uint64(n) > uint64(remain) {
-		return fmt.Errorf("it declares %d entries in %d bytes", n, remain)
-	}
-	return nil
 }
 
 // guessFormat names a few formats people mistake for a module.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,6 +36,18 @@ const (
 // seeds' larger modules are compiled by the other tests.
 const fuzzCompileMax = 256 << 10
 
+// fuzzSeedMax is the largest built module seeded when fuzzing rather than
+// running the seed corpus: mutating the 3 MB Go modules (probe.wasm,
+// escape.wasm) costs a parse of megabytes per run, and minimizing each
+// input they yield takes the fuzzer minutes. go test runs them as seeds.
+const fuzzSeedMax = 64 << 10
+
+// fuzzing reports whether go test runs with -fuzz.
+func fuzzing() bool {
+	f := flag.Lookup("test.fuzz")
+	return f != nil && f.Value.String() != ""
+}
+
 // addModuleSeeds adds the modules the tests use to f's seed corpus: the
 // built functions, the hostile modules at sizes a run can afford, and
 // modules with tables.
@@ -47,6 +60,9 @@ func addModuleSeeds(f *testing.F) {
 		b, err := os.ReadFile(filepath.Join(fnDir, name))
 		if err != nil {
 			f.Fatal(err)
+		}
+		if fuzzing() && len(b) > fuzzSeedMax {
+			continue
 		}
 		f.Add(b)
 	}
