@@ -59,10 +59,12 @@ const (
 )
 
 // Check reports whether Host.Compile with cfg would accept wasm, without
-// compiling it to native code: the shim calls it at task Create to reject a
-// bad module before the container starts. It returns nil or an error
-// wrapping one of ErrNotWasm, ErrTruncated, ErrInvalid, ErrNoStart,
-// ErrUnsupportedImport or ErrMemoryMinimum.
+// compiling it to native code: `nebula-host compile` calls it when it has
+// no cache directory to fill (otherwise it calls CompileToCache, which
+// validates as it compiles; the shim itself runs only Preflight). It
+// returns nil or an error wrapping one of ErrNotWasm, ErrTruncated,
+// ErrInvalid, ErrNoStart, ErrUnsupportedImport, ErrMemoryMinimum or
+// ErrTooLarge.
 //
 // Check first parses the module's header, imports, exports and memory itself
 // (microseconds, precise messages), then has wazero decode and validate
@@ -84,8 +86,9 @@ func Check(ctx context.Context, wasm []byte, cfg Config) error {
 }
 
 // Preflight makes the checks of Check that need no compiling: the header,
-// imports, `_start`, the memory minimum and the structural limits
-// (MaxFunctions, MaxFunctionBodySize, MaxLocals, MaxNesting). It is one
+// imports, `_start`, the memory minimum, the structural limits
+// (MaxFunctions, MaxFunctionBodySize, MaxLocals, MaxNesting) and the length
+// of every vector wazero allocates before decoding it. It is one
 // pass over the module's bytes, cheap enough for the shim to run in its own
 // process before it hands the module to a bounded compile.
 func Preflight(wasm []byte, cfg Config) error {
