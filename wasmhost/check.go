@@ -183,6 +183,11 @@ var sectionNames = [...]string{
 	"export", "start", "element", "code", "data", "data count",
 }
 
+// sectionOrder is the place of each section id in a module: every section
+// but custom ones appears at most once, in this order (data count between
+// element and code).
+var sectionOrder = [...]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 8, 9: 9, 12: 10, 10: 11, 11: 12}
+
 var wasmMagic = []byte{0, 'a', 's', 'm'}
 
 // parseModule decodes the parts of wasm that preflight checks.
@@ -210,6 +215,7 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 
 	info := &moduleInfo{exports: map[string]exportEntry{}}
 	r := &reader{b: wasm, off: 8}
+	last := 0 // sectionOrder of the last non-custom section
 	for r.off < len(r.b) {
 		start := r.off
 		id, err := r.byte()
@@ -226,6 +232,13 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 			return nil, fmt.Errorf("%w: unknown section id %d at offset %#x", ErrInvalid, id, start)
 		}
 		name := sectionNames[id]
+		if id != 0 {
+			if sectionOrder[id] <= last {
+				return nil, fmt.Errorf("%w: section %d (%s) at offset %#x is repeated or out of order",
+					ErrInvalid, id, name, start)
+			}
+			last = sectionOrder[id]
+		}
 		if remain := len(r.b) - r.off; uint64(size) > uint64(remain) {
 			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x declares %d bytes but only %d remain",
 				ErrTruncated, id, name, start, size, remain)

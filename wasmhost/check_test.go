@@ -206,7 +206,7 @@ func TestVectorCounts(t *testing.T) {
 		{"element", append([]byte("\x00asm\x01\x00\x00\x00\x09\x05"), huge...)},
 		// Vectors inside sections preflight otherwise leaves to wazero.
 		{"data segment bytes", append(append([]byte{}, valid...), append([]byte{11, 7, 1, 1}, huge...)...)},
-		{"element segment functions", append(append([]byte{}, valid...), append([]byte{9, 8, 1, 1, 0}, huge...)...)},
+		{"element segment functions", append([]byte("\x00asm\x01\x00\x00\x00\x09\x08\x01\x01\x00"), huge...)},
 		{"custom section name", append(append([]byte{}, valid...), append([]byte{0, 5}, huge...)...)},
 		{"function names", append(append([]byte{}, valid...), append([]byte{0, 12, 4, 'n', 'a', 'm', 'e', 1, 5}, huge...)...)},
 		{"local names", append(append([]byte{}, valid...), append([]byte{0, 12, 4, 'n', 'a', 'm', 'e', 2, 5}, huge...)...)},
