@@ -1,7 +1,9 @@
 // Package deploy holds Nebula's deployment files, no Go code: the containerd
-// CRI drop-in (containerd/), the Kubernetes RuntimeClass and node installer
-// (kubernetes/, installer/), Knative examples (knative/), the Prometheus
-// scrape config (prometheus/) and a Grafana dashboard (grafana/).
+// CRI drop-in (containerd/), the Kubernetes RuntimeClass and the node
+// installer's DaemonSet (kubernetes/), the script that builds the
+// installer's image (installer/build.sh; the program is
+// cmd/nebula-installer), Knative examples (knative/), the Prometheus scrape
+// config (prometheus/) and a Grafana dashboard (grafana/).
 //
 // deploy_test.go decodes every manifest strictly into the Kubernetes API
 // types (Knative and Prometheus Operator objects into local mirrors of

@@ -270,8 +270,8 @@ func validExtName(s string) bool {
 	return true
 }
 
-// parseStructured reads a structured-mode event in the JSON format
-// (json-format.md) with the rules of the format itself rather than sdk-go's
+// parseStructured reads a structured-mode event in the CloudEvents JSON
+// Event Format with the rules of the format itself rather than sdk-go's
 // (which lower-cases member names, truncates 1.5 to 1 and takes
 // data_base64 over data):
 //

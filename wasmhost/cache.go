@@ -49,7 +49,7 @@ var ErrCache = errors.New("module cache unusable")
 // or the context's error.
 //
 // Entries are native code that the host loads and runs: dir must be
-// writable by the shim only (see doc.go).
+// writable by the shim only (see docs/rationale.md).
 func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (hit bool, dur time.Duration, err error) {
 	start := time.Now()
 	if _, err = preflight(wasm, toConfig(cfg)); err != nil {
@@ -380,7 +380,7 @@ func writeManifest(dir string, entries []string) error {
 // verifyCache reports whether dir holds a manifest whose entries all exist
 // with the recorded SHA-256, and no other entry, and if not why. wazero checks only a CRC of
 // the native code it loads: a corrupt header or function offset table is
-// loaded as is (see doc.go), hence a checksum of whole files.
+// loaded as is (see docs/rationale.md), hence a checksum of whole files.
 func verifyCache(dir string) (ok bool, detail string) {
 	f, err := os.Open(filepath.Join(dir, ManifestName))
 	if errors.Is(err, fs.ErrNotExist) {

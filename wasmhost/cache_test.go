@@ -170,7 +170,7 @@ func flipByte(tb testing.TB, name string, off int) {
 }
 
 // TestWazeroCacheFacts pins down what wazero itself does with a corrupt
-// file cache entry, which is why wasmhost verifies entries (doc.go).
+// file cache entry, which is why wasmhost verifies entries (docs/rationale.md).
 func TestWazeroCacheFacts(t *testing.T) {
 	ctx := context.Background()
 	hello := wasmFile(t, functions.Hello)

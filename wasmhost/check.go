@@ -59,10 +59,12 @@ const (
 )
 
 // Check reports whether Host.Compile with cfg would accept wasm, without
-// compiling it to native code: the shim calls it at task Create to reject a
-// bad module before the container starts. It returns nil or an error
-// wrapping one of ErrNotWasm, ErrTruncated, ErrInvalid, ErrNoStart,
-// ErrUnsupportedImport or ErrMemoryMinimum.
+// compiling it to native code: `nebula-host compile` calls it when it has
+// no cache directory to fill (otherwise it calls CompileToCache, which
+// validates as it compiles; the shim itself runs only Preflight). It
+// returns nil or an error wrapping one of ErrNotWasm, ErrTruncated,
+// ErrInvalid, ErrNoStart, ErrUnsupportedImport, ErrMemoryMinimum or
+// ErrTooLarge.
 //
 // Check first parses the module's header, imports, exports and memory itself
 // (microseconds, precise messages), then has wazero decode and validate
@@ -84,8 +86,9 @@ func Check(ctx context.Context, wasm []byte, cfg Config) error {
 }
 
 // Preflight makes the checks of Check that need no compiling: the header,
-// imports, `_start`, the memory minimum and the structural limits
-// (MaxFunctions, MaxFunctionBodySize, MaxLocals, MaxNesting). It is one
+// imports, `_start`, the memory minimum, the structural limits
+// (MaxFunctions, MaxFunctionBodySize, MaxLocals, MaxNesting) and the length
+// of every vector wazero allocates before decoding it. It is one
 // pass over the module's bytes, cheap enough for the shim to run in its own
 // process before it hands the module to a bounded compile.
 func Preflight(wasm []byte, cfg Config) error {
@@ -180,6 +183,11 @@ var sectionNames = [...]string{
 	"export", "start", "element", "code", "data", "data count",
 }
 
+// sectionOrder is the place of each section id in a module: every section
+// but custom ones appears at most once, in this order (data count between
+// element and code).
+var sectionOrder = [...]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 8, 9: 9, 12: 10, 10: 11, 11: 12}
+
 var wasmMagic = []byte{0, 'a', 's', 'm'}
 
 // parseModule decodes the parts of wasm that preflight checks.
@@ -207,6 +215,7 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 
 	info := &moduleInfo{exports: map[string]exportEntry{}}
 	r := &reader{b: wasm, off: 8}
+	last := 0 // sectionOrder of the last non-custom section
 	for r.off < len(r.b) {
 		start := r.off
 		id, err := r.byte()
@@ -223,6 +232,13 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 			return nil, fmt.Errorf("%w: unknown section id %d at offset %#x", ErrInvalid, id, start)
 		}
 		name := sectionNames[id]
+		if id != 0 {
+			if sectionOrder[id] <= last {
+				return nil, fmt.Errorf("%w: section %d (%s) at offset %#x is repeated or out of order",
+					ErrInvalid, id, name, start)
+			}
+			last = sectionOrder[id]
+		}
 		if remain := len(r.b) - r.off; uint64(size) > uint64(remain) {
 			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x declares %d bytes but only %d remain",
 				ErrTruncated, id, name, start, size, remain)
@@ -231,6 +247,9 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 		r.off += int(size)
 		if id == 4 {
 			info.tableSection.start, info.tableSection.end = start, r.off
+		}
+		if err := checkCounts(id, *body); err != nil {
+			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x: %v", ErrInvalid, id, name, start, err)
 		}
 		if err := info.parseSection(id, body); err != nil {
 			if errors.Is(err, ErrTooLarge) {

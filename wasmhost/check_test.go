@@ -184,3 +184,48 @@ func TestLimitsOfRealModules(t *testing.T) {
 		}
 	}
 }
+
+// TestVectorCounts: a section declaring more entries than it has bytes is
+// refused by preflight, so wazero's decoder, which allocates every entry a
+// section declares before reading one, never sees it: Check returns
+// ErrInvalid instead of the process dying of an allocation of hundreds of
+// gigabytes. Each case is a valid command with one section appended, or a
+// header and one section.
+func TestVectorCounts(t *testing.T) {
+	ctx := context.Background()
+	huge := []byte{0xff, 0xff, 0xff, 0xff, 0x0f} // 2^32-1
+	valid := functions.BigFunction(8)
+	for _, tc := range []struct {
+		name string
+		wasm []byte
+	}{
+		// Sections preflight otherwise leaves to wazero.
+		{"data", append(append([]byte{}, valid...), append([]byte{11, 5}, huge...)...)},
+		{"data, one more than its bytes", append(append([]byte{}, valid...), 11, 2, 2, 0)},
+		{"global", append([]byte("\x00asm\x01\x00\x00\x00\x06\x05"), huge...)},
+		{"element", append([]byte("\x00asm\x01\x00\x00\x00\x09\x05"), huge...)},
+		// Vectors inside sections preflight otherwise leaves to wazero.
+		{"data segment bytes", append(append([]byte{}, valid...), append([]byte{11, 7, 1, 1}, huge...)...)},
+		{"element segment functions", append([]byte("\x00asm\x01\x00\x00\x00\x09\x08\x01\x01\x00"), huge...)},
+		{"custom section name", append(append([]byte{}, valid...), append([]byte{0, 5}, huge...)...)},
+		{"function names", append(append([]byte{}, valid...), append([]byte{0, 12, 4, 'n', 'a', 'm', 'e', 1, 5}, huge...)...)},
+		{"local names", append(append([]byte{}, valid...), append([]byte{0, 12, 4, 'n', 'a', 'm', 'e', 2, 5}, huge...)...)},
+		{"local names of a function", append(append([]byte{}, valid...), append([]byte{0, 14, 4, 'n', 'a', 'm', 'e', 2, 7, 1, 0}, huge...)...)},
+		// Sections preflight parses.
+		{"type", append([]byte("\x00asm\x01\x00\x00\x00\x01\x05"), huge...)},
+		{"code", append([]byte("\x00asm\x01\x00\x00\x00\x0a\x05"), huge...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := preflight(tc.wasm, toConfig(nil))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "entries in") {
+				t.Fatalf("preflight: %v; want ErrInvalid naming the count", err)
+			}
+			if err := Check(ctx, tc.wasm, nil); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Check: %v; want ErrInvalid", err)
+			}
+		})
+	}
+	if err := Check(ctx, append(append([]byte{}, valid...), 11, 1, 0), nil); err != nil {
+		t.Fatalf("a command with an empty data section: %v", err)
+	}
+}

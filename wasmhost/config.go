@@ -32,7 +32,7 @@ type Config interface {
 	// read-only: Compile then only reads it. Entries are verified against a
 	// checksum file written by CompileToCache; a missing, stale or corrupt
 	// entry makes Compile compile the module instead (Module.CacheHit
-	// reports false), never fail. See CompileToCache and doc.go for why.
+	// reports false), never fail. See CompileToCache and docs/rationale.md.
 	WithCacheDir(dir string) Config
 
 	// WithMemoryLimit caps the linear memory of each instance at limit

@@ -46,7 +46,7 @@ const DefaultHiddenPath = "/dev/.nebula"
 // Paths resolve with openat2(2) and RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS
 // below a descriptor of the root, so neither ".." nor a symbolic link
 // (absolute or relative) leads out of the root, whatever directory is the
-// root. See doc.go for the reasons.
+// root. See docs/rationale.md for the reasons.
 //
 // # Notes
 //

@@ -13,7 +13,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
-// wazeroRelease is the wazero version go.mod requires. See doc.go for why.
+// wazeroRelease is the wazero version go.mod requires. See docs/rationale.md for why.
 const wazeroRelease = "v1.11.0"
 
 // startFunction is the entry point of a WASI command.
@@ -146,7 +146,7 @@ func (m *Module) compile(ctx context.Context, wasm []byte, cacheDir string) (err
 func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runtime, cc wazero.CompilationCache, cm wazero.CompiledModule, err error) {
 	// The memory limit is enforced by linearMemory, not by
 	// WithMemoryLimitPages: wazero refuses to grow past its limit before
-	// asking the allocator, which leaves no trace. See doc.go.
+	// asking the allocator, which leaves no trace (docs/rationale.md).
 	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
 	if cacheDir != "" {
 		if cc, err = wazero.NewCompilationCacheWithDir(cacheDir); err != nil {

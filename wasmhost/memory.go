@@ -25,7 +25,7 @@ import (
 // residentMax bytes. Otherwise Free unmaps.
 //
 // wazero's refusal to grow past WithMemoryLimitPages leaves no trace, so
-// the limit is enforced here instead, and recorded (see doc.go).
+// the limit is enforced here instead, and recorded (see docs/rationale.md).
 type linearMemory struct {
 	limit   uint64 // bytes
 	refused bool

@@ -96,3 +96,22 @@ func TestTableGrowthBounded(t *testing.T) {
 		t.Fatalf("the next invocation: %q, %v", resp.Stdout, err)
 	}
 }
+
+// TestBoundTablesOneSection: a module with two table sections is refused,
+// as wazero refuses it; before, parseModule took both sections' tables and
+// boundTables wrote them all into the second, leaving the first as it was.
+func TestBoundTablesOneSection(t *testing.T) {
+	one := moduleWithTables([]table{{0x70, limits{min: 1}}})
+	tables := one[8 : len(one)-5] // the table section
+	two := append(append(append([]byte{}, one[:8]...), tables...), one[8:]...)
+	if _, err := parseModule(one); err != nil {
+		t.Fatal(err)
+	}
+	_, err := parseModule(two)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "section 4 (table) at offset 0xe is repeated or out of order") {
+		t.Fatalf("two table sections: %v; want ErrInvalid naming the second", err)
+	}
+	if interpreterCompile(two) == nil {
+		t.Fatal("wazero compiles a module with two table sections")
+	}
+}

@@ -1,7 +1,7 @@
 #!/bin/sh
 # build.sh OUT.tar [NAME:TAG]: build the node installer's image with
 # `nebula build` (default name localhost/nebula/installer:v1), holding
-#   /nebula-installer                          the entrypoint (deploy/installer)
+#   /nebula-installer                          the entrypoint (cmd/nebula-installer)
 #   /opt/nebula/bin/containerd-shim-nebula-v1  the shim
 #   /opt/nebula/bin/nebula-host                the host program the shim mounts
 #   /opt/nebula/nebula.toml                    deploy/containerd/nebula.toml
@@ -22,7 +22,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$root"
 CGO_ENABLED=0 go build -trimpath -o "$tmp/" ./cmd/containerd-shim-nebula-v1 ./cmd/nebula-host ./cmd/nebula
-CGO_ENABLED=0 go build -trimpath -o "$tmp/nebula-installer" ./deploy/installer
+CGO_ENABLED=0 go build -trimpath -o "$tmp/nebula-installer" ./cmd/nebula-installer
 "$tmp/nebula" build "$tmp/nebula-installer" -t "$tag" -o "$out" \
 	--add "$tmp/containerd-shim-nebula-v1:/opt/nebula/bin/" \
 	--add "$tmp/nebula-host:/opt/nebula/bin/" \

@@ -374,7 +374,8 @@ func containsPlatform(ps []v1.Platform, p v1.Platform) bool {
 }
 
 // configPlatform is the os/architecture written in the image config. For a
-// WebAssembly image see "Platforms" in doc.go.
+// WebAssembly image see docs/rationale.md, "A WebAssembly image lists
+// Linux platforms and says linux in its config".
 func configPlatform(in input, platforms []v1.Platform) v1.Platform {
 	if in.kind == KindNative {
 		return in.platform

@@ -49,7 +49,7 @@ func newNode(t *testing.T) *node {
 
 // readSnippet is the drop-in the installer's image ships.
 func readSnippet(t *testing.T) string {
-	b, err := os.ReadFile("../containerd/nebula.toml")
+	b, err := os.ReadFile("../../deploy/containerd/nebula.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
