@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	nboci "nebula.dev/nebula/oci"
 )
 
 // Config is a study: where containerd is, what to run, where to write.
@@ -154,7 +157,7 @@ func checkWasmFile(path string) error {
 	}
 	defer f.Close()
 	magic := make([]byte, 4)
-	if _, err := io.ReadFull(f, magic); err != nil || string(magic) != "\x00asm" {
+	if _, err := io.ReadFull(f, magic); err != nil || !bytes.Equal(magic, nboci.WasmMagic) {
 		return fmt.Errorf("%s is not a WebAssembly module (no \\0asm header)", path)
 	}
 	return nil

@@ -27,6 +27,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
+	"nebula.dev/nebula/events"
+	nboci "nebula.dev/nebula/oci"
 	nbimage "nebula.dev/nebula/oci/image"
 )
 
@@ -356,7 +358,7 @@ func (s *study) containerCall(ctx context.Context, c *Cell, id string, rec *Reco
 	im := s.images[c.image()]
 	specOpts := []oci.SpecOpts{oci.WithImageConfig(im.img), oci.WithEnv(ceEnv(c.Function, id))}
 	if c.Runtime.Shim == NebulaShim {
-		specOpts = append(specOpts, oci.WithAnnotations(map[string]string{"nebula.dev/mode": "run"}))
+		specOpts = append(specOpts, oci.WithAnnotations(map[string]string{nboci.AnnotationPrefix + "mode": "run"}))
 	}
 	var stdout, stderr tailBuffer
 	stdout.max, stderr.max = 1<<20, 8<<10
@@ -492,8 +494,8 @@ func (s *study) startTask(ctx context.Context, c *Cell, id string, port int, mis
 		oci.WithImageConfig(im.img),
 		oci.WithEnv([]string{"PORT=" + strconv.Itoa(port), "K_SERVICE=" + id}),
 		oci.WithAnnotations(map[string]string{
-			"nebula.dev/mode":         "function",
-			"nebula.dev/metrics-port": strconv.Itoa(port + 1),
+			nboci.AnnotationPrefix + "mode":         "function",
+			nboci.AnnotationPrefix + "metrics-port": strconv.Itoa(port + 1),
 		}),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.netns.path}),
 	}
@@ -672,9 +674,9 @@ func (t *fnTask) invoke(ctx context.Context, f *Function, id string, rec *Record
 	}
 	v := &rec.Values
 	v[PhaseQueue] = timing["queue"]
-	v[PhaseStartup] = timing["start"]
-	v[PhaseExec] = timing["exec"]
-	v[PhaseServer] = timing["total"]
+	v[PhaseStartup] = timing[events.TimingStart]
+	v[PhaseExec] = timing[events.TimingExec]
+	v[PhaseServer] = timing[events.TimingTotal]
 	v[PhaseTotal] = total.Seconds()
 	return nil
 }
@@ -682,22 +684,15 @@ func (t *fnTask) invoke(ctx context.Context, f *Function, id string, rec *Record
 // parseServerTiming returns the durations of a Server-Timing header in
 // seconds by metric name, requiring queue, start, exec and total.
 func parseServerTiming(h string) (map[string]float64, error) {
-	out := map[string]float64{}
-	for m := range strings.SplitSeq(h, ",") {
-		params := strings.Split(m, ";")
-		name := strings.TrimSpace(params[0])
-		for _, p := range params[1:] {
-			k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
-			if strings.EqualFold(k, "dur") {
-				ms, err := strconv.ParseFloat(strings.Trim(v, `"`), 64)
-				if err != nil || ms < 0 {
-					return nil, fmt.Errorf("Server-Timing %q: bad dur of %s", h, name)
-				}
-				out[name] = ms / 1e3
-			}
-		}
+	metrics, err := events.ParseServerTiming(h)
+	if err != nil {
+		return nil, err
 	}
-	for _, want := range []string{"queue", "start", "exec", "total"} {
+	out := map[string]float64{}
+	for _, m := range metrics {
+		out[m.Name] = m.Millis / 1e3
+	}
+	for _, want := range []string{events.TimingQueue, events.TimingStart, events.TimingExec, events.TimingTotal} {
 		if _, ok := out[want]; !ok {
 			return nil, fmt.Errorf("Server-Timing %q: no %s;dur", h, want)
 		}
@@ -769,7 +764,7 @@ func (s *study) removeVariant(digest string) {
 // random bytes) to a WebAssembly module. Custom sections do not change
 // what a module does; they do change its digest.
 func moduleVariant(wasm []byte) ([]byte, error) {
-	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
+	if len(wasm) < 8 || !bytes.HasPrefix(wasm, nboci.WasmMagic) {
 		return nil, errors.New("not a WebAssembly module")
 	}
 	name := "nebula-bench-variant"

@@ -321,13 +321,13 @@ func (c *call) serverTiming() string {
 
 // appendServerTiming appends the W3C Server-Timing value of c, in ms.
 func (c *call) appendServerTiming(b []byte) []byte {
-	b = append(b, "queue;dur="...)
+	b = append(b, TimingQueue+";dur="...)
 	b = appendMillis(b, c.queue)
-	b = append(b, ", start;dur="...)
+	b = append(b, ", "+TimingStart+";dur="...)
 	b = appendMillis(b, c.start)
-	b = append(b, ", exec;dur="...)
+	b = append(b, ", "+TimingExec+";dur="...)
 	b = appendMillis(b, c.exec)
-	b = append(b, ", total;dur="...)
+	b = append(b, ", "+TimingTotal+";dur="...)
 	return appendMillis(b, time.Since(c.t0))
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -29,6 +28,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"nebula.dev/nebula/bench"
 	"nebula.dev/nebula/events"
 )
 
@@ -651,33 +651,13 @@ func replyAttributes(ev *event.Event) [][2]string {
 }
 
 // phase is one metric of a Server-Timing header.
-type phase struct {
-	name string
-	ms   float64
-}
+type phase = events.ServerTimingMetric
 
-// parseServerTiming returns the metrics of a W3C Server-Timing value in
-// order, each with its dur (0 when absent or unparsable).
+// parseServerTiming returns the metrics of a Server-Timing value in order;
+// one whose dur does not parse shows as 0.
 func parseServerTiming(h string) []phase {
-	var phases []phase
-	for m := range strings.SplitSeq(h, ",") {
-		params := strings.Split(m, ";")
-		name := strings.TrimSpace(params[0])
-		if name == "" {
-			continue
-		}
-		p := phase{name: name}
-		for _, param := range params[1:] {
-			k, v, _ := strings.Cut(param, "=")
-			if strings.EqualFold(strings.TrimSpace(k), "dur") {
-				if f, err := strconv.ParseFloat(strings.Trim(strings.TrimSpace(v), `"`), 64); err == nil {
-					p.ms = f
-				}
-			}
-		}
-		phases = append(phases, p)
-	}
-	return phases
+	metrics, _ := events.ParseServerTiming(h)
+	return metrics
 }
 
 func formatPhases(phases []phase) string {
@@ -686,7 +666,7 @@ func formatPhases(phases []phase) string {
 	}
 	parts := make([]string, len(phases))
 	for i, p := range phases {
-		parts[i] = p.name + "=" + formatMillis(p.ms)
+		parts[i] = p.Name + "=" + formatMillis(p.Millis)
 	}
 	return strings.Join(parts, " ")
 }
@@ -768,10 +748,10 @@ func summarize(results []result, conns int) string {
 		counts[r.status]++
 		client = append(client, float64(r.client)/float64(time.Millisecond))
 		for _, p := range r.phases {
-			if _, ok := phases[p.name]; !ok {
-				names = append(names, p.name)
+			if _, ok := phases[p.Name]; !ok {
+				names = append(names, p.Name)
 			}
-			phases[p.name] = append(phases[p.name], p.ms)
+			phases[p.Name] = append(phases[p.Name], p.Millis)
 		}
 	}
 	for _, code := range slices.Sorted(maps.Keys(counts)) {
@@ -782,7 +762,7 @@ func summarize(results []result, conns int) string {
 	}
 	writeQuantiles := func(name string, v []float64) {
 		slices.Sort(v)
-		fmt.Fprintf(&b, "; %s p50=%s p99=%s", name, formatMillis(quantile(v, 0.50)), formatMillis(quantile(v, 0.99)))
+		fmt.Fprintf(&b, "; %s p50=%s p99=%s", name, formatMillis(bench.Quantile(v, 0.50)), formatMillis(bench.Quantile(v, 0.99)))
 	}
 	if len(client) > 0 {
 		writeQuantiles("client", client)
@@ -791,15 +771,6 @@ func summarize(results []result, conns int) string {
 		writeQuantiles(n, phases[n])
 	}
 	return b.String()
-}
-
-// quantile returns the nearest-rank q-quantile of the sorted v.
-func quantile(sorted []float64, q float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	return sorted[max(i, 0)]
 }
 
 // burstError reports the requests of a burst that failed or were not

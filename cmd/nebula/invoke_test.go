@@ -717,22 +717,3 @@ func TestParseServerTiming(t *testing.T) {
 		}
 	}
 }
-
-func TestQuantile(t *testing.T) {
-	v := make([]float64, 100)
-	for i := range v {
-		v[i] = float64(i + 1)
-	}
-	if q := quantile(v, 0.5); q != 50 {
-		t.Errorf("p50 of 1..100 = %v", q)
-	}
-	if q := quantile(v, 0.99); q != 99 {
-		t.Errorf("p99 of 1..100 = %v", q)
-	}
-	if q := quantile([]float64{7}, 0.99); q != 7 {
-		t.Errorf("p99 of one = %v", q)
-	}
-	if q := quantile(nil, 0.5); q != 0 {
-		t.Errorf("p50 of none = %v", q)
-	}
-}

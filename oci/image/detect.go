@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"nebula.dev/nebula/oci"
 )
 
 // Kind is what [Build] found in its input file.
@@ -23,7 +25,6 @@ const (
 )
 
 var (
-	wasmMagic = []byte("\x00asm")
 	// wasmCoreVersion is the version field of a core module (binary
 	// format version 1). Components (the component model) share the magic
 	// but carry another version and layer field.
@@ -47,7 +48,7 @@ func readInput(file string) (input, error) {
 	}
 	base := filepath.Base(file)
 	switch {
-	case bytes.HasPrefix(data, wasmMagic):
+	case bytes.HasPrefix(data, oci.WasmMagic):
 		if len(data) < 8 || !bytes.Equal(data[4:8], wasmCoreVersion) {
 			return input{}, fmt.Errorf("%s: a WebAssembly binary but not a core module of version 1 (a component, or truncated): version bytes % x", file, data[4:min(len(data), 8)])
 		}
