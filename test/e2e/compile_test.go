@@ -52,25 +52,16 @@ func moduleRootfs(t *testing.T, modules map[string][]byte) string {
 // path for a container).
 func processesIn(d *harness.Daemon, id string, words ...string) []int {
 	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(args) < len(words) || filepath.Base(args[0]) != words[0] {
+	for _, pid := range harness.PIDs() {
+		args, ok := harness.Argv(pid)
+		if !ok || len(args) < len(words) || filepath.Base(args[0]) != words[0] {
 			continue
 		}
 		match := true
 		for i, w := range words[1:] {
 			match = match && args[i+1] == w
 		}
-		cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 		if match && bytes.Contains(cg, []byte("/"+d.Namespace+"/"+id+"\n")) {
 			pids = append(pids, pid)
 		}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -303,18 +302,9 @@ func (d *Daemon) Log() string {
 // this daemon, found by the -address flag containerd gives them.
 func (d *Daemon) ShimPIDs() []int {
 	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
+	for _, pid := range PIDs() {
+		args, ok := Argv(pid)
+		if !ok || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
 			continue
 		}
 		for i, a := range args {

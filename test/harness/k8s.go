@@ -711,19 +711,15 @@ func (k *Cluster) stop(t T, name string) {
 // checkProcesses fails t for any process still running one of the
 // cluster's binaries, and kills it.
 func (k *Cluster) checkProcesses(t T) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+	for _, pid := range PIDs() {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if err != nil || filepath.Dir(exe) != k.bin {
 			continue
 		}
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if strings.Contains(string(b), k.Dir) || strings.Contains(string(b), k.NodeName) {
-			t.Errorf("leak: process %d %s still running after teardown", pid, strings.ReplaceAll(string(b), "\x00", " "))
+		argv, _ := Argv(pid)
+		cmdline := strings.Join(argv, " ")
+		if strings.Contains(cmdline, k.Dir) || strings.Contains(cmdline, k.NodeName) {
+			t.Errorf("leak: process %d %s still running after teardown", pid, cmdline)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

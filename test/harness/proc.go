@@ -4,17 +4,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
 // Cmdline returns the argv of process pid, failing t if it is gone.
 func Cmdline(t T, pid int) []string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		t.Fatalf("pid %d: %v", pid, err)
+	argv, ok := Argv(pid)
+	if !ok {
+		t.Fatalf("pid %d: gone", pid)
 	}
-	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	return argv
 }
 
 // RunsNebulaHost reports whether process pid executes Nebula's host
@@ -32,4 +33,26 @@ func RunsNebulaHost(t T, binDir string, pid int) bool {
 		t.Fatalf("%v", err)
 	}
 	return os.SameFile(exe, host)
+}
+
+// PIDs returns the pids of the processes running now.
+func PIDs() []int {
+	entries, _ := os.ReadDir("/proc")
+	pids := make([]int, 0, len(entries))
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// Argv returns the argv of process pid, and false if it is gone (or a
+// kernel thread, which has none).
+func Argv(pid int) ([]string, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return nil, false
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), true
 }
