@@ -52,8 +52,12 @@ var ErrCache = errors.New("module cache unusable")
 // writable by the shim only (see docs/rationale.md).
 func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (hit bool, dur time.Duration, err error) {
 	start := time.Now()
-	if _, err = preflight(wasm, toConfig(cfg)); err != nil {
+	info, err := preflight(wasm, toConfig(cfg))
+	if err != nil {
 		return false, time.Since(start), err
+	}
+	if info.isReactor() {
+		wasm = planReactor(wasm, info).wasm // what Compile compiles
 	}
 	hit, err = compileToCache(ctx, wasm, dir)
 	if err != nil && errors.Is(err, ErrCache) && ctx.Err() == nil {

@@ -102,10 +102,16 @@ func preflight(wasm []byte, c *config) (*moduleInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err = info.checkImports(); err != nil {
+	reactor := info.isReactor()
+	if err = info.checkImports(reactor); err != nil {
 		return nil, err
 	}
-	if err = info.checkStart(); err != nil {
+	if reactor {
+		err = info.checkReactor()
+	} else {
+		err = info.checkStart()
+	}
+	if err != nil {
 		return nil, err
 	}
 	if err = info.checkMemory(c); err != nil {
@@ -128,6 +134,37 @@ type moduleInfo struct {
 	tableSection struct{ start, end int }
 	exports      map[string]exportEntry
 	code         codeStats
+
+	// What a reactor's snapshot needs (see reactor.go).
+	globals   []global      // defined globals
+	data      []dataSegment // the data section's segments
+	start     *uint32       // the start section's function, if any
+	sections  []sectionSpan // every section, in order
+	importsOf struct{ memories, globals, tables int }
+	undecoded []string // sections lenient could not decode
+}
+
+// global is a defined global: its value type and mutability.
+type global struct {
+	valType byte
+	mutable bool
+}
+
+// dataSegment is one segment of the data section.
+type dataSegment struct {
+	passive bool
+	memory  uint32
+	// offset is the constant offset of an active segment; constOffset is
+	// false when the offset is any other expression.
+	offset      uint32
+	constOffset bool
+	init        []byte
+}
+
+// sectionSpan is where a section is in the module, header included.
+type sectionSpan struct {
+	id         byte
+	start, end int
 }
 
 // codeStats are the largest values in the code section, for the
@@ -142,6 +179,9 @@ type codeStats struct {
 	undecoded uint32
 	// at is the function index of each maximum, for messages.
 	bodyAt, localsAt, depthAt uint32
+	// mutations records instructions a snapshot cannot allow, by the
+	// first function that uses each (see snapshotPlan).
+	mutations map[string]uint32
 }
 
 type funcType struct{ params, results []api.ValueType }
@@ -248,6 +288,7 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 		if id == 4 {
 			info.tableSection.start, info.tableSection.end = start, r.off
 		}
+		info.sections = append(info.sections, sectionSpan{id: id, start: start, end: r.off})
 		if err := checkCounts(id, *body); err != nil {
 			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x: %v", ErrInvalid, id, name, start, err)
 		}
@@ -322,13 +363,16 @@ func (m *moduleInfo) parseSection(id byte, r *reader) error {
 				}
 				m.funcTypes = append(m.funcTypes, e.typeIndex)
 			case externTable:
+				m.importsOf.tables++
 				if _, err = r.byte(); err != nil { // reference type
 					return err
 				}
 				_, err = r.limits()
 			case externMemory:
+				m.importsOf.memories++
 				_, err = r.limits()
 			case externGlobal:
+				m.importsOf.globals++
 				_, err = r.bytes(2) // value type, mutability
 			default:
 				return fmt.Errorf("import %s.%s has unknown kind %#x", e.module, e.name, e.kind)
@@ -375,10 +419,63 @@ func (m *moduleInfo) parseSection(id byte, r *reader) error {
 			m.exports[name] = e
 			return nil
 		})
+	case 6: // global
+		return m.lenient(id, r.vec(func() error {
+			b, err := r.bytes(2)
+			if err != nil {
+				return err
+			}
+			m.globals = append(m.globals, global{valType: b[0], mutable: b[1] == 1})
+			_, _, err = r.constValue()
+			return err
+		}))
+	case 8: // start
+		f, err := r.u32()
+		m.start = &f
+		return err
 	case 10: // code
 		return m.parseCode(r)
+	case 11: // data
+		return m.lenient(id, r.vec(func() error {
+			flag, err := r.u32()
+			if err != nil {
+				return err
+			}
+			var d dataSegment
+			switch flag {
+			case 0, 2:
+				if flag == 2 {
+					if d.memory, err = r.u32(); err != nil {
+						return err
+					}
+				}
+				if d.offset, d.constOffset, err = r.constValue(); err != nil {
+					return err
+				}
+			case 1:
+				d.passive = true
+			default:
+				return fmt.Errorf("data segment flag %d, want 0, 1 or 2", flag)
+			}
+			n, err := r.u32()
+			if err != nil {
+				return err
+			}
+			d.init, err = r.bytes(n)
+			m.data = append(m.data, d)
+			return err
+		}))
 	}
 	return nil // other sections are left to wazero
+}
+
+// lenient records that section id could not be decoded for a reactor's
+// snapshot, and leaves the error to wazero's validation.
+func (m *moduleInfo) lenient(id byte, err error) error {
+	if err != nil {
+		m.undecoded = append(m.undecoded, sectionNames[id])
+	}
+	return nil
 }
 
 // parseCode measures each function body of the code section: its size, its
@@ -424,7 +521,14 @@ func (m *moduleInfo) parseCode(r *reader) error {
 		if locals > c.maxLocals {
 			c.maxLocals, c.localsAt = locals, index
 		}
-		depth, ok := body.maxNesting(MaxNesting)
+		depth, ok := body.maxNesting(MaxNesting, func(op string) {
+			if c.mutations == nil {
+				c.mutations = map[string]uint32{}
+			}
+			if _, seen := c.mutations[op]; !seen {
+				c.mutations[op] = index
+			}
+		})
 		if depth > MaxNesting {
 			return fmt.Errorf("%w: function %d nests blocks more than %d deep (MaxNesting)",
 				ErrTooLarge, index, MaxNesting)
@@ -443,8 +547,9 @@ func (m *moduleInfo) parseCode(r *reader) error {
 }
 
 // checkImports requires every import to be a wasi_snapshot_preview1
-// function that wazero implements, with the type wazero implements.
-func (m *moduleInfo) checkImports() error {
+// function that wazero implements, with the type wazero implements; a
+// reactor may also import Nebula's own functions (reactorImports).
+func (m *moduleInfo) checkImports(reactor bool) error {
 	wasi, err := wasiFunctions()
 	if err != nil {
 		return err
@@ -454,6 +559,13 @@ func (m *moduleInfo) checkImports() error {
 		switch {
 		case e.kind != externFunc:
 			bad = append(bad, fmt.Sprintf("%s.%s (a %s; only functions can be imported)", e.module, e.name, externNames[e.kind]))
+		case e.module == ImportModule && reactor:
+			want, ok := reactorImports[e.name]
+			if !ok {
+				bad = append(bad, fmt.Sprintf("%s.%s (not a function of Nebula's reactor ABI)", e.module, e.name))
+			} else if int(e.typeIndex) < len(m.types) && !m.types[e.typeIndex].equal(want) {
+				bad = append(bad, fmt.Sprintf("%s.%s with type %s, want %s", e.module, e.name, m.types[e.typeIndex], want))
+			}
 		case e.module != wasi_snapshot_preview1.ModuleName:
 			bad = append(bad, fmt.Sprintf("%s.%s (function)", e.module, e.name))
 		default:
@@ -700,8 +812,9 @@ func (r *reader) locals() (uint64, error) {
 // returns the deepest nesting of block, loop, if and try, stopping as soon
 // as it exceeds limit. ok is false if it met an opcode it does not know or
 // a malformed immediate: the depth is then a lower bound, and wazero's
-// validation decides.
-func (r *reader) maxNesting(limit int) (depth int, ok bool) {
+// validation decides. It calls mutation with the name of each instruction
+// that changes a table or uses passive data (snapshotPlan refuses them).
+func (r *reader) maxNesting(limit int, mutation func(op string)) (depth int, ok bool) {
 	cur := 0
 	for r.off < len(r.b) {
 		op, _ := r.byte()
@@ -724,6 +837,9 @@ func (r *reader) maxNesting(limit int) (depth int, ok bool) {
 			op >= 0x45 && op <= 0xc4: // no immediate
 		case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x10, op == 0x12,
 			op >= 0x20 && op <= 0x26, op == 0xd2: // one index
+			if op == 0x26 {
+				mutation("table.set")
+			}
 			_, err = r.u32()
 		case op == 0x11, op == 0x13: // call_indirect, return_call_indirect
 			if _, err = r.u32(); err == nil {
@@ -752,7 +868,12 @@ func (r *reader) maxNesting(limit int) (depth int, ok bool) {
 		case op == 0x44:
 			_, err = r.bytes(8)
 		case op == 0xfc:
-			err = r.miscImmediates()
+			var sub uint32
+			if sub, err = r.miscImmediates(); err == nil {
+				if name := miscMutations[sub]; name != "" {
+					mutation(name)
+				}
+			}
 		case op == 0xfd:
 			err = r.simdImmediates()
 		case op == 0xfe: // atomics
@@ -805,11 +926,19 @@ func (r *reader) memarg() error {
 	return err
 }
 
-// miscImmediates skips the immediates of a 0xfc-prefixed instruction.
-func (r *reader) miscImmediates() error {
+// miscMutations names the 0xfc-prefixed instructions that change a table
+// or use passive data, by sub-opcode.
+var miscMutations = map[uint32]string{
+	8: "memory.init", 9: "data.drop", 12: "table.init", 13: "elem.drop",
+	14: "table.copy", 15: "table.grow", 17: "table.fill",
+}
+
+// miscImmediates skips the immediates of a 0xfc-prefixed instruction and
+// returns its sub-opcode.
+func (r *reader) miscImmediates() (uint32, error) {
 	sub, err := r.u32()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	switch {
 	case sub <= 7: // saturating truncations
@@ -828,9 +957,74 @@ func (r *reader) miscImmediates() error {
 			_, err = r.u32()
 		}
 	default:
-		return fmt.Errorf("unknown instruction 0xfc %d", sub)
+		return sub, fmt.Errorf("unknown instruction 0xfc %d", sub)
 	}
-	return err
+	return sub, err
+}
+
+// constValue decodes a constant expression up to its end. value and ok
+// report an expression that is a single i32.const.
+func (r *reader) constValue() (value uint32, ok bool, err error) {
+	for n := 0; ; n++ {
+		op, err := r.byte()
+		if err != nil {
+			return 0, false, err
+		}
+		switch {
+		case op == 0x0b: // end
+			return value, ok && n == 1, nil
+		case op == 0x41: // i32.const
+			v, err := r.s32()
+			if err != nil {
+				return 0, false, err
+			}
+			value, ok = uint32(v), n == 0
+		case op == 0x42: // i64.const
+			err = r.sleb()
+		case op == 0x43:
+			_, err = r.bytes(4)
+		case op == 0x44:
+			_, err = r.bytes(8)
+		case op == 0x23, op == 0xd2: // global.get, ref.func
+			_, err = r.u32()
+		case op == 0xd0: // ref.null
+			_, err = r.byte()
+		case op >= 0x6a && op <= 0x6c, op >= 0x7c && op <= 0x7e: // extended constants
+		case op == 0xfd: // v128.const
+			var sub uint32
+			if sub, err = r.u32(); err == nil && sub == 12 {
+				_, err = r.bytes(16)
+			} else if err == nil {
+				err = fmt.Errorf("instruction 0xfd %d in a constant expression", sub)
+			}
+		default:
+			return 0, false, fmt.Errorf("instruction %#x in a constant expression", op)
+		}
+		if err != nil {
+			return 0, false, err
+		}
+	}
+}
+
+// s32 decodes a signed LEB128 integer of at most 32 bits.
+func (r *reader) s32() (int32, error) {
+	var v int64
+	var shift uint
+	for i := 0; i < 5; i++ {
+		b, err := r.byte()
+		if err != nil {
+			return 0, err
+		}
+		v |= int64(b&0x7f) << shift
+		shift += 7
+		if b&0x80 == 0 {
+			if shift < 64 && b&0x40 != 0 {
+				v |= -1 << shift
+			}
+			return int32(v), nil
+		}
+	}
+	return 0, errors.New("integer too long")
 }
 
 // simdImmediates skips the immediates of a 0xfd-prefixed instruction.

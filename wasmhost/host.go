@@ -62,6 +62,10 @@ type Module struct {
 	limit       uint64 // memory limit in bytes; 0: none beyond 4 GiB
 	stdoutLimit int64
 
+	// reactor is the plan of a reactor module (see NewReactorInvoker);
+	// nil for a command.
+	reactor *reactorPlan
+
 	cacheHit    bool
 	cacheDetail string
 	compileTime time.Duration
@@ -81,15 +85,19 @@ type Module struct {
 func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	start := time.Now()
 	c := h.cfg
-	if _, err := preflight(wasm, c); err != nil {
+	info, err := preflight(wasm, c)
+	if err != nil {
 		return nil, err
 	}
 	m := &Module{host: h, stdoutLimit: c.stdoutLimit}
+	if info.isReactor() {
+		m.reactor = planReactor(wasm, info)
+		wasm = m.reactor.wasm
+	}
 	if pages, ok := c.limit(); ok {
 		m.limit = uint64(pages) * PageSize
 	}
 
-	var err error
 	if c.cacheDir != "" {
 		var ok bool
 		if ok, m.cacheDetail = verifyCache(c.cacheDir); ok {
@@ -161,6 +169,9 @@ func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runt
 	if cm, err = r.CompileModule(ctx, wasm); err == nil {
 		_, err = wasi_snapshot_preview1.Instantiate(ctx, r)
 	}
+	if err == nil {
+		err = instantiateReactorImports(ctx, r)
+	}
 	if err != nil {
 		r.Close(ctx)
 		if cc != nil {
@@ -170,6 +181,10 @@ func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runt
 	}
 	return r, cc, cm, nil
 }
+
+// IsReactor reports whether the module is a reactor (see IsReactor): it
+// serves events through NewReactorInvoker, and cannot Run.
+func (m *Module) IsReactor() bool { return m.reactor != nil }
 
 // CacheHit reports whether Compile loaded the module from the cache
 // directory rather than compiling it.

@@ -103,6 +103,9 @@ func (s *slot) nanosleep(ns int64) {
 //     message and the wasm stack trace;
 //   - the guest exited non-zero: *abi.ExitError.
 func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
+	if inv.mod.reactor != nil {
+		return &abi.Response{}, fmt.Errorf("wasmhost: %w: use NewReactorInvoker", ErrReactorRun)
+	}
 	s := inv.getSlot()
 	defer inv.putSlot(s)
 

@@ -37,6 +37,11 @@ type linearMemory struct {
 	dirty     uint64          // the most the current instance ever had: what it could have touched
 	cleanup   runtime.Cleanup // unmaps region if the linearMemory is dropped
 	heap      []byte          // the memory when region could not be reserved
+
+	// snap, for a reactor's instances, is the snapshot mapped copy-on-write
+	// at the start of region (see mapSnapshot); mapped says it is.
+	snap   *snapshot
+	mapped bool
 }
 
 // mmap is syscall.Mmap; tests replace it.
@@ -55,8 +60,43 @@ func (m *linearMemory) Allocate(_, max uint64) experimental.LinearMemory {
 			_ = m.reserve(want)
 		}
 	}
+	if m.snap != nil && !m.mapped && m.region != nil {
+		if err := m.mapSnapshot(); err != nil {
+			m.unmap() // the instance gets empty heap memory: Invoke fails it
+		}
+	}
 	m.size, m.dirty = 0, 0
 	return m
+}
+
+// mapSnapshot maps the snapshot's memory file over the start of region,
+// private and writable: the guest reads the snapshot's pages and its
+// writes go to private copies, which reset drops.
+func (m *linearMemory) mapSnapshot() error {
+	n := m.snap.size
+	if n == 0 {
+		m.mapped = true
+		return nil
+	}
+	if n > uint64(len(m.region)) {
+		return fmt.Errorf("snapshot of %d bytes above the memory's %d", n, len(m.region))
+	}
+	_, err := mmapFixed(unsafe.Pointer(unsafe.SliceData(m.region)), n,
+		syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_FIXED, m.snap.fd)
+	if err != nil {
+		return fmt.Errorf("mapping the snapshot: %w", err)
+	}
+	m.committed, m.mapped = max(m.committed, n), true
+	return nil
+}
+
+// mmapFixed maps fd at addr, which must be in a mapping of ours.
+func mmapFixed(addr unsafe.Pointer, n uint64, prot, flags, fd int) (uintptr, error) {
+	r, _, errno := syscall.Syscall6(syscall.SYS_MMAP, uintptr(addr), uintptr(n), uintptr(prot), uintptr(flags), uintptr(fd), 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return r, nil
 }
 
 // reserve maps n bytes of address space, inaccessible and unbacked.
@@ -128,6 +168,10 @@ const residentMax = 8 << 20
 func (m *linearMemory) reset() {
 	m.heap = nil
 	n := pageAlign(m.dirty)
+	if m.snap != nil {
+		m.resetSnapshot(n)
+		return
+	}
 	keep := min(n, residentMax)
 	clear(m.region[:keep])
 	if n > keep {
@@ -139,9 +183,23 @@ func (m *linearMemory) reset() {
 	m.size, m.dirty = 0, 0
 }
 
+// resetSnapshot returns the first n bytes of a reactor's memory to the
+// snapshot: MADV_DONTNEED drops the private copies the instance wrote,
+// so the file's pages show through again below the snapshot's size and
+// zeros above it. Its cost is in the pages the instance touched.
+func (m *linearMemory) resetSnapshot(n uint64) {
+	if n > 0 && m.region != nil {
+		if err := syscall.Madvise(m.region[:n], syscall.MADV_DONTNEED); err != nil {
+			m.unmap() // never hand one event's data to the next
+		}
+	}
+	m.size, m.dirty = 0, 0
+}
+
 // unmap releases the reservation.
 func (m *linearMemory) unmap() {
 	m.heap = nil
+	m.mapped = false
 	if m.region == nil {
 		return
 	}

@@ -1,5 +1,15 @@
 package wasmhost
 
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tetratelabs/wazero/api"
+)
+
 // Nebula's reactor ABI: the names a reactor module and the host agree on.
 // A reactor is initialised once per task and every event runs in a fresh
 // instance restored from the state initialisation left (see IsReactor).
@@ -20,6 +30,28 @@ const (
 	EventEnvImport = "event_env"
 )
 
+// ErrSnapshot is wrapped by Check, Preflight and Compile when a reactor
+// does something its snapshot could not restore faithfully: passive data
+// segments, instructions that change a table, more than one memory, a
+// mutable global of a reference or vector type, or an export under the
+// names the host reserves (ReservedExportPrefix).
+var ErrSnapshot = errors.New("reactor cannot be snapshotted")
+
+// ReservedExportPrefix starts the names of the exports the host adds to a
+// reactor (its mutable globals, its start function); a module must not
+// export such a name itself.
+const ReservedExportPrefix = "nebula.snapshot."
+
+const (
+	globalExportPrefix = ReservedExportPrefix + "global."
+	startExport        = ReservedExportPrefix + "start"
+)
+
+// reactorImports are the functions of ImportModule, with their types.
+var reactorImports = map[string]funcType{
+	EventEnvImport: {params: []api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, results: []api.ValueType{api.ValueTypeI32}},
+}
+
 // IsReactor reports whether wasm is a module built for Nebula's reactor
 // ABI: one that exports a function named HandleExport. A module that
 // cannot be parsed is not a reactor.
@@ -28,6 +60,149 @@ func IsReactor(wasm []byte) bool {
 	if err != nil {
 		return false
 	}
-	e, ok := info.exports[HandleExport]
+	return info.isReactor()
+}
+
+func (m *moduleInfo) isReactor() bool {
+	e, ok := m.exports[HandleExport]
 	return ok && e.kind == externFunc
+}
+
+// checkReactor requires what the snapshot needs: HandleExport of type
+// () -> i32, `_initialize` (if exported) of type () -> (), and nothing
+// that a restored memory and restored globals would not reproduce.
+func (m *moduleInfo) checkReactor() error {
+	if err := m.checkFuncType(HandleExport, funcType{results: []api.ValueType{api.ValueTypeI32}}); err != nil {
+		return err
+	}
+	if _, ok := m.exports[InitializeExport]; ok {
+		if err := m.checkFuncType(InitializeExport, funcType{}); err != nil {
+			return err
+		}
+	}
+	var reasons []string
+	for name := range m.exports {
+		if strings.HasPrefix(name, ReservedExportPrefix) {
+			reasons = append(reasons, fmt.Sprintf("it exports %q, a name the host reserves", name))
+		}
+	}
+	if n := m.importsOf.memories + len(m.memories); n > 1 {
+		reasons = append(reasons, fmt.Sprintf("it has %d memories, the snapshot keeps one", n))
+	}
+	for i, g := range m.globals {
+		if g.mutable && g.valType != api.ValueTypeI32 && g.valType != api.ValueTypeI64 &&
+			g.valType != api.ValueTypeF32 && g.valType != api.ValueTypeF64 {
+			reasons = append(reasons, fmt.Sprintf("mutable global %d has type %#x (only numbers can be restored)",
+				m.importsOf.globals+i, g.valType))
+		}
+	}
+	for i, d := range m.data {
+		switch {
+		case d.passive:
+			reasons = append(reasons, fmt.Sprintf("data segment %d is passive (memory.init)", i))
+		case d.memory != 0:
+			reasons = append(reasons, fmt.Sprintf("data segment %d initialises memory %d", i, d.memory))
+		case !d.constOffset:
+			reasons = append(reasons, fmt.Sprintf("data segment %d has an offset other than an i32.const", i))
+		}
+	}
+	ops := make([]string, 0, len(m.code.mutations))
+	for op := range m.code.mutations {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	for _, op := range ops {
+		reasons = append(reasons, fmt.Sprintf("function %d uses %s", m.code.mutations[op], op))
+	}
+	for _, name := range m.undecoded {
+		reasons = append(reasons, "its "+name+" section could not be decoded")
+	}
+	if m.code.undecoded > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d function bodies could not be decoded", m.code.undecoded))
+	}
+	if len(reasons) > 0 {
+		return fmt.Errorf("%w: %s", ErrSnapshot, strings.Join(reasons, "; "))
+	}
+	return nil
+}
+
+// checkFuncType requires the export name to be a function of type want.
+func (m *moduleInfo) checkFuncType(name string, want funcType) error {
+	e := m.exports[name]
+	if e.kind != externFunc {
+		return fmt.Errorf("%w: export %q is a %s, not a function", ErrInvalid, name, externNames[e.kind&3])
+	}
+	if int(e.index) < len(m.funcTypes) {
+		if t := m.funcTypes[e.index]; int(t) < len(m.types) && !m.types[t].equal(want) {
+			return fmt.Errorf("%w: %q has type %s, want %s", ErrInvalid, name, m.types[t], want)
+		}
+	} // an index out of range is left to wazero's validation
+	return nil
+}
+
+// reactorPlan is what the host needs to snapshot a reactor: the module
+// rewritten so that instantiating it writes nothing into memory, the data
+// segments to apply to the one instance that initialises, and the exports
+// that reach its mutable globals and its start function.
+type reactorPlan struct {
+	wasm    []byte        // the rewritten module (rewriteReactor)
+	data    []dataSegment // active segments, to apply in order
+	globals []string      // export names of the mutable globals
+	start   bool          // whether startExport exists
+}
+
+// planReactor rewrites a reactor that checkReactor accepted.
+func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
+	p := &reactorPlan{data: info.data, start: info.start != nil}
+	var added []byte
+	var count uint32
+	for i, g := range info.globals {
+		if !g.mutable {
+			continue
+		}
+		index := uint32(info.importsOf.globals + i)
+		name := globalExportPrefix + strconv.FormatUint(uint64(index), 10)
+		p.globals = append(p.globals, name)
+		added = appendExport(added, name, externGlobal, index)
+		count++
+	}
+	if info.start != nil {
+		added = appendExport(added, startExport, externFunc, *info.start)
+		count++
+	}
+	p.wasm = rewriteReactor(wasm, info, added, count)
+	return p
+}
+
+func appendExport(b []byte, name string, kind byte, index uint32) []byte {
+	b = appendU32(b, uint32(len(name)))
+	b = append(b, name...)
+	return appendU32(append(b, kind), index)
+}
+
+// rewriteReactor returns wasm without its start, data count and data
+// sections, and with count more exports (the encoded entries added). The
+// result depends only on wasm, so the shim and the host compile the same
+// bytes and share the compilation cache.
+func rewriteReactor(wasm []byte, info *moduleInfo, added []byte, count uint32) []byte {
+	out := make([]byte, 0, len(wasm)+len(added)+16)
+	out = append(out, wasm[:8]...)
+	for _, s := range info.sections {
+		switch s.id {
+		case 8, 11, 12: // start, data, data count
+			continue
+		case 7: // export: the entries, then ours
+			r := &reader{b: wasm[:s.end], off: s.start + 1}
+			r.u32() // size, already checked by parseModule
+			n, _ := r.u32()
+			body := appendU32(nil, n+count)
+			body = append(body, wasm[r.off:s.end]...)
+			body = append(body, added...)
+			out = appendU32(append(out, 7), uint32(len(body)))
+			out = append(out, body...)
+		default:
+			out = append(out, wasm[s.start:s.end]...)
+		}
+	}
+	return out
 }

@@ -52,6 +52,11 @@ func (e *SignalError) Error() string {
 	return fmt.Sprintf("stopped by signal %d (%v)", int(e.Signal), e.Signal)
 }
 
+// ErrReactorRun is Module.Run's error for a reactor: a reactor has no
+// `_start`; it is a function, served per event (NewReactorInvoker).
+var ErrReactorRun = errors.New("the module is a reactor (it exports " + HandleExport +
+	"): it handles events and runs only in function mode")
+
 // RunConfig is what one run of a module gets. It is a plain value: copy it
 // and change fields freely.
 type RunConfig struct {
@@ -112,6 +117,9 @@ func (m *Module) moduleConfig(rc *RunConfig) wazero.ModuleConfig {
 // The error is non-nil only when the guest could not be started; the exit
 // code is then -1. Messages for traps and the memory limit go to rc.Stderr.
 func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error) {
+	if m.reactor != nil {
+		return -1, ErrReactorRun
+	}
 	cfg := m.moduleConfig(&rc).WithNanosleep(sleeper(ctx))
 	if rc.Stdin != nil {
 		cfg = cfg.WithStdin(rc.Stdin)

@@ -36,6 +36,9 @@ const (
 	Probe     = "probe.wasm"     // probe/main.go for GOOS=wasip1 GOARCH=wasm
 	ProbeExe  = "probe"          // probe/main.go as a static native binary
 	Escape    = "escape.wasm"    // escape/main.go for wasip1: the escape suite
+
+	Reactor      = "reactor.wasm"      // a reactor: echoes stdin and the event's variables; fails by stdin's first byte
+	ReactorState = "reactorstate.wasm" // a hostile reactor: reports what earlier events left, then leaves traces
 )
 
 // ErrNoWat2wasm is returned (wrapped) by Build when wat2wasm, from WABT

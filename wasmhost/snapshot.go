@@ -1,0 +1,362 @@
+package wasmhost
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"golang.org/x/sys/unix"
+
+	"nebula.dev/nebula/abi"
+)
+
+// snapshot is a reactor's state after initialisation: its linear memory,
+// in a memory file (memfd) that every event's instance maps copy-on-write,
+// and the values of its mutable globals.
+type snapshot struct {
+	fd      int
+	size    uint64   // bytes of linear memory
+	globals []uint64 // by reactorPlan.globals
+	cleanup runtime.Cleanup
+}
+
+// ReactorInvoker serves events with a reactor (see IsReactor): it
+// initialises the module once (NewReactorInvoker) and runs each event in a
+// fresh instance restored from the snapshot that initialisation left. It
+// implements abi.Invoker and is safe for concurrent use.
+type ReactorInvoker struct {
+	mod  *Module
+	base wazero.ModuleConfig
+	snap *snapshot
+
+	// SnapshotTime is how long initialisation and capturing the snapshot
+	// took.
+	SnapshotTime time.Duration
+
+	mu    sync.Mutex
+	slots []*reactorSlot
+}
+
+var _ abi.Invoker = (*ReactorInvoker)(nil)
+
+// NewReactorInvoker initialises the reactor mod once with base's world
+// (Args, Env, Dir, FS; stdin empty; stdout and stderr to base.Stderr),
+// as Nebula's reactor ABI says: it applies the module's data, calls its
+// start function and `_initialize` if it has them, and captures its
+// memory and mutable globals. ctx bounds the initialisation. The error
+// says why initialisation failed: a trap, proc_exit, the memory limit, a
+// cancelled ctx.
+func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*ReactorInvoker, error) {
+	if mod.reactor == nil {
+		return nil, fmt.Errorf("wasmhost: the module is not a reactor (it does not export %s)", HandleExport)
+	}
+	start := time.Now()
+	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base)}
+	snap, err := inv.initialize(ctx, base.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("reactor initialisation: %w", err)
+	}
+	inv.snap = snap
+	inv.SnapshotTime = time.Since(start)
+	return inv, nil
+}
+
+// Runtime implements abi.Invoker: abi.RuntimeWasm.
+func (*ReactorInvoker) Runtime() string { return abi.RuntimeWasm }
+
+// initialize runs the module's initialisation in one instance and
+// captures the snapshot.
+func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer) (*snapshot, error) {
+	if out == nil {
+		out = io.Discard
+	}
+	plan := inv.mod.reactor
+	cfg := inv.base.WithStdout(out).WithStderr(out).WithNanosleep(sleeper(ctx))
+	mem := &linearMemory{limit: inv.mod.memoryLimit()}
+	ctx = experimental.WithMemoryAllocator(ctx, mem)
+	inst, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, invokeCanceled(ctx)
+		}
+		return nil, fmt.Errorf("instantiate: %w", err)
+	}
+	defer inst.Close(context.Background())
+
+	memory := inst.Memory()
+	for i, d := range plan.data {
+		if memory == nil || !memory.Write(d.offset, d.init) {
+			return nil, fmt.Errorf("data segment %d (%d bytes at %#x) is out of bounds", i, len(d.init), d.offset)
+		}
+	}
+	for _, name := range []string{startExport, InitializeExport} {
+		f := inst.ExportedFunction(name)
+		if f == nil {
+			continue
+		}
+		_, err := f.Call(ctx)
+		if err == nil {
+			continue
+		}
+		if name == startExport {
+			name = "the start function"
+		}
+		switch r := classify(ctx, err, mem); r.kind {
+		case outcomeExit:
+			return nil, fmt.Errorf("%s called proc_exit(%d)", name, r.code)
+		case outcomeCanceled:
+			return nil, fmt.Errorf("%s: %w", name, invokeCanceled(ctx))
+		case outcomeMemoryLimit:
+			return nil, fmt.Errorf("%s: %w: memory limit of %d bytes reached", name, abi.ErrMemoryLimit, r.limit)
+		default:
+			return nil, fmt.Errorf("%s: %w: %s", name, abi.ErrTrap, r.msg)
+		}
+	}
+
+	snap := &snapshot{fd: -1}
+	for _, name := range plan.globals {
+		snap.globals = append(snap.globals, inst.ExportedGlobal(name).Get())
+	}
+	if memory != nil {
+		buf, _ := memory.Read(0, memory.Size())
+		if err := snap.store(buf); err != nil {
+			return nil, err
+		}
+	}
+	return snap, nil
+}
+
+// store writes memory into a new memory file, leaving its zero pages as
+// holes.
+func (s *snapshot) store(memory []byte) error {
+	fd, err := unix.MemfdCreate("nebula-snapshot", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("creating the snapshot's memory file: %w", err)
+	}
+	s.fd, s.size = fd, uint64(len(memory))
+	s.cleanup = runtime.AddCleanup(s, func(fd int) { unix.Close(fd) }, fd)
+	if err = unix.Ftruncate(fd, int64(len(memory))); err != nil {
+		return fmt.Errorf("sizing the snapshot's memory file: %w", err)
+	}
+	page := int(osPageSize)
+	for off := 0; off < len(memory); {
+		if isZero(memory[off : off+page]) {
+			off += page
+			continue
+		}
+		end := off + page
+		for end < len(memory) && !isZero(memory[end:end+page]) {
+			end += page
+		}
+		if err := pwriteAll(fd, memory[off:end], int64(off)); err != nil {
+			return fmt.Errorf("writing the snapshot's memory file: %w", err)
+		}
+		off = end
+	}
+	return nil
+}
+
+var zeroPage = make([]byte, osPageSize)
+
+func isZero(b []byte) bool { return bytes.Equal(b, zeroPage[:len(b)]) }
+
+func pwriteAll(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, off)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return err
+		}
+		b, off = b[n:], off+int64(n)
+	}
+	return nil
+}
+
+// reactorSlot holds what one event at a time needs, reused across events
+// (see slot). Its ModuleConfig is built once: the per-event variables are
+// not in the WASI environment but behind event_env.
+type reactorSlot struct {
+	slot
+	env   []byte   // the event's variables, as event_env returns them
+	stack []uint64 // for nebula_handle's result
+}
+
+func (inv *ReactorInvoker) getSlot() *reactorSlot {
+	inv.mu.Lock()
+	if n := len(inv.slots); n > 0 {
+		s := inv.slots[n-1]
+		inv.slots = inv.slots[:n-1]
+		inv.mu.Unlock()
+		return s
+	}
+	inv.mu.Unlock()
+	s := &reactorSlot{stack: make([]uint64, 1)}
+	s.mem = linearMemory{limit: inv.mod.memoryLimit(), reuse: true, snap: inv.snap}
+	s.stdout.limit = inv.mod.stdoutLimit
+	s.cfg = inv.base.
+		WithStdin(&s.stdin).
+		WithStdout(&s.stdout).
+		WithStderr(&s.stderr).
+		WithNanosleep(s.nanosleep)
+	return s
+}
+
+func (inv *ReactorInvoker) putSlot(s *reactorSlot) {
+	inv.mu.Lock()
+	inv.slots = append(inv.slots, s)
+	inv.mu.Unlock()
+}
+
+// eventKey is the context key of the event's reactorSlot, for event_env.
+type eventKey struct{}
+
+// Invoke implements abi.Invoker: it instantiates the module, restores the
+// snapshot into the instance (memory and mutable globals), calls
+// nebula_handle with req's data as stdin and req's Env behind event_env,
+// and returns what the guest wrote to stdout. Response.Startup is the
+// instantiation and restore, Response.Execution the time in the handler.
+// nebula_handle's result is the exit status; the errors are Invoker's.
+func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
+	s := inv.getSlot()
+	defer inv.putSlot(s)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.done = ctx.Done()
+	s.stdin.Reset(req.Stdin)
+	s.stdout.reset(cancel)
+	s.stderr.w = req.Stderr
+	if s.stderr.w == nil {
+		s.stderr.w = io.Discard
+	}
+	s.env = appendEnvBlock(s.env[:0], req.Env)
+	defer s.release()
+	ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
+	ctx = context.WithValue(ctx, eventKey{}, s)
+
+	resp := &abi.Response{}
+	t0 := time.Now()
+	mod, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, s.cfg)
+	if err != nil {
+		resp.Startup = time.Since(t0)
+		if ctx.Err() != nil {
+			return resp, invokeCanceled(ctx)
+		}
+		return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
+	}
+	defer mod.Close(context.Background())
+	if err := inv.restore(mod, &s.mem); err != nil {
+		resp.Startup = time.Since(t0)
+		return resp, err
+	}
+	t1 := time.Now()
+	resp.Startup = t1.Sub(t0)
+	err = mod.ExportedFunction(HandleExport).CallWithStack(ctx, s.stack)
+	resp.Execution = time.Since(t1)
+	r := classify(ctx, err, &s.mem)
+	if err == nil {
+		r = outcome{kind: outcomeExit, code: int(int32(s.stack[0]))}
+	}
+
+	if s.stdout.over {
+		return resp, abi.ErrOutputLimit
+	}
+	if len(s.stdout.buf) > 0 {
+		resp.Stdout = bytes.Clone(s.stdout.buf)
+	}
+	switch r.kind {
+	case outcomeExit:
+		if r.code != 0 {
+			return resp, &abi.ExitError{Code: r.code}
+		}
+		return resp, nil
+	case outcomeCanceled:
+		return resp, invokeCanceled(ctx)
+	case outcomeMemoryLimit:
+		return resp, fmt.Errorf("%w: memory limit of %d bytes reached", abi.ErrMemoryLimit, r.limit)
+	default:
+		return resp, fmt.Errorf("%w: %s", abi.ErrTrap, r.msg)
+	}
+}
+
+// restore gives a new instance the snapshot's memory size (its bytes are
+// already there: mem maps the snapshot) and mutable globals.
+func (inv *ReactorInvoker) restore(mod api.Module, mem *linearMemory) error {
+	snap := inv.snap
+	if snap.size > 0 {
+		if !mem.mapped || mem.region == nil {
+			return errors.New("wasmhost: the snapshot could not be mapped into the instance's memory")
+		}
+		memory := mod.Memory()
+		pages := uint32(snap.size / PageSize)
+		if cur := memory.Size() / PageSize; cur < pages {
+			if _, ok := memory.Grow(pages - cur); !ok {
+				return fmt.Errorf("%w: restoring the snapshot's %d bytes of memory", abi.ErrMemoryLimit, snap.size)
+			}
+		}
+	}
+	for i, name := range inv.mod.reactor.globals {
+		mod.ExportedGlobal(name).(api.MutableGlobal).Set(snap.globals[i])
+	}
+	return nil
+}
+
+// appendEnvBlock appends env's KEY=VALUE entries to b, each followed by a
+// NUL, as event_env returns them.
+func appendEnvBlock(b []byte, env []string) []byte {
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); ok && k != "" {
+			b = append(append(b, kv...), 0)
+		}
+	}
+	return b
+}
+
+// instantiateReactorImports instantiates ImportModule's functions in r.
+func instantiateReactorImports(ctx context.Context, r wazero.Runtime) error {
+	_, err := r.NewHostModuleBuilder(ImportModule).
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(eventEnv),
+			[]api.ValueType{api.ValueTypeI32, api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).
+		WithParameterNames("buf", "buf_len").
+		Export(EventEnvImport).
+		Instantiate(ctx)
+	return err
+}
+
+// errEventEnvRange is the trap of an event_env call whose buffer is not in
+// linear memory.
+var errEventEnvRange = errors.New("nebula_v1.event_env: buffer outside linear memory")
+
+// eventEnv implements EventEnvImport. Outside an event (during
+// initialisation) the block is empty.
+func eventEnv(ctx context.Context, mod api.Module, stack []uint64) {
+	buf, n := uint32(stack[0]), uint32(stack[1])
+	var block []byte
+	if s, ok := ctx.Value(eventKey{}).(*reactorSlot); ok {
+		block = s.env
+	}
+	memory := mod.Memory()
+	var size uint64
+	if memory != nil {
+		size = uint64(memory.Size())
+	}
+	if uint64(buf)+uint64(n) > size {
+		panic(errEventEnvRange)
+	}
+	if int(n) >= len(block) && len(block) > 0 {
+		memory.Write(buf, block)
+	}
+	stack[0] = uint64(len(block))
+}
