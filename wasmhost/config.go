@@ -50,17 +50,28 @@ type Config interface {
 	// stdout, in bytes. Defaults to DefaultStdoutLimit. Zero or negative
 	// means no limit. Module.Run does not capture stdout and ignores it.
 	WithStdoutLimit(limit int64) Config
+
+	// WithReactorWarmup controls whether NewReactorInvoker calls a
+	// reactor's handler once, with an empty event (no data, no
+	// variables, its output discarded), after `_initialize` and before it
+	// captures the snapshot. Defaults to true: the first call of a Go
+	// handler does work (type caches, the scheduler's first switch to the
+	// handler's goroutine) that every event would otherwise repeat
+	// (docs/rationale.md). Should the warm-up event fail, the snapshot is
+	// taken without it.
+	WithReactorWarmup(on bool) Config
 }
 
 // NewConfig returns a Config with the defaults documented on each method.
 func NewConfig() Config {
-	return &config{stdoutLimit: DefaultStdoutLimit}
+	return &config{stdoutLimit: DefaultStdoutLimit, warmup: true}
 }
 
 type config struct {
 	cacheDir    string
 	limitPages  uint32 // 0 means no limit beyond wazero's
 	stdoutLimit int64  // <= 0 means no limit
+	warmup      bool
 }
 
 // clone makes a copy of this config.
@@ -119,4 +130,11 @@ func toConfig(cfg Config) *config {
 		return c
 	}
 	return NewConfig().(*config)
+}
+
+// WithReactorWarmup implements Config.WithReactorWarmup
+func (c *config) WithReactorWarmup(on bool) Config {
+	ret := c.clone()
+	ret.warmup = on
+	return ret
 }

@@ -61,6 +61,7 @@ type Module struct {
 
 	limit       uint64 // memory limit in bytes; 0: none beyond 4 GiB
 	stdoutLimit int64
+	warmup      bool // see Config.WithReactorWarmup
 
 	// reactor is the plan of a reactor module (see NewReactorInvoker);
 	// nil for a command.
@@ -89,7 +90,7 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Module{host: h, stdoutLimit: c.stdoutLimit}
+	m := &Module{host: h, stdoutLimit: c.stdoutLimit, warmup: c.warmup}
 	if info.isReactor() {
 		m.reactor = planReactor(wasm, info)
 		wasm = m.reactor.wasm

@@ -41,6 +41,10 @@ type ReactorInvoker struct {
 	// SnapshotTime is how long initialisation and capturing the snapshot
 	// took.
 	SnapshotTime time.Duration
+	// WarmupErr is why the warm-up event failed (see
+	// Config.WithReactorWarmup), and the snapshot was taken without it;
+	// nil if it succeeded or was off.
+	WarmupErr error
 
 	mu    sync.Mutex
 	slots []*reactorSlot
@@ -61,7 +65,12 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 	}
 	start := time.Now()
 	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base)}
-	snap, err := inv.initialize(ctx, base.Stderr)
+	snap, err := inv.initialize(ctx, base.Stderr, mod.warmup)
+	var werr *warmupError
+	if errors.As(err, &werr) {
+		inv.WarmupErr = werr.err
+		snap, err = inv.initialize(ctx, base.Stderr, false)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reactor initialisation: %w", err)
 	}
@@ -73,14 +82,23 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 // Runtime implements abi.Invoker: abi.RuntimeWasm.
 func (*ReactorInvoker) Runtime() string { return abi.RuntimeWasm }
 
-// initialize runs the module's initialisation in one instance and
-// captures the snapshot.
-func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer) (*snapshot, error) {
+// WarmupTimeout bounds the warm-up event (see Config.WithReactorWarmup).
+const WarmupTimeout = 5 * time.Second
+
+// warmupError is initialize's error when only the warm-up event failed.
+type warmupError struct{ err error }
+
+func (e *warmupError) Error() string { return "warm-up event: " + e.err.Error() }
+
+// initialize runs the module's initialisation in one instance, and the
+// warm-up event if warmup, and captures the snapshot.
+func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup bool) (*snapshot, error) {
 	if out == nil {
 		out = io.Discard
 	}
 	plan := inv.mod.reactor
-	cfg := inv.base.WithStdout(out).WithStderr(out).WithNanosleep(sleeper(ctx))
+	stdio := &switchWriter{w: out}
+	cfg := inv.base.WithStdout(stdio).WithStderr(stdio).WithNanosleep(sleeper(ctx))
 	mem := &linearMemory{limit: inv.mod.memoryLimit()}
 	ctx = experimental.WithMemoryAllocator(ctx, mem)
 	inst, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, cfg)
@@ -122,6 +140,19 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer) (*snap
 		}
 	}
 
+	if warmup {
+		// Empty stdin (the base has none), output discarded, no variables.
+		stdio.w = io.Discard
+		wctx, cancel := context.WithTimeout(context.WithValue(ctx, eventKey{}, &reactorSlot{}), WarmupTimeout)
+		res, err := inst.ExportedFunction(HandleExport).Call(wctx)
+		cancel()
+		if err == nil && int32(res[0]) != 0 {
+			err = fmt.Errorf("status %d", int32(res[0]))
+		}
+		if err != nil {
+			return nil, &warmupError{err}
+		}
+	}
 	snap := &snapshot{fd: -1}
 	for _, name := range plan.globals {
 		snap.globals = append(snap.globals, inst.ExportedGlobal(name).Get())

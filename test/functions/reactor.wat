@@ -3,6 +3,8 @@
 ;; a NUL. Stdin's first byte chooses a failure instead: '!' traps,
 ;; '@' loops until stopped, '#' returns status 3, '$' calls proc_exit(4),
 ;; '%' calls event_env with a buffer that ends past linear memory (a trap).
+;; An event with neither data nor variables, such as the host's warm-up
+;; event, returns status 9.
 ;; _initialize writes "ready" at 32, which every event's reply starts with:
 ;; it shows the snapshot, not a fresh module.
 (module
@@ -46,8 +48,10 @@
           (then (drop (call $event_env (i32.const 65530) (i32.const 7)))))))
     ;; NUL, then the variables if they fit before 64 KiB
     (i32.store8 (local.get $end) (i32.const 0))
-    (local.set $end (i32.add (local.get $end) (i32.const 1)))
     (local.set $n (call $event_env (i32.const 0) (i32.const 0)))
+    (if (i32.and (i32.eq (local.get $end) (i32.const 38)) (i32.eqz (local.get $n)))
+      (then (return (i32.const 9))))
+    (local.set $end (i32.add (local.get $end) (i32.const 1)))
     (if (i32.le_u (i32.add (local.get $end) (local.get $n)) (i32.const 65536))
       (then
         (drop (call $event_env (local.get $end) (local.get $n)))
