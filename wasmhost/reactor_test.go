@@ -370,3 +370,20 @@ func TestReactorMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestReactorCache: CompileToCache compiles a reactor's rewritten module,
+// the one Compile loads: a cache hit.
+func TestReactorCache(t *testing.T) {
+	wasm := wasmFile(t, functions.Reactor)
+	dir := filepath.Join(t.TempDir(), "cache")
+	if _, _, err := CompileToCache(context.Background(), wasm, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	mod, err := newHost(t, NewConfig().WithCacheDir(dir)).Compile(context.Background(), wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !mod.CacheHit() || !mod.IsReactor() {
+		t.Errorf("CacheHit %v (%s), IsReactor %v; want both", mod.CacheHit(), mod.CacheDetail(), mod.IsReactor())
+	}
+}

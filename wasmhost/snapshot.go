@@ -82,6 +82,9 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 // Runtime implements abi.Invoker: abi.RuntimeWasm.
 func (*ReactorInvoker) Runtime() string { return abi.RuntimeWasm }
 
+// SnapshotSize is the size of the snapshot's linear memory, in bytes.
+func (inv *ReactorInvoker) SnapshotSize() uint64 { return inv.snap.size }
+
 // WarmupTimeout bounds the warm-up event (see Config.WithReactorWarmup).
 const WarmupTimeout = 5 * time.Second
 

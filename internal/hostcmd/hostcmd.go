@@ -141,6 +141,17 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		wd = "/"
 	}
 	rc := wasmhost.RunConfig{Args: a.Command, Env: os.Environ(), Dir: wd, FS: root}
+	if mod.IsReactor() {
+		if a.Mode != hostargs.ModeFunction {
+			return fail(stderr, ExitCannotRun, "%s: %v", a.Command[0], wasmhost.ErrReactorRun)
+		}
+		rc.Stderr = stderr
+		inv, code := initReactor(ctx, cancel, mod, rc, sigs)
+		if inv == nil {
+			return code
+		}
+		return serveFunction(a, inv, mod, stderr, sigs)
+	}
 	if a.Mode == hostargs.ModeFunction {
 		return serveFunction(a, wasmhost.NewInvoker(mod, rc), mod, stderr, sigs)
 	}
@@ -190,6 +201,42 @@ func loadModule(ctx context.Context, a hostargs.Args, stderr io.Writer) (mod *wa
 		return nil, nil, fail(stderr, ExitCannotRun, "%s: %v", path, err)
 	}
 	return mod, release, 0
+}
+
+// initReactor initialises the reactor mod and takes its snapshot
+// (wasmhost.NewReactorInvoker). A stop signal meanwhile cancels the
+// initialisation; the host then exits 128+signal. A failure is reported on
+// rc.Stderr and the host exits ExitCannotRun.
+func initReactor(ctx context.Context, cancel context.CancelCauseFunc, mod *wasmhost.Module, rc wasmhost.RunConfig, sigs <-chan os.Signal) (*wasmhost.ReactorInvoker, int) {
+	type result struct {
+		inv *wasmhost.ReactorInvoker
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		inv, err := wasmhost.NewReactorInvoker(ctx, mod, rc)
+		done <- result{inv, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fail(rc.Stderr, ExitCannotRun, "%s: %v", rc.Args[0], r.err)
+		}
+		if r.inv.WarmupErr != nil {
+			fmt.Fprintf(rc.Stderr, "nebula: %s: the warm-up event failed (%v): snapshot taken without it\n", rc.Args[0], r.inv.WarmupErr)
+		}
+		fmt.Fprintf(rc.Stderr, "nebula: %s: reactor initialised; snapshot of %d bytes taken in %v\n",
+			rc.Args[0], r.inv.SnapshotSize(), r.inv.SnapshotTime.Round(time.Microsecond))
+		return r.inv, 0
+	case sig := <-sigs:
+		s, _ := sig.(syscall.Signal)
+		cancel(&wasmhost.SignalError{Signal: s})
+		select {
+		case <-done:
+		case <-time.After(StopGrace):
+		}
+		return nil, wasmhost.ExitCodeSignalBase + int(s)
+	}
 }
 
 // runOnce runs mod's `_start` to its end and returns the guest's exit

@@ -1,0 +1,112 @@
+package hostcmd
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nebula.dev/nebula/test/functions"
+)
+
+// freePort returns a loopback TCP port nobody listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestHostReactor: in function mode a reactor serves events from its
+// snapshot; in run mode it is refused with a clear error, and so is a
+// reactor whose initialisation fails.
+func TestHostReactor(t *testing.T) {
+	reactor := fn(t, functions.Reactor)
+
+	t.Run("run mode", func(t *testing.T) {
+		r := runHost(t, host("--", reactor))
+		if r.code != ExitCannotRun || !strings.Contains(r.stderr, "it handles events and runs only in function mode") {
+			t.Errorf("exit %d, stderr %q; want %d and the reason", r.code, r.stderr, ExitCannotRun)
+		}
+	})
+
+	t.Run("init fails", func(t *testing.T) {
+		dir := t.TempDir()
+		src, wasm := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
+		os.WriteFile(src, []byte(`(module (func (export "_initialize") unreachable)
+			(func (export "nebula_handle") (result i32) (i32.const 0)))`), 0o644)
+		if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
+			t.Fatalf("wat2wasm: %v: %s", err, out)
+		}
+		cmd := host("--mode", "function", "--metrics-port", strconv.Itoa(freePort(t)), "--", wasm)
+		cmd.Env = append(cmd.Env, "PORT="+strconv.Itoa(freePort(t)))
+		r := runHost(t, cmd)
+		if r.code != ExitCannotRun || !strings.Contains(r.stderr, "reactor initialisation: _initialize: guest trapped: unreachable") {
+			t.Errorf("exit %d, stderr %q; want %d and the trap", r.code, r.stderr, ExitCannotRun)
+		}
+	})
+
+	t.Run("function mode", func(t *testing.T) {
+		port := freePort(t)
+		cmd := host("--mode", "function", "--metrics-port", strconv.Itoa(freePort(t)), "--", reactor)
+		cmd.Env = append(cmd.Env, "PORT="+strconv.Itoa(port))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		url := "http://127.0.0.1:" + strconv.Itoa(port) + "/"
+		post := func(id, data string) (int, string) {
+			req, _ := http.NewRequest("POST", url, strings.NewReader(data))
+			req.Header.Set("Ce-Id", id)
+			req.Header.Set("Ce-Type", "test")
+			req.Header.Set("Ce-Source", "/hostcmd")
+			req.Header.Set("Ce-Specversion", "1.0")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return 0, err.Error()
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if code, _ := post("0", "ping"); code != 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		for _, id := range []string{"a", "b"} {
+			code, body := post(id, "hi "+id)
+			if code != 200 || !strings.HasPrefix(body, "ready hi "+id+"\x00") || !strings.Contains(body, "CE_ID="+id+"\x00") {
+				t.Errorf("event %s: %d %q", id, code, body)
+			}
+		}
+		if code, _ := post("c", "!"); code != 500 {
+			t.Errorf("trapping event: %d, want 500", code)
+		}
+		if code, _ := post("d", "after"); code != 200 {
+			t.Errorf("event after the trap: %d, want 200", code)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("exit: %v; stderr %s", err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "reactor initialised; snapshot of 65536 bytes") {
+			t.Errorf("stderr %q: want the snapshot's line", stderr.String())
+		}
+	})
+}
