@@ -81,6 +81,17 @@ func (m *linearMemory) mapSnapshot() error {
 	if n > uint64(len(m.region)) {
 		return fmt.Errorf("snapshot of %d bytes above the memory's %d", n, len(m.region))
 	}
+	if m.snap.copy != nil {
+		if end := pageAlign(n); end > m.committed {
+			if err := syscall.Mprotect(m.region[m.committed:end], syscall.PROT_READ|syscall.PROT_WRITE); err != nil {
+				return err
+			}
+			m.committed = end
+		}
+		copy(m.region, m.snap.copy)
+		m.mapped = true
+		return nil
+	}
 	_, err := mmapFixed(unsafe.Pointer(unsafe.SliceData(m.region)), n,
 		syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_FIXED, m.snap.fd)
 	if err != nil {
@@ -188,6 +199,20 @@ func (m *linearMemory) reset() {
 // so the file's pages show through again below the snapshot's size and
 // zeros above it. Its cost is in the pages the instance touched.
 func (m *linearMemory) resetSnapshot(n uint64) {
+	if c := m.snap.copy; c != nil && m.region != nil {
+		// A small snapshot: copy it back, clear what is past it.
+		copy(m.region, c)
+		if n > uint64(len(c)) {
+			clear(m.region[len(c):min(n, residentMax)])
+			if n > residentMax {
+				if err := syscall.Madvise(m.region[residentMax:n], syscall.MADV_DONTNEED); err != nil {
+					m.unmap()
+				}
+			}
+		}
+		m.size, m.dirty = 0, 0
+		return
+	}
 	if n > 0 && m.region != nil {
 		if err := syscall.Madvise(m.region[:n], syscall.MADV_DONTNEED); err != nil {
 			m.unmap() // never hand one event's data to the next

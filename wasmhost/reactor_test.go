@@ -109,10 +109,25 @@ type stateReport struct {
 // Without the warm-up event, every event must find the snapshot pristine;
 // with it, every event must find exactly what the first one found (the
 // warm-up's traces, which are part of the snapshot).
+// Both ways of restoring memory run: copying a small snapshot and mapping
+// a large one.
 func TestReactorFreshState(t *testing.T) {
-	for _, warmup := range []bool{false, true} {
-		t.Run(fmt.Sprintf("warmup=%v", warmup), func(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		warmup  bool
+		copyMax int
+	}{
+		{"copy", false, 1 << 20}, {"copy/warmup", true, 1 << 20},
+		{"map", false, 0}, {"map/warmup", true, 0},
+	} {
+		warmup := c.warmup
+		t.Run(c.name, func(t *testing.T) {
+			defer func(old int) { copyRestoreMax = old }(copyRestoreMax)
+			copyRestoreMax = c.copyMax
 			inv := newReactorInvoker(t, NewConfig().WithReactorWarmup(warmup), functions.ReactorState)
+			if copied := inv.snap.copy != nil; copied != (c.copyMax > 0) {
+				t.Fatalf("snapshot copied: %v, want %v", copied, c.copyMax > 0)
+			}
 			var first, prev stateReport
 			for i := range 4 {
 				env := []string{"CE_ID=event-" + strings.Repeat("x", i), "CE_SECRET=s" + string(rune('0'+i))}

@@ -25,6 +25,7 @@ import (
 type snapshot struct {
 	fd      int
 	size    uint64   // bytes of linear memory
+	copy    []byte   // the memory itself, when at most copyRestoreMax (then no fd)
 	globals []uint64 // by reactorPlan.globals
 	cleanup runtime.Cleanup
 }
@@ -169,9 +170,20 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 	return snap, nil
 }
 
-// store writes memory into a new memory file, leaving its zero pages as
-// holes.
+// copyRestoreMax is the largest snapshot restored by copying it into
+// the instance's memory (and copying it back after the event) rather than
+// by mapping it copy-on-write: below it, copying costs less than the
+// fault and the madvise call of a mapping (BenchmarkEvent, tiny). A
+// variable for tests, which exercise both ways.
+var copyRestoreMax = 128 << 10
+
+// store keeps memory, in a copy when it is small, else in a new memory
+// file whose zero pages are left as holes.
 func (s *snapshot) store(memory []byte) error {
+	if len(memory) <= copyRestoreMax {
+		s.size, s.copy = uint64(len(memory)), bytes.Clone(memory)
+		return nil
+	}
 	fd, err := unix.MemfdCreate("nebula-snapshot", unix.MFD_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("creating the snapshot's memory file: %w", err)
