@@ -1,6 +1,7 @@
 package wasmhost
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -195,9 +196,15 @@ func (m *linearMemory) reset() {
 }
 
 // resetSnapshot returns the first n bytes of a reactor's memory to the
-// snapshot: MADV_DONTNEED drops the private copies the instance wrote,
-// so the file's pages show through again below the snapshot's size and
-// zeros above it. Its cost is in the pages the instance touched.
+// snapshot. Past the snapshot's size, MADV_DONTNEED gives the pages back:
+// the next instance reads zeros. Within it, the pages the instance wrote
+// are private copies of the snapshot's file; PAGEMAP_SCAN lists them, and
+// they are copied back from the snapshot and kept, so that the next
+// instance writes them without a fault (a copy-on-write fault costs more
+// than copying the page back: docs/rationale.md). Once more than
+// keptMax bytes are kept, or without PAGEMAP_SCAN, MADV_DONTNEED drops
+// them all instead and the file's pages show through again. Either way
+// the cost is in the pages the instances touched, not the memory's size.
 func (m *linearMemory) resetSnapshot(n uint64) {
 	if c := m.snap.copy; c != nil && m.region != nil {
 		// A small snapshot: copy it back, clear what is past it.
@@ -213,13 +220,64 @@ func (m *linearMemory) resetSnapshot(n uint64) {
 		m.size, m.dirty = 0, 0
 		return
 	}
-	if n > 0 && m.region != nil {
-		if err := syscall.Madvise(m.region[:n], syscall.MADV_DONTNEED); err != nil {
+	m.size, m.dirty = 0, 0
+	if m.region == nil {
+		return
+	}
+	snapN := m.snap.size
+	if n > snapN {
+		if err := syscall.Madvise(m.region[snapN:n], syscall.MADV_DONTNEED); err != nil {
 			m.unmap() // never hand one event's data to the next
+			return
 		}
 	}
-	m.size, m.dirty = 0, 0
+	if err := m.restoreWritten(); err != nil {
+		if err := syscall.Madvise(m.region[:snapN], syscall.MADV_DONTNEED); err != nil {
+			m.unmap()
+		}
+	}
 }
+
+// keptMax bounds the private pages resetSnapshot keeps, per slot. A
+// variable for tests.
+var keptMax uint64 = 4 << 20
+
+// restoreWritten copies the snapshot back over the private pages within
+// the snapshot's size; an error means they must be dropped instead.
+func (m *linearMemory) restoreWritten() error {
+	f := pagemap()
+	if f == nil || m.snap.view == nil {
+		return errNoScan
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(m.region)))
+	start, end := base, base+uintptr(m.snap.size)
+	var vec [64]pageRegion
+	var kept uint64
+	for start < end {
+		n, walkEnd, err := scanPrivate(f, start, end, vec[:])
+		if err != nil {
+			return err
+		}
+		for _, r := range vec[:n] {
+			lo, hi := uintptr(r.start)-base, uintptr(r.end)-base
+			copy(m.region[lo:hi], m.snap.view[lo:hi])
+			kept += uint64(hi - lo)
+		}
+		if kept > keptMax {
+			return errTooManyKept
+		}
+		if walkEnd <= start {
+			break
+		}
+		start = walkEnd
+	}
+	return nil
+}
+
+var (
+	errNoScan      = errors.New("no PAGEMAP_SCAN")
+	errTooManyKept = errors.New("too many private pages")
+)
 
 // unmap releases the reservation.
 func (m *linearMemory) unmap() {

@@ -109,21 +109,26 @@ type stateReport struct {
 // Without the warm-up event, every event must find the snapshot pristine;
 // with it, every event must find exactly what the first one found (the
 // warm-up's traces, which are part of the snapshot).
-// Both ways of restoring memory run: copying a small snapshot and mapping
-// a large one.
+// Every way of restoring memory runs: copying a small snapshot; mapping a
+// large one, its written pages copied back and kept, or dropped (over
+// keptMax, or without PAGEMAP_SCAN).
 func TestReactorFreshState(t *testing.T) {
+	noScan := func() *os.File { return nil }
 	for _, c := range []struct {
 		name    string
 		warmup  bool
 		copyMax int
+		keptMax uint64
+		pagemap func() *os.File
 	}{
-		{"copy", false, 1 << 20}, {"copy/warmup", true, 1 << 20},
-		{"map", false, 0}, {"map/warmup", true, 0},
+		{"copy", false, 1 << 20, keptMax, pagemap}, {"copy/warmup", true, 1 << 20, keptMax, pagemap},
+		{"map", false, 0, keptMax, pagemap}, {"map/warmup", true, 0, keptMax, pagemap},
+		{"map/drop", false, 0, 0, pagemap}, {"map/noscan", false, 0, keptMax, noScan},
 	} {
 		warmup := c.warmup
 		t.Run(c.name, func(t *testing.T) {
-			defer func(old int) { copyRestoreMax = old }(copyRestoreMax)
-			copyRestoreMax = c.copyMax
+			defer func(c int, k uint64, p func() *os.File) { copyRestoreMax, keptMax, pagemap = c, k, p }(copyRestoreMax, keptMax, pagemap)
+			copyRestoreMax, keptMax, pagemap = c.copyMax, c.keptMax, c.pagemap
 			inv := newReactorInvoker(t, NewConfig().WithReactorWarmup(warmup), functions.ReactorState)
 			if copied := inv.snap.copy != nil; copied != (c.copyMax > 0) {
 				t.Fatalf("snapshot copied: %v, want %v", copied, c.copyMax > 0)

@@ -26,6 +26,7 @@ type snapshot struct {
 	fd      int
 	size    uint64   // bytes of linear memory
 	copy    []byte   // the memory itself, when at most copyRestoreMax (then no fd)
+	view    []byte   // a read-only shared mapping of fd, to copy pages back from
 	globals []uint64 // by reactorPlan.globals
 	cleanup runtime.Cleanup
 }
@@ -184,7 +185,7 @@ func (s *snapshot) store(memory []byte) error {
 		s.size, s.copy = uint64(len(memory)), bytes.Clone(memory)
 		return nil
 	}
-	fd, err := unix.MemfdCreate("nebula-snapshot", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("nebula-snapshot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return fmt.Errorf("creating the snapshot's memory file: %w", err)
 	}
@@ -208,7 +209,27 @@ func (s *snapshot) store(memory []byte) error {
 		}
 		off = end
 	}
+	// The file never changes again: the instances' mappings rely on it.
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS,
+		unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
+		return fmt.Errorf("sealing the snapshot's memory file: %w", err)
+	}
+	view, err := unix.Mmap(fd, 0, len(memory), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mapping the snapshot's memory file: %w", err)
+	}
+	s.view = view
+	s.cleanup.Stop()
+	s.cleanup = runtime.AddCleanup(s, func(r snapshotResources) {
+		unix.Munmap(r.view)
+		unix.Close(r.fd)
+	}, snapshotResources{fd, view})
 	return nil
+}
+
+type snapshotResources struct {
+	fd   int
+	view []byte
 }
 
 var zeroPage = make([]byte, osPageSize)
