@@ -87,6 +87,20 @@ func (*ReactorInvoker) Runtime() string { return abi.RuntimeWasm }
 // SnapshotSize is the size of the snapshot's linear memory, in bytes.
 func (inv *ReactorInvoker) SnapshotSize() uint64 { return inv.snap.size }
 
+// RestoreMethod names how events' memory is restored, for logs: "copy"
+// (a small snapshot), "mapped, written pages copied back" (PAGEMAP_SCAN)
+// or "mapped, written pages dropped" (MADV_DONTNEED only).
+func (inv *ReactorInvoker) RestoreMethod() string {
+	switch {
+	case inv.snap.copy != nil || inv.snap.size == 0:
+		return "copy"
+	case pagemap() != nil:
+		return "mapped, written pages copied back"
+	default:
+		return "mapped, written pages dropped"
+	}
+}
+
 // WarmupTimeout bounds the warm-up event (see Config.WithReactorWarmup).
 const WarmupTimeout = 5 * time.Second
 

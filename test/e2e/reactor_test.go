@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	encbinary "encoding/binary"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ const (
 	reactorFnImage      = "localhost/nebula/reactor-fn:latest"
 	reactorStateFnImage = "localhost/nebula/reactorstate-fn:latest"
 	reactorRunImage     = "localhost/nebula/reactor-wasm:latest"
+	goReactorFnImage    = "localhost/nebula/goreactor-fn:latest"
 )
 
 // buildReactorImages builds the reactor images with `nebula build` and
@@ -24,16 +26,31 @@ const (
 func buildReactorImages(t *testing.T, d *harness.Daemon) {
 	t.Helper()
 	dir, bin, out := fixtures(t), harness.Binaries(t), t.TempDir()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	goReactor := filepath.Join(out, "goreactor.wasm")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", goReactor, "./wasmhost/testdata/goreactor")
+	build.Dir, build.Env = root, append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build wasmhost/testdata/goreactor: %v\n%s", err, b)
+	}
 	for _, img := range []struct {
 		module string
 		args   []string
 	}{
+		{goReactor, []string{"--function", "-t", goReactorFnImage}},
 		{functions.Reactor, []string{"--function", "-t", reactorFnImage}},
 		{functions.ReactorState, []string{"--function", "-t", reactorStateFnImage}},
 		{functions.Reactor, []string{"-t", reactorRunImage}},
 	} {
 		archive := filepath.Join(out, strings.NewReplacer("/", "_", ":", "_").Replace(img.args[len(img.args)-1])+".tar")
-		args := append(append([]string{"build", filepath.Join(dir, img.module)}, img.args...), "-o", archive)
+		module := img.module
+		if !filepath.IsAbs(module) {
+			module = filepath.Join(dir, module)
+		}
+		args := append(append([]string{"build", module}, img.args...), "-o", archive)
 		if b, err := exec.Command(filepath.Join(bin, "nebula"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("nebula %s: %v\n%s", strings.Join(args, " "), err, b)
 		}
@@ -115,6 +132,31 @@ func TestReactor(t *testing.T) {
 		}
 		if bytes.Equal(randoms[0], randoms[1]) || bytes.Equal(randoms[1], randoms[2]) {
 			t.Errorf("random_get repeated between events: % x", randoms)
+		}
+	})
+
+	// A Go reactor (wasmhost/testdata/goreactor): its 3 MB snapshot is
+	// mapped, and the pages an event writes are found with PAGEMAP_SCAN
+	// inside the container and copied back.
+	t.Run("go", func(t *testing.T) {
+		logFile := filepath.Join(t.TempDir(), "task.log")
+		f := startFunction(t, d, goReactorFnImage, "fn-goreactor", "--log-uri", "file://"+logFile)
+		r := send(t, "POST", f.URL, map[string]string{
+			"Ce-Specversion": "1.0", "Ce-Id": "g1", "Ce-Source": "/e2e", "Ce-Type": "reactor.go",
+			"Content-Type": "application/json",
+		}, []byte(`{"a":1}`))
+		if want := `{"data":{"a":1},"env":[`; r.status != 200 || !strings.HasPrefix(string(r.body), want) ||
+			!strings.Contains(string(r.body), `"CE_ID=g1"`) || strings.Contains(string(r.body), "FOO=") {
+			t.Errorf("event: %d %q, want 200 starting %q with CE_ID=g1 and not the task's FOO", r.status, r.body, want)
+		}
+		for i := range 3 {
+			if r := send(t, "POST", f.URL, map[string]string{"Content-Type": "text/plain"}, []byte("counter")); r.status != 200 || string(r.body) != "1\n" {
+				t.Errorf("counter %d: %d %q, want 200 \"1\\n\": an event saw an earlier one's memory", i, r.status, r.body)
+			}
+		}
+		log, _ := os.ReadFile(logFile)
+		if !strings.Contains(string(log), "memory restored by mapped, written pages copied back") {
+			t.Errorf("task log %q: want the snapshot restored with PAGEMAP_SCAN", log)
 		}
 	})
 
