@@ -40,7 +40,27 @@
 // (ENOENT). Clocks and randomness are the host's, not wazero's reproducible
 // defaults.
 //
+// A reactor (IsReactor: the module exports HandleExport) serves events
+// through a ReactorInvoker instead: NewReactorInvoker initialises it once
+// (data segments, start function, `_initialize`, a warm-up event; see
+// Config.WithReactorWarmup) and captures its linear memory and mutable
+// globals; each Invoke restores them into a fresh instance (a small
+// snapshot by copying, a large one by a copy-on-write mapping of a
+// sealed memfd whose written pages are copied back after the event) and
+// calls the handler, with the event's variables behind the host function
+// ImportModule.EventEnvImport rather than in the WASI environment. To make
+// that possible Compile rewrites a reactor: its mutable globals are
+// exported under ReservedExportPrefix, its data and start sections are
+// removed (the host applies them once); a reactor whose state a snapshot
+// cannot restore (ErrSnapshot) is refused by Preflight.
+//
+// A snapshot repeats, in every event, whatever initialisation computed:
+// for Go, the runtime's map hash seed and the state of math/rand's global
+// generator (the same numbers in every event), time.Now() values and
+// os.Environ() taken at initialisation. WASI random_get, and so
+// crypto/rand, is fresh per event.
+//
 // docs/rationale.md gives the reasons for the choices here: the wazero
 // release, the verified cache, the memory allocator, bounded tables, the
-// structural limits and the file system rules.
+// structural limits, the file system rules and the reactors' snapshots.
 package wasmhost

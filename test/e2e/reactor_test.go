@@ -160,6 +160,28 @@ func TestReactor(t *testing.T) {
 		}
 	})
 
+	// A reactor whose state a snapshot could not restore: Create fails
+	// with the reason, and nothing is left behind.
+	t.Run("refused at Create", func(t *testing.T) {
+		dir := t.TempDir()
+		src, wasm, archive := filepath.Join(dir, "m.wat"), filepath.Join(dir, "passive.wasm"), filepath.Join(dir, "passive.tar")
+		os.WriteFile(src, []byte(`(module (memory 1) (data "x")
+			(func (export "nebula_handle") (result i32) (i32.const 0)))`), 0o644)
+		if b, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
+			t.Fatalf("wat2wasm: %v\n%s", err, b)
+		}
+		const image = "localhost/nebula/passive-fn:latest"
+		if b, err := exec.Command(filepath.Join(harness.Binaries(t), "nebula"), "build", wasm, "--function", "-t", image, "-o", archive).CombinedOutput(); err != nil {
+			t.Fatalf("nebula build: %v\n%s", err, b)
+		}
+		d.MustCtr(t, "images", "import", archive)
+		r := d.Ctr(t, "run", "--rm", "--runtime", nebula, "--net-host", image, "passive")
+		if r.ExitCode == 0 || !strings.Contains(r.Stderr, "reactor cannot be snapshotted: data segment 0 is passive") {
+			t.Errorf("ctr run: exit %d, stderr %q; want a failed Create naming the passive segment", r.ExitCode, r.Stderr)
+		}
+		d.Ctr(t, "container", "rm", "passive")
+	})
+
 	t.Run("run mode refused", func(t *testing.T) {
 		r := d.Ctr(t, "run", "--rm", "--runtime", nebula, reactorRunImage, "run-reactor")
 		if r.ExitCode != 126 || !strings.Contains(r.Stdout+r.Stderr, "it handles events and runs only in function mode") {
