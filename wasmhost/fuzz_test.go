@@ -56,6 +56,7 @@ func addModuleSeeds(f *testing.F) {
 	for _, name := range []string{
 		functions.Hello, functions.Exit7, functions.Echo, functions.Scratch, functions.Trap,
 		functions.BadImport, functions.NoStart, functions.Memhog, functions.Probe, functions.Escape,
+		functions.Reactor, functions.ReactorState,
 	} {
 		b, err := os.ReadFile(filepath.Join(fnDir, name))
 		if err != nil {
@@ -155,6 +156,47 @@ func FuzzBoundTables(f *testing.F) {
 		if _, perr := preflight(wasm, toConfig(nil)); perr == nil && len(wasm) <= fuzzCompileMax && interpreterCompile(wasm) == nil {
 			if err := interpreterCompile(out); err != nil {
 				t.Fatalf("wazero compiles the module but not its bounded form: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzPlanReactor: for every reactor preflight accepts, the rewritten
+// module parses, has no start, data or data count section, exports every
+// mutable global and the start function under the reserved names, and
+// wazero accepts it whenever it accepted the input.
+func FuzzPlanReactor(f *testing.F) {
+	addModuleSeeds(f)
+	f.Fuzz(func(t *testing.T, wasm []byte) {
+		info, err := preflight(wasm, toConfig(nil))
+		if err != nil || !info.isReactor() {
+			return
+		}
+		p := planReactor(wasm, info)
+		out, err := parseModule(p.wasm)
+		if err != nil {
+			t.Fatalf("the rewritten module does not parse: %v", err)
+		}
+		for _, s := range out.sections {
+			if s.id == 8 || s.id == 11 || s.id == 12 {
+				t.Fatalf("the rewritten module has section %d", s.id)
+			}
+		}
+		names := p.globals
+		if p.start {
+			names = append(names, startExport)
+		}
+		for _, name := range names {
+			if _, ok := out.exports[name]; !ok {
+				t.Fatalf("the rewritten module does not export %q", name)
+			}
+		}
+		if len(out.exports) != len(info.exports)+len(names) {
+			t.Fatalf("%d exports after the rewrite, %d + %d before", len(out.exports), len(info.exports), len(names))
+		}
+		if len(wasm) <= fuzzCompileMax && interpreterCompile(wasm) == nil {
+			if err := interpreterCompile(p.wasm); err != nil {
+				t.Fatalf("wazero compiles the module but not its rewrite: %v", err)
 			}
 		}
 	})
