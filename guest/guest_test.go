@@ -85,7 +85,9 @@ func TestServe(t *testing.T) {
 		{"error", ce, func(*Event) (*Reply, error) { return nil, fail }, 1, "", "guest: boom\n"},
 		{"ce failure status", ce, func(*Event) (*Reply, error) { return &Reply{Status: 404, Data: []byte("x")}, nil }, 1, "",
 			"guest: handler replied with a failure status: 404\n"},
-		{"ce ignores headers", ce, func(*Event) (*Reply, error) { return &Reply{Header: map[string]string{"A": "b"}, Data: []byte("x")}, nil }, 0, "x", ""},
+		{"ce ignores headers", ce, func(*Event) (*Reply, error) {
+			return &Reply{Header: map[string]string{"A": "b"}, Data: []byte("x")}, nil
+		}, 0, "x", ""},
 		{"panic", ce, func(*Event) (*Reply, error) { panic("oops") }, 2, "", "panic: oops\n"},
 		{"http body", http, func(e *Event) (*Reply, error) { return &Reply{Data: []byte("Status: 500\n\nnot a header")}, nil }, 0,
 			"Status: 200\r\n\r\nStatus: 500\n\nnot a header", ""},
