@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"nebula.dev/nebula/oci/image"
+	"nebula.dev/nebula/wasmhost"
 )
 
 // buildOptions are the flags of `nebula build`.
@@ -36,7 +38,11 @@ func newBuildCommand() *cobra.Command {
 
 FILE is recognised by its first bytes, not its name:
   - a WebAssembly core module ("\0asm") becomes /NAME.wasm, and the image is
-    listed under the platforms wasi/wasm and linux/ARCH (see --platform);
+    listed under the platforms wasi/wasm and linux/ARCH (see --platform); a
+    module that exports nebula_handle is a reactor (a Go function built with
+    package guest and -buildmode=c-shared): initialised once per task, each
+    event in an instance restored from that state; it only serves events, so
+    it wants --function;
   - a statically linked ELF executable becomes /NAME, and the image's
     platform is linux/ARCH from the ELF header. A dynamically linked one is
     refused: the image has no libraries.
@@ -156,8 +162,31 @@ func runBuild(ctx context.Context, stdout, stderr io.Writer, file string, o buil
 	runtimeFlag := ""
 	if res.Kind == image.KindWasm {
 		runtimeFlag = "--runtime io.containerd.nebula.v1 "
+		if err := noteReactor(stdout, stderr, file, o); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, "  run:          ctr run --rm %s%s ID\n", runtimeFlag, res.Name)
+	return nil
+}
+
+// noteReactor says when the module is a reactor, and warns when the image
+// does not run it in function mode: a reactor has no _start to run once.
+// The mode can still be set when the task is created (nebula.dev/mode), so
+// this is a warning, not an error.
+func noteReactor(stdout, stderr io.Writer, file string, o buildOptions) error {
+	wasm, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if !wasmhost.IsReactor(wasm) {
+		return nil
+	}
+	fmt.Fprintln(stdout, "  reactor:      initialised once per task, every event in an instance restored from that state")
+	if !o.function && !slices.Contains(o.env, "NEBULA_MODE=function") {
+		fmt.Fprintf(stderr, "warning: %s is a reactor (it exports %s): it only serves events; build it with --function or create the task with nebula.dev/mode=function\n",
+			file, wasmhost.HandleExport)
+	}
 	return nil
 }
 

@@ -208,3 +208,43 @@ func TestBuildCommandErrors(t *testing.T) {
 		})
 	}
 }
+
+// reactorWasm is the smallest reactor: it exports nebula_handle () -> i32.
+var reactorWasm = []byte{
+	0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+	0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, // type: () -> i32
+	0x03, 0x02, 0x01, 0x00, // func 0 of type 0
+	0x07, 0x11, 0x01, 0x0d, 'n', 'e', 'b', 'u', 'l', 'a', '_', 'h', 'a', 'n', 'd', 'l', 'e', 0x00, 0x00,
+	0x0a, 0x06, 0x01, 0x04, 0x00, 0x41, 0x00, 0x0b, // i32.const 0
+}
+
+// A reactor is named as one, and without function mode the build warns
+// that it only serves events; a command module gets neither.
+func TestBuildCommandReactor(t *testing.T) {
+	reactor := filepath.Join(t.TempDir(), "fn.wasm")
+	if err := os.WriteFile(reactor, reactorWasm, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const note, warning = "reactor:", "it only serves events"
+	for _, tc := range []struct {
+		name, file    string
+		flags         []string
+		note, warning bool
+	}{
+		{"reactor --function", reactor, []string{"--function"}, true, false},
+		{"reactor --env NEBULA_MODE=function", reactor, []string{"--env", "NEBULA_MODE=function"}, true, false},
+		{"reactor run mode", reactor, nil, true, true},
+		{"command", writeWasm(t), nil, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "fn.tar")
+			stdout, stderr, err := run(t, append([]string{"build", tc.file, "-o", out, "-t", "localhost/nebula/fn:v1"}, tc.flags...)...)
+			if err != nil {
+				t.Fatalf("nebula build: %v", err)
+			}
+			if strings.Contains(stdout, note) != tc.note || strings.Contains(stderr, warning) != tc.warning {
+				t.Errorf("stdout %q, stderr %q: want note %v, warning %v", stdout, stderr, tc.note, tc.warning)
+			}
+		})
+	}
+}

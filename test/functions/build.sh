@@ -3,6 +3,7 @@
 #   *.wat            -> OUTDIR/*.wasm      (wat2wasm, Debian package wabt)
 #   probe/main.go    -> OUTDIR/probe.wasm  (GOOS=wasip1 GOARCH=wasm)
 #                    -> OUTDIR/probe       (static native, CGO_ENABLED=0)
+#                    -> OUTDIR/probe-reactor.wasm (-tags reactor -buildmode=c-shared)
 #   escape/main.go   -> OUTDIR/escape.wasm (GOOS=wasip1 GOARCH=wasm)
 set -eu
 if [ $# -ne 1 ]; then
@@ -22,5 +23,6 @@ done
 cd "$src/probe"
 GOOS=wasip1 GOARCH=wasm go build -o "$out/probe.wasm" .
 CGO_ENABLED=0 go build -o "$out/probe" .
+GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -tags reactor -o "$out/probe-reactor.wasm" .
 cd "$src/escape"
 GOOS=wasip1 GOARCH=wasm go build -o "$out/escape.wasm" .

@@ -35,7 +35,11 @@ const (
 	Memhog    = "memhog.wasm"    // exhausts memory, its table or stdout, by stdin's first byte
 	Probe     = "probe.wasm"     // probe/main.go for GOOS=wasip1 GOARCH=wasm
 	ProbeExe  = "probe"          // probe/main.go as a static native binary
-	Escape    = "escape.wasm"    // escape/main.go for wasip1: the escape suite
+	// ProbeReactor is the probe built as a reactor with package guest
+	// (-tags reactor -buildmode=c-shared): each event runs "ce" mode's
+	// command in an instance restored from the post-initialisation state.
+	ProbeReactor = "probe-reactor.wasm"
+	Escape       = "escape.wasm" // escape/main.go for wasip1: the escape suite
 
 	Reactor      = "reactor.wasm"      // a reactor: echoes stdin and the event's variables; fails by stdin's first byte
 	ReactorState = "reactorstate.wasm" // a hostile reactor: reports what earlier events left, then leaves traces
@@ -75,6 +79,10 @@ func Build(ctx context.Context, outDir string) error {
 	probe := filepath.Join(src, "probe")
 	if err := run(ctx, probe, []string{"GOOS=wasip1", "GOARCH=wasm"},
 		goTool, "build", "-o", filepath.Join(outDir, Probe), "."); err != nil {
+		return err
+	}
+	if err := run(ctx, probe, []string{"GOOS=wasip1", "GOARCH=wasm"},
+		goTool, "build", "-buildmode=c-shared", "-tags", "reactor", "-o", filepath.Join(outDir, ProbeReactor), "."); err != nil {
 		return err
 	}
 	if err := run(ctx, filepath.Join(src, "escape"), []string{"GOOS=wasip1", "GOARCH=wasm"},

@@ -25,8 +25,11 @@ const (
 	// echo; a module that traps.
 	ProbeFnWasmImage = "localhost/nebula/probe-fn-wasm:latest"
 	ProbeFnImage     = "localhost/nebula/probe-fn:latest"
-	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
-	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
+	// ProbeReactorImage is the probe's reactor build (package guest): the
+	// same commands, each event in an instance restored from a snapshot.
+	ProbeReactorImage = "localhost/nebula/probe-reactor:latest"
+	EchoFnWasmImage   = "localhost/nebula/echo-fn-wasm:latest"
+	TrapFnWasmImage   = "localhost/nebula/trap-fn-wasm:latest"
 	// MemhogFnWasmImage exhausts memory, its table or stdout, chosen by the
 	// event's data (test/functions/memhog.wat).
 	MemhogFnWasmImage = "localhost/nebula/memhog-fn-wasm:latest"
@@ -50,6 +53,7 @@ var images = map[string][]string{
 
 	"probe-fn-wasm.tar":  {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
 	"probe-fn.tar":       {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
+	"probe-reactor.tar":  {"probe-reactor.wasm", "--function", "-t", ProbeReactorImage},
 	"echo-fn-wasm.tar":   {"echo.wasm", "--function", "-t", EchoFnWasmImage},
 	"trap-fn-wasm.tar":   {"trap.wasm", "--function", "-t", TrapFnWasmImage},
 	"memhog-fn-wasm.tar": {"memhog.wasm", "--function", "-t", MemhogFnWasmImage},

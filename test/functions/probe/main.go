@@ -1,7 +1,8 @@
-// Command probe is Nebula's test guest. The same source is built twice, as a
-// WebAssembly module (GOOS=wasip1 GOARCH=wasm, probe.wasm) and as a static
-// native executable (CGO_ENABLED=0, probe), so that tests and benchmarks can
-// compare the two runtimes on identical behaviour.
+// Command probe is Nebula's test guest. The same source is built three
+// times, as a WebAssembly command (GOOS=wasip1 GOARCH=wasm, probe.wasm), as
+// a static native executable (CGO_ENABLED=0, probe) and as a reactor
+// (reactor.go, probe-reactor.wasm), so that tests and benchmarks can compare
+// the runtimes on identical behaviour.
 //
 // The first argument selects what it does:
 //
@@ -51,6 +52,13 @@ import (
 	"time"
 )
 
+// The invocation's data and per-event variables: the process's own stdin
+// and environment, or in the reactor build the event's (reactor.go).
+var (
+	stdin  io.Reader = os.Stdin
+	getenv           = os.Getenv
+)
+
 // counter is global state: a fresh instance (or process) always prints 1.
 var counter int
 
@@ -94,7 +102,7 @@ func run(cmd string, args []string) error {
 		_, err := fmt.Fprintln(out, "hello from probe")
 		return err
 	case "echo":
-		_, err := io.Copy(out, os.Stdin)
+		_, err := io.Copy(out, stdin)
 		return err
 	case "exit":
 		if err := need(args, 1, "exit N"); err != nil {
@@ -205,11 +213,11 @@ func run(cmd string, args []string) error {
 	case "ce":
 		// Function mode: the event picks the command. Type "probe.CMD",
 		// arguments from the subject, e.g. type probe.exit, subject "3".
-		typ := os.Getenv("CE_TYPE")
-		if typ == "" && os.Getenv("REQUEST_METHOD") != "" {
+		typ := getenv("CE_TYPE")
+		if typ == "" && getenv("REQUEST_METHOD") != "" {
 			// A plain HTTP invocation: the path names the command,
 			// /COMMAND/ARG/..., and "/" echoes.
-			f := strings.FieldsFunc(os.Getenv("PATH_INFO"), func(r rune) bool { return r == '/' })
+			f := strings.FieldsFunc(getenv("PATH_INFO"), func(r rune) bool { return r == '/' })
 			if len(f) == 0 || f[0] == "ce" {
 				f = []string{"echo"}
 			}
@@ -218,7 +226,7 @@ func run(cmd string, args []string) error {
 		if !strings.HasPrefix(typ, "probe.") || typ == "probe.ce" {
 			return fmt.Errorf("ce: want an event type probe.COMMAND, got %q", typ)
 		}
-		return run(strings.TrimPrefix(typ, "probe."), strings.Fields(os.Getenv("CE_SUBJECT")))
+		return run(strings.TrimPrefix(typ, "probe."), strings.Fields(getenv("CE_SUBJECT")))
 	case "empty":
 		// Prints nothing: a function with no reply.
 	case "stderr":
