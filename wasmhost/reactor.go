@@ -80,11 +80,15 @@ func (m *moduleInfo) checkReactor() error {
 			return err
 		}
 	}
-	var reasons []string
+	var reasons, reserved []string
 	for name := range m.exports {
 		if strings.HasPrefix(name, ReservedExportPrefix) {
-			reasons = append(reasons, fmt.Sprintf("it exports %q, a name the host reserves", name))
+			reserved = append(reserved, name)
 		}
+	}
+	sort.Strings(reserved)
+	for _, name := range reserved {
+		reasons = append(reasons, fmt.Sprintf("it exports %q, a name the host reserves", name))
 	}
 	if n := m.importsOf.memories + len(m.memories); n > 1 {
 		reasons = append(reasons, fmt.Sprintf("it has %d memories, the snapshot keeps one", n))

@@ -57,6 +57,36 @@ func TestHostReactor(t *testing.T) {
 		}
 	})
 
+	// A stop signal during initialisation stops it: the host exits
+	// 128+signal.
+	t.Run("signal during init", func(t *testing.T) {
+		dir := t.TempDir()
+		src, wasm := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
+		os.WriteFile(src, []byte(`(module (func (export "_initialize") (loop (br 0)))
+			(func (export "nebula_handle") (result i32) (i32.const 0)))`), 0o644)
+		if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
+			t.Fatalf("wat2wasm: %v: %s", err, out)
+		}
+		cmd := host("--mode", "function", "--metrics-port", strconv.Itoa(freePort(t)), "--", wasm)
+		cmd.Env = append(cmd.Env, "PORT="+strconv.Itoa(freePort(t)))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // into the loop
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Fatal("the host did not stop within 30 s of SIGTERM")
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 143 {
+			t.Errorf("exit %d, want 143", code)
+		}
+	})
+
 	t.Run("function mode", func(t *testing.T) {
 		port := freePort(t)
 		cmd := host("--mode", "function", "--metrics-port", strconv.Itoa(freePort(t)), "--", reactor)
