@@ -817,82 +817,93 @@ func (r *reader) locals() (uint64, error) {
 func (r *reader) maxNesting(limit int, mutation func(op string)) (depth int, ok bool) {
 	cur := 0
 	for r.off < len(r.b) {
-		op, _ := r.byte()
-		var err error
-		switch {
-		case op == 0x02 || op == 0x03 || op == 0x04 || op == 0x06: // block, loop, if, try
-			err = r.blockType()
+		op, sub, known, err := r.instruction()
+		if !known || err != nil {
+			return depth, false
+		}
+		switch op {
+		case 0x02, 0x03, 0x04, 0x06: // block, loop, if, try
 			if cur++; cur > depth {
 				depth = cur
 				if depth > limit {
 					return depth, true
 				}
 			}
-		case op == 0x0b: // end
+		case 0x0b, 0x18: // end; delegate, which ends a try
 			cur--
-		case op == 0x18: // delegate: ends a try
-			_, err = r.u32()
-			cur--
-		case op <= 0x01, op == 0x05, op == 0x07, op == 0x0f, op == 0x19, op == 0x1a, op == 0x1b, op == 0xd1,
-			op >= 0x45 && op <= 0xc4: // no immediate
-		case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x10, op == 0x12,
-			op >= 0x20 && op <= 0x26, op == 0xd2: // one index
-			if op == 0x26 {
-				mutation("table.set")
+		case 0x26:
+			mutation("table.set")
+		case 0xfc:
+			if name := miscMutations[sub]; name != "" {
+				mutation(name)
 			}
-			_, err = r.u32()
-		case op == 0x11, op == 0x13: // call_indirect, return_call_indirect
-			if _, err = r.u32(); err == nil {
-				_, err = r.u32()
-			}
-		case op == 0x0e: // br_table
-			var n uint32
-			if n, err = r.u32(); err == nil {
-				for i := uint32(0); i <= n && err == nil; i++ {
-					_, err = r.u32()
-				}
-			}
-		case op == 0x1c: // select t*
-			var n uint32
-			if n, err = r.u32(); err == nil {
-				_, err = r.bytes(n)
-			}
-		case op >= 0x28 && op <= 0x3e: // loads and stores
-			err = r.memarg()
-		case op == 0x3f, op == 0x40, op == 0xd0: // memory.size, memory.grow, ref.null
-			_, err = r.byte()
-		case op == 0x41, op == 0x42: // i32.const, i64.const
-			err = r.sleb()
-		case op == 0x43:
-			_, err = r.bytes(4)
-		case op == 0x44:
-			_, err = r.bytes(8)
-		case op == 0xfc:
-			var sub uint32
-			if sub, err = r.miscImmediates(); err == nil {
-				if name := miscMutations[sub]; name != "" {
-					mutation(name)
-				}
-			}
-		case op == 0xfd:
-			err = r.simdImmediates()
-		case op == 0xfe: // atomics
-			var sub uint32
-			if sub, err = r.u32(); err == nil {
-				if sub == 0x03 { // atomic.fence
-					_, err = r.byte()
-				} else {
-					err = r.memarg()
-				}
-			}
-		default:
-			return depth, false
-		}
-		if err != nil {
-			return depth, false
 		}
 	}
 	return depth, true
+}
+
+// instruction decodes the instruction at r's offset, immediates included:
+// its opcode and, for a prefixed one (0xfc, 0xfd, 0xfe), its sub-opcode.
+// known is false for an opcode it does not know, whose immediates it
+// cannot skip.
+func (r *reader) instruction() (op byte, sub uint32, known bool, err error) {
+	op, err = r.byte()
+	if err != nil {
+		return op, 0, true, err
+	}
+	switch {
+	case op == 0x02 || op == 0x03 || op == 0x04 || op == 0x06: // block, loop, if, try
+		err = r.blockType()
+	case op == 0x0b: // end
+	case op == 0x18: // delegate
+		_, err = r.u32()
+	case op <= 0x01, op == 0x05, op == 0x07, op == 0x0f, op == 0x19, op == 0x1a, op == 0x1b, op == 0xd1,
+		op >= 0x45 && op <= 0xc4: // no immediate
+	case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x10, op == 0x12,
+		op >= 0x20 && op <= 0x26, op == 0xd2: // one index
+		_, err = r.u32()
+	case op == 0x11, op == 0x13: // call_indirect, return_call_indirect
+		if _, err = r.u32(); err == nil {
+			_, err = r.u32()
+		}
+	case op == 0x0e: // br_table
+		var n uint32
+		if n, err = r.u32(); err == nil {
+			for i := uint32(0); i <= n && err == nil; i++ {
+				_, err = r.u32()
+			}
+		}
+	case op == 0x1c: // select t*
+		var n uint32
+		if n, err = r.u32(); err == nil {
+			_, err = r.bytes(n)
+		}
+	case op >= 0x28 && op <= 0x3e: // loads and stores
+		err = r.memarg()
+	case op == 0x3f, op == 0x40, op == 0xd0: // memory.size, memory.grow, ref.null
+		_, err = r.byte()
+	case op == 0x41, op == 0x42: // i32.const, i64.const
+		err = r.sleb()
+	case op == 0x43:
+		_, err = r.bytes(4)
+	case op == 0x44:
+		_, err = r.bytes(8)
+	case op == 0xfc:
+		sub, err = r.miscImmediates()
+	case op == 0xfd:
+		sub, err = r.simdImmediates()
+	case op == 0xfe: // atomics
+		if sub, err = r.u32(); err == nil {
+			if sub == 0x03 { // atomic.fence
+				_, err = r.byte()
+			} else {
+				err = r.memarg()
+			}
+		}
+	default:
+		return op, 0, false, nil
+	}
+	return op, sub, true, err
 }
 
 // blockType skips a block type: 0x40, a value type, or a type index (s33).
@@ -1027,15 +1038,16 @@ func (r *reader) s32() (int32, error) {
 	return 0, errors.New("integer too long")
 }
 
-// simdImmediates skips the immediates of a 0xfd-prefixed instruction.
-func (r *reader) simdImmediates() error {
+// simdImmediates skips the immediates of a 0xfd-prefixed instruction and
+// returns its sub-opcode.
+func (r *reader) simdImmediates() (uint32, error) {
 	sub, err := r.u32()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	switch {
 	case sub <= 11, sub == 92, sub == 93: // loads, stores, load_zero
-		return r.memarg()
+		return sub, r.memarg()
 	case sub == 12, sub == 13: // v128.const, i8x16.shuffle
 		_, err = r.bytes(16)
 	case sub >= 21 && sub <= 34: // extract and replace lane
@@ -1045,5 +1057,5 @@ func (r *reader) simdImmediates() error {
 			_, err = r.byte()
 		}
 	}
-	return err
+	return sub, err
 }
