@@ -37,6 +37,7 @@ test-unit:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseModule$$' -fuzztime 200000x -fuzzminimizetime 5s ./wasmhost
 	$(GO) test -run '^$$' -fuzz '^FuzzBoundTables$$' -fuzztime 200000x -fuzzminimizetime 5s ./wasmhost
 	$(GO) test -run '^$$' -fuzz '^FuzzPlanReactor$$' -fuzztime 200000x -fuzzminimizetime 5s ./wasmhost
+	$(GO) test -run '^$$' -fuzz '^FuzzInstrumentDeadline$$' -fuzztime 200000x -fuzzminimizetime 5s ./wasmhost
 
 test-e2e:
 	@set -e; for v in $(VERSIONS); do \

@@ -3,7 +3,6 @@ package wasmhost
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -204,18 +203,33 @@ func BenchmarkFib(b *testing.B) {
 
 // BenchmarkDeadlineCost measures what the per-invocation deadline
 // mechanism costs a CPU-bound guest: fib(27) in the Go probe on plain
-// wazero runtimes with WithCloseOnContextDone off and on. Nebula always
-// turns it on — without it a spinning guest cannot be stopped and blocks
-// the whole process at the next garbage collection.
+// wazero runtimes with no mechanism, with WithCloseOnContextDone, and
+// with the checks instrumentDeadline adds (what Nebula compiles).
 func BenchmarkDeadlineCost(b *testing.B) {
 	ctx := context.Background()
 	wasm := wasmFile(b, functions.Probe)
-	for _, closeOnDone := range []bool{false, true} {
-		b.Run(fmt.Sprintf("closeOnContextDone=%v", closeOnDone), func(b *testing.B) {
-			r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone))
+	info, err := parseModule(wasm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	instrumented, ok := instrumentDeadline(wasm, info)
+	if !ok {
+		b.Fatal("instrumentDeadline refused the probe")
+	}
+	for _, c := range []struct {
+		name        string
+		closeOnDone bool
+		wasm        []byte
+	}{
+		{"none", false, wasm},
+		{"closeOnContextDone", true, wasm},
+		{"instrumented", false, instrumented},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(c.closeOnDone))
 			defer r.Close(ctx)
 			wasi_snapshot_preview1.MustInstantiate(ctx, r)
-			cm, err := r.CompileModule(ctx, wasm)
+			cm, err := r.CompileModule(ctx, c.wasm)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -202,6 +202,37 @@ func FuzzPlanReactor(f *testing.F) {
 	})
 }
 
+// FuzzInstrumentDeadline: for every module preflight accepts,
+// instrumentDeadline's output parses, exports the stop global, and wazero
+// accepts it whenever it accepted the input.
+func FuzzInstrumentDeadline(f *testing.F) {
+	addModuleSeeds(f)
+	f.Fuzz(func(t *testing.T, wasm []byte) {
+		info, err := preflight(wasm, toConfig(nil))
+		if err != nil {
+			return
+		}
+		out, ok := instrumentDeadline(wasm, info)
+		if !ok {
+			return
+		}
+		outInfo, err := parseModule(out)
+		if err != nil {
+			t.Fatalf("the instrumented module does not parse: %v", err)
+		}
+		for _, name := range []string{stopExport, fuelExport} {
+			if e, found := outInfo.exports[name]; !found || e.kind != externGlobal {
+				t.Fatalf("the instrumented module does not export the global %q", name)
+			}
+		}
+		if len(wasm) <= fuzzCompileMax && interpreterCompile(wasm) == nil {
+			if err := interpreterCompile(out); err != nil {
+				t.Fatalf("wazero compiles the module but not its instrumented form: %v", err)
+			}
+		}
+	})
+}
+
 // sameOutsideTables reports whether out is in with only its table section
 // replaced, or in itself.
 func sameOutsideTables(in, out []byte, info *moduleInfo) error {

@@ -150,21 +150,27 @@ func (m *Module) compile(ctx context.Context, wasm []byte, cacheDir string) (err
 	return
 }
 
-// compileIn compiles wasm, its tables bounded (boundTables), into a new
-// Runtime.
+// compileIn compiles wasm, its tables bounded (boundTables) and its
+// deadline checks added (instrumentDeadline), into a new Runtime.
 func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runtime, cc wazero.CompilationCache, cm wazero.CompiledModule, err error) {
+	instrumented := false
+	if info, perr := parseModule(wasm); perr == nil {
+		wasm, instrumented = instrumentDeadline(wasm, info)
+	}
+	if info, perr := parseModule(wasm); perr == nil {
+		wasm = boundTables(wasm, info)
+	}
 	// The memory limit is enforced by linearMemory, not by
 	// WithMemoryLimitPages: wazero refuses to grow past its limit before
 	// asking the allocator, which leaves no trace (docs/rationale.md).
-	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	// wazero's own deadline checks only for a module that could not be
+	// instrumented (see instrumentDeadline).
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(!instrumented)
 	if cacheDir != "" {
 		if cc, err = wazero.NewCompilationCacheWithDir(cacheDir); err != nil {
 			return nil, nil, nil, err
 		}
 		rc = rc.WithCompilationCache(cc)
-	}
-	if info, perr := parseModule(wasm); perr == nil {
-		wasm = boundTables(wasm, info)
 	}
 	r = wazero.NewRuntimeWithConfig(ctx, rc)
 	if cm, err = r.CompileModule(ctx, wasm); err == nil {

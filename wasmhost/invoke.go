@@ -110,7 +110,7 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	defer inv.putSlot(s)
 
 	// A cancel of our own stops the guest when its output goes over the
-	// limit: wazero closes the module when the context is done.
+	// limit: the guest is stopped when the context is done (watchDeadline).
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	s.done = ctx.Done()
@@ -143,7 +143,9 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 		return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
 	}
+	stop := watchDeadline(ctx, mod)
 	_, err = mod.ExportedFunction(startFunction).Call(ctx)
+	stop()
 	resp.Execution = time.Since(t1)
 	r := classify(ctx, err, &s.mem)
 	mod.Close(context.Background())

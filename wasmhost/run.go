@@ -143,7 +143,9 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 		return -1, fmt.Errorf("wasmhost: instantiate: %w", err)
 	}
 	defer mod.Close(context.Background())
+	stop := watchDeadline(ctx, mod)
 	_, err = mod.ExportedFunction(startFunction).Call(ctx)
+	stop()
 
 	r := classify(ctx, err, mem)
 	switch r.kind {

@@ -128,6 +128,7 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	defer inst.Close(context.Background())
+	defer watchDeadline(ctx, inst)()
 
 	memory := inst.Memory()
 	for i, d := range plan.data {
@@ -163,7 +164,9 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 		// Empty stdin (the base has none), output discarded, no variables.
 		stdio.w = io.Discard
 		wctx, cancel := context.WithTimeout(context.WithValue(ctx, eventKey{}, &reactorSlot{}), WarmupTimeout)
+		stop := watchDeadline(wctx, inst)
 		res, err := inst.ExportedFunction(HandleExport).Call(wctx)
+		stop()
 		cancel()
 		if err == nil && int32(res[0]) != 0 {
 			err = fmt.Errorf("status %d", int32(res[0]))
@@ -343,7 +346,9 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	}
 	t1 := time.Now()
 	resp.Startup = t1.Sub(t0)
+	stop := watchDeadline(ctx, mod)
 	err = mod.ExportedFunction(HandleExport).CallWithStack(ctx, s.stack)
+	stop()
 	resp.Execution = time.Since(t1)
 	r := classify(ctx, err, &s.mem)
 	if err == nil {

@@ -1,0 +1,196 @@
+package wasmhost
+
+import (
+	"context"
+
+	"github.com/tetratelabs/wazero/api"
+)
+
+// The mutable i32 globals instrumentDeadline adds to a module, exported:
+// stopExport, 0 while the guest may run, and fuelExport, the checks left
+// before the next yield.
+const (
+	stopExport = "nebula.deadline.stop"
+	fuelExport = "nebula.deadline.fuel"
+)
+
+// deadlineFuel is how many checks pass between two yields to the Go
+// scheduler: a guest spinning in a loop holds a garbage collection's
+// stop-the-world for at most that many iterations.
+const deadlineFuel = 1 << 16
+
+// instrumentDeadline returns wasm with a check at the start of every
+// function and of every loop body: it decrements the global fuelExport
+// and, once that reaches 0, calls the module's import of WASI
+// sched_yield (which the host runs as runtime.Gosched: a point where the
+// Go scheduler and the collector can preempt the guest), traps if the
+// global stopExport is set, and refills the fuel. watchDeadline sets both
+// when the context is done, so the guest stops within one loop iteration
+// or call. It is what wazero's WithCloseOnContextDone does, at a fraction
+// of the cost: wazero returns to Go at every check (docs/rationale.md).
+//
+// ok is false, and wasm returned as is, when the module does not import
+// sched_yield (type () -> i32), a function body cannot be decoded, or the
+// module exports one of the names; it must then be compiled with
+// WithCloseOnContextDone. The result depends only on wasm.
+func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
+	_, stopTaken := info.exports[stopExport]
+	_, fuelTaken := info.exports[fuelExport]
+	yield, found := info.schedYield()
+	if stopTaken || fuelTaken || !found || info.code.undecoded > 0 || len(info.undecoded) > 0 {
+		return wasm, false
+	}
+	stop := uint32(info.importsOf.globals + len(info.globals))
+	fuel := stop + 1
+	var check []byte
+	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
+	check = append(check, 0x41, 1, 0x6b)             // i32.const 1; i32.sub
+	check = appendU32(append(check, 0x24), fuel)     // global.set $fuel
+	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
+	check = append(check, 0x41, 0, 0x4c, 0x04, 0x40) // i32.const 0; i32.le_s; if
+	check = appendU32(append(check, 0x10), yield)    // call $sched_yield
+	check = append(check, 0x1a)                      // drop
+	check = appendU32(append(check, 0x23), stop)     // global.get $stop
+	check = append(check, 0x04, 0x40, 0x00, 0x0b)    // if unreachable end
+	check = appendS32(append(check, 0x41), deadlineFuel)
+	check = appendU32(append(check, 0x24), fuel) // global.set $fuel
+	check = append(check, 0x0b)                  // end
+
+	out = make([]byte, 0, len(wasm)+len(wasm)/8+64)
+	out = append(out, wasm[:8]...)
+	var haveGlobals, haveExports bool
+	for _, s := range info.sections {
+		if s.id == 6 {
+			haveGlobals = true
+		}
+		if s.id == 7 {
+			haveExports = true
+		}
+	}
+	emitted := map[byte]bool{}
+	emit := func(id byte, entries []byte, count uint32) {
+		b := appendU32(nil, count)
+		b = append(b, entries...)
+		out = appendU32(append(out, id), uint32(len(b)))
+		out = append(out, b...)
+		emitted[id] = true
+	}
+	newGlobal := []byte{api.ValueTypeI32, 1, 0x41, 0, 0x0b} // $stop: (mut i32) (i32.const 0)
+	newGlobal = append(newGlobal, api.ValueTypeI32, 1, 0x41)
+	newGlobal = append(appendS32(newGlobal, deadlineFuel), 0x0b) // $fuel
+	newExport := appendExport(nil, stopExport, externGlobal, stop)
+	newExport = appendExport(newExport, fuelExport, externGlobal, fuel)
+	// before emits the sections this rewrite adds that come before id.
+	before := func(id byte) {
+		if !haveGlobals && !emitted[6] && id != 0 && sectionOrder[id] > sectionOrder[6] {
+			emit(6, newGlobal, 2)
+		}
+		if !haveExports && !emitted[7] && id != 0 && sectionOrder[id] > sectionOrder[7] {
+			emit(7, newExport, 2)
+		}
+	}
+	for _, s := range info.sections {
+		before(s.id)
+		r := &reader{b: wasm[:s.end], off: s.start + 1}
+		r.u32() // the section's size, checked by parseModule
+		switch s.id {
+		case 6, 7:
+			n, _ := r.u32()
+			entries := append([]byte(nil), wasm[r.off:s.end]...)
+			if s.id == 6 {
+				entries = append(entries, newGlobal...)
+			} else {
+				entries = append(entries, newExport...)
+			}
+			emit(s.id, entries, n+2)
+		case 10:
+			n, _ := r.u32()
+			var bodies []byte
+			for range n {
+				size, _ := r.u32()
+				body, _ := r.bytes(size)
+				b, ok := instrumentBody(body, check)
+				if !ok {
+					return wasm, false
+				}
+				bodies = appendU32(bodies, uint32(len(b)))
+				bodies = append(bodies, b...)
+			}
+			emit(10, bodies, n)
+		default:
+			out = append(out, wasm[s.start:s.end]...)
+		}
+	}
+	before(11) // the data section comes last
+	return out, true
+}
+
+// instrumentBody returns a function body with check at its start and
+// after the block type of every loop.
+func instrumentBody(body, check []byte) ([]byte, bool) {
+	r := &reader{b: body}
+	if _, err := r.locals(); err != nil {
+		return nil, false
+	}
+	out := make([]byte, 0, len(body)+len(check)*4)
+	out = append(out, body[:r.off]...)
+	out = append(out, check...)
+	last := r.off
+	for r.off < len(r.b) {
+		op, _, known, err := r.instruction()
+		if !known || err != nil {
+			return nil, false
+		}
+		if op == 0x03 { // loop: check at the start of each iteration
+			out = append(out, body[last:r.off]...)
+			out = append(out, check...)
+			last = r.off
+		}
+	}
+	return append(out, body[last:]...), true
+}
+
+// schedYield returns the function index of the module's import of WASI
+// sched_yield, of type () -> i32.
+func (m *moduleInfo) schedYield() (uint32, bool) {
+	var index uint32
+	for _, e := range m.imports {
+		if e.kind != externFunc {
+			continue
+		}
+		if e.module == "wasi_snapshot_preview1" && e.name == "sched_yield" && int(e.typeIndex) < len(m.types) &&
+			m.types[e.typeIndex].equal(funcType{results: []api.ValueType{api.ValueTypeI32}}) {
+			return index, true
+		}
+		index++
+	}
+	return 0, false
+}
+
+// watchDeadline stops the instance mod when ctx is done, by setting its
+// stopExport global and emptying its fuel (see instrumentDeadline); call
+// the returned function when the call returns. A module that was not
+// instrumented is stopped by wazero (WithCloseOnContextDone).
+func watchDeadline(ctx context.Context, mod api.Module) (stop func() bool) {
+	g, ok := mod.ExportedGlobal(stopExport).(api.MutableGlobal)
+	f, fok := mod.ExportedGlobal(fuelExport).(api.MutableGlobal)
+	if !ok || !fok {
+		return func() bool { return false }
+	}
+	return context.AfterFunc(ctx, func() {
+		g.Set(1)
+		f.Set(0)
+	})
+}
+
+// appendS32 appends v in signed LEB128.
+func appendS32(b []byte, v int32) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 && c&0x40 == 0 || v == -1 && c&0x40 != 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}

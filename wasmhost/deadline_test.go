@@ -1,0 +1,96 @@
+package wasmhost
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// TestDeadlineStopsGuest: a guest spinning in a loop, or recursing
+// without one, is stopped at its deadline, whether the module was
+// instrumented (instrumentDeadline) or left to wazero's
+// WithCloseOnContextDone (no sched_yield import, or the instrumentation's
+// names taken).
+func TestDeadlineStopsGuest(t *testing.T) {
+	const yield = `(import "wasi_snapshot_preview1" "sched_yield" (func $y (result i32)))`
+	const spin = `(func $spin (loop (br 0)))`
+	const recurse = `(func $rec (param i32) (result i32) (call $rec (i32.add (local.get 0) (i32.const 1))))`
+	for _, c := range []struct {
+		name, src    string
+		instrumented bool
+	}{
+		{"loop", `(module ` + yield + spin + ` (func (export "_start") (call $spin)))`, true},
+		{"loop, no other section", `(module ` + yield + `(func (export "_start") (loop (br 0))))`, true},
+		{"recursion", `(module ` + yield + recurse + ` (func (export "_start") (drop (call $rec (i32.const 0)))))`, true},
+		{"no sched_yield", `(module ` + spin + ` (func (export "_start") (call $spin)))`, false},
+		{"names taken", `(module ` + yield + `(global (export "nebula.deadline.stop") i32 (i32.const 0)) ` + spin +
+			` (func (export "_start") (call $spin)))`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			wasm := wat(t, c.src)
+			info, err := parseModule(wasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, instrumented := instrumentDeadline(wasm, info)
+			if instrumented != c.instrumented {
+				t.Fatalf("instrumented %v, want %v", instrumented, c.instrumented)
+			}
+			if instrumented {
+				if _, err := parseModule(out); err != nil {
+					t.Fatalf("the instrumented module does not parse: %v", err)
+				}
+			}
+			mod, err := newHost(t, nil).Compile(context.Background(), wasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			done := make(chan int, 1)
+			go func() {
+				code, _ := mod.Run(ctx, RunConfig{})
+				done <- code
+			}()
+			select {
+			case code := <-done:
+				// Deep recursion may overflow the stack before the deadline.
+				if code != ExitCodeTimeout && !(c.name == "recursion" && code == ExitCodeTrap) {
+					t.Errorf("exit code %d, want %d", code, ExitCodeTimeout)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the guest was not stopped 30 s after its deadline")
+			}
+		})
+	}
+}
+
+// TestDeadlineYields: an instrumented guest spinning without a deadline
+// still lets the garbage collector stop the world: runtime.GC returns.
+func TestDeadlineYields(t *testing.T) {
+	wasm := wat(t, `(module (import "wasi_snapshot_preview1" "sched_yield" (func $y (result i32)))
+		(func (export "_start") (loop (br 0))))`)
+	mod, err := newHost(t, nil).Compile(context.Background(), wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		code, _ := mod.Run(ctx, RunConfig{})
+		done <- code
+	}()
+	time.Sleep(100 * time.Millisecond) // spinning
+	gc := make(chan struct{})
+	go func() { runtime.GC(); close(gc) }()
+	select {
+	case <-gc:
+	case <-time.After(30 * time.Second):
+		t.Error("a garbage collection waited 30 s for the spinning guest")
+	}
+	cancel()
+	if code := <-done; code != ExitCodeCanceled {
+		t.Errorf("exit code %d, want %d", code, ExitCodeCanceled)
+	}
+}
