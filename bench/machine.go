@@ -82,13 +82,13 @@ func collectMachine(ctx context.Context, v containerd.Version, cfg Config) Machi
 		}
 	}
 	m.Containerd.Version, m.Containerd.Revision = v.Version, v.Revision
-	m.Containerd.Address, m.Containerd.Namespace = cfg.Address, cfg.Namespace
+	m.Containerd.Address, m.Containerd.Namespace = cfg.address, cfg.namespace
 	m.Runc = runcVersion(ctx)
 	m.Go = runtime.Version()
 	m.Wazero, m.Shim, m.Nebula = buildVersions()
-	m.Study.N, m.Study.Warmup, m.Study.Events, m.Study.Primers = cfg.N, cfg.Warmup, cfg.Events, cfg.Primers
-	m.Study.Functions, m.Study.Cells = cfg.Functions, cfg.Cells
-	m.Study.Seed, m.Study.Resamples = cfg.Seed, cfg.Resamples
+	m.Study.N, m.Study.Warmup, m.Study.Events, m.Study.Primers = cfg.n, cfg.warmup, cfg.events, cfg.primers
+	m.Study.Functions, m.Study.Cells = cfg.functions, cfg.cells
+	m.Study.Seed, m.Study.Resamples = cfg.seed, cfg.resamples
 	return m
 }
 

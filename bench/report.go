@@ -325,8 +325,8 @@ func writeMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 	}
 
 	b.WriteString("\n## Method\n\n")
-	fmt.Fprintf(&b, "- %d measured iterations per cell after %d warm-up ones, in rounds. An iteration is one call — except for the per-event cells (`process`, `wasm`), where it is %d events sent one after another: those calls cost microseconds to milliseconds, their distributions are wide, and sampling them %d× as often costs the study almost nothing. Each round runs every cell's iteration once, in a new random order (seeded: the schedule is reproducible), so that drift of the machine (other load, frequency, caches) spreads over all cells alike and no cell always follows the same neighbour. Calls are sequential, one at a time on the whole machine, each after a %d ms pause that lets the previous call's aftermath (a shim exiting, a snapshot collected) pass.\n", info.cfg.N, info.cfg.Warmup, info.cfg.Events, info.cfg.Events, settle.Milliseconds())
-	fmt.Fprintf(&b, "- The measured events of an iteration follow %d unmeasured ones sent just before them, so that they measure steady-state calls rather than the first call after seconds spent starting containers (which runs with cold caches and is markedly slower).\n", info.cfg.Primers)
+	fmt.Fprintf(&b, "- %d measured iterations per cell after %d warm-up ones, in rounds. An iteration is one call — except for the per-event cells (`process`, `wasm`), where it is %d events sent one after another: those calls cost microseconds to milliseconds, their distributions are wide, and sampling them %d× as often costs the study almost nothing. Each round runs every cell's iteration once, in a new random order (seeded: the schedule is reproducible), so that drift of the machine (other load, frequency, caches) spreads over all cells alike and no cell always follows the same neighbour. Calls are sequential, one at a time on the whole machine, each after a %d ms pause that lets the previous call's aftermath (a shim exiting, a snapshot collected) pass.\n", info.cfg.n, info.cfg.warmup, info.cfg.events, info.cfg.events, settle.Milliseconds())
+	fmt.Fprintf(&b, "- The measured events of an iteration follow %d unmeasured ones sent just before them, so that they measure steady-state calls rather than the first call after seconds spent starting containers (which runs with cold caches and is markedly slower).\n", info.cfg.primers)
 	b.WriteString("- Functions:\n")
 	seen := map[*Function]bool{}
 	for _, c := range rep.Cells {
@@ -346,8 +346,8 @@ func writeMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 	b.WriteString("  - **container per event** (`container-runc`, `container-nebula`, `container-wasm`): every call creates a container from the image through containerd's Go client (snapshot, spec, runtime `" + RuncShim + "` or `" + NebulaShim + "` — a new shim per container, as `ctr run` does), starts it with the event's data on stdin and its attributes as `CE_*` variables, waits for it to exit, reads stdout (the reply) and deletes task, container and snapshot. `container-wasm` runs the wasm image in run mode: a fresh container whose process is Nebula's host running the module once (compile cache hit).\n")
 	b.WriteString("  - **process per event** and **wasm instance per event** (`process`, `wasm`): one function-mode task per function, started by the study in a network namespace of its own (loopback only); each call is one binary-mode CloudEvent over a kept-alive loopback connection, run by the task in a freshly spawned process or a fresh wasm instance. Phases come from the reply's `Server-Timing` header, `total` is measured by the client.\n")
 	b.WriteString("  - **task start** (`start-native`, `start-wasm`, `start-wasm-miss`): a function-mode task is created and started until its front door answers `GET /healthz`, then stopped (SIGTERM) and deleted. `start-wasm-miss` plants, between container and task creation (not timed), a variant of the module with a random custom section in the container's rootfs snapshot: same code, a digest the shim has never compiled, so the shim compiles it (a cache miss) without touching its cache.")
-	if info.cfg.CacheDir != "" {
-		fmt.Fprintf(&b, " The variants' cache entries are removed from `%s` after each call.", info.cfg.CacheDir)
+	if info.cfg.cacheDir != "" {
+		fmt.Fprintf(&b, " The variants' cache entries are removed from `%s` after each call.", info.cfg.cacheDir)
 	}
 	b.WriteString("\n")
 	b.WriteString("- A process's start-up (`os.StartProcess` until it returns) is bimodal on a busy machine: a few hundred microseconds when the parent gets the CPU back right after the child's exec, over a millisecond when the child's runtime runs first; its start-up/execution split moves with it while their sum (`server`) does not. Ratios with the process runtime therefore compare whole invocations.\n")
@@ -359,7 +359,7 @@ func writeMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 	b.WriteString("- Files: `raw.csv` (one row per invocation, phases in seconds), `machine.json` (machine, versions, parameters), and the plots above.\n")
 	if len(info.leftovers) > 0 {
 		fmt.Fprintf(&b, "\n**Left behind**: the shim's module cache (not reachable at `--cache-dir %s`) keeps %d entries compiled for the cache-miss cells; remove the directories named in `leftover-cache-entries.txt` from the shim's cache directory (`NEBULA_CACHE_DIR`, by default %s).\n",
-			info.cfg.CacheDir, len(info.leftovers), DefaultCacheDir)
+			info.cfg.cacheDir, len(info.leftovers), DefaultCacheDir)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

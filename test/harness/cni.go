@@ -25,7 +25,7 @@ type CNINetwork struct {
 	// Subnet is the pods' subnet; Gateway the bridge's address in it.
 	Subnet  *net.IPNet
 	Gateway net.IP
-	// ConfDir holds the network's conflist (CRIConfig.CNIConfDir).
+	// ConfDir holds the network's conflist (CRIConfig.WithCNIConfDir).
 	ConfDir string
 
 	createdDirs []string

@@ -34,15 +34,24 @@ const CRINamespace = "k8s.io"
 // deploy/containerd/nebula.toml registers.
 const RuntimeHandler = "nebula"
 
-// CRIConfig configures containerd's CRI plugins for WithCRI.
+// CRIConfig configures containerd's CRI plugins for WithCRI. Start from
+// NewCRIConfig and chain the WithXxx methods; each returns a modified copy.
 type CRIConfig struct {
-	// CNIConfDir is the directory the CRI plugin loads CNI network
-	// configurations from (the test's own: CNINetwork.ConfDir).
-	CNIConfDir string
-	// SandboxImage is the pause image, pinned as "sandbox" (default
-	// PauseImage). It must be imported before the first pod runs.
-	SandboxImage string
+	cniConfDir   string
+	sandboxImage string
 }
+
+// NewCRIConfig returns a CRIConfig with no CNI conf dir and the default
+// sandbox image.
+func NewCRIConfig() CRIConfig { return CRIConfig{} }
+
+// WithCNIConfDir sets the directory the CRI plugin loads CNI network
+// configurations from (the test's own: CNINetwork.ConfDir).
+func (c CRIConfig) WithCNIConfDir(dir string) CRIConfig { c.cniConfDir = dir; return c }
+
+// WithSandboxImage sets the pause image, pinned as "sandbox" (default
+// PauseImage). It must be imported before the first pod runs.
+func (c CRIConfig) WithSandboxImage(ref string) CRIConfig { c.sandboxImage = ref; return c }
 
 // toml renders c for containerd version: the shipped drop-in
 // deploy/containerd/nebula.toml (the runtime handler "nebula"), plus what
@@ -50,7 +59,7 @@ type CRIConfig struct {
 // CAP_SYS_RESOURCE, so the sandbox's -998 would fail runc), network
 // namespaces under the daemon's state dir, Debian's CNI plugins and the
 // local pause image.
-func (c *CRIConfig) toml(t T, version string) string {
+func (c CRIConfig) toml(t T, version string) string {
 	t.Helper()
 	root, err := RepoRoot()
 	if err != nil {
@@ -69,7 +78,7 @@ func (c *CRIConfig) toml(t T, version string) string {
 		}
 		handler.WriteString(l)
 	}
-	sandbox := c.SandboxImage
+	sandbox := c.sandboxImage
 	if sandbox == "" {
 		sandbox = PauseImage
 	}
@@ -94,7 +103,7 @@ func (c *CRIConfig) toml(t T, version string) string {
 
 # deploy/containerd/nebula.toml
 %[4]s
-`, sandbox, binDirs, c.CNIConfDir, handler.String())
+`, sandbox, binDirs, c.cniConfDir, handler.String())
 }
 
 // olderThan reports whether version (e.g. "2.0.14") is older than
@@ -142,7 +151,7 @@ func StartCRI(t T, opts ...Option) *CRI {
 	crictl := CrictlTool(t)
 	n := NewCNIBridge(t)
 	hostNetns := listDir("/var/run/netns")
-	d := Start(t, append(opts, WithCRI(CRIConfig{CNIConfDir: n.ConfDir}))...)
+	d := Start(t, append(opts, WithCRI(NewCRIConfig().WithCNIConfDir(n.ConfDir)))...)
 	c := &CRI{Daemon: d, Net: n, CgroupParent: "/" + d.Namespace, crictl: crictl, ctr: Tool(t, d.Version, "ctr")}
 	// Registered after the daemon's teardown, so it runs before it.
 	t.Cleanup(func() { c.teardown(t, hostNetns) })
