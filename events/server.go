@@ -71,60 +71,10 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	if inv == nil {
 		return nil, errors.New("events: nil invoker")
 	}
-	if cfg.function == "" {
-		return nil, errors.New("events: function name required (WithFunction)")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	if cfg.timeout < 0 {
-		return nil, fmt.Errorf("events: invalid timeout %v", cfg.timeout)
-	}
-	if cfg.concurrency < 0 {
-		return nil, fmt.Errorf("events: invalid concurrency %d", cfg.concurrency)
-	}
-	if cfg.maxBody < 0 {
-		return nil, fmt.Errorf("events: invalid max body %d", cfg.maxBody)
-	}
-	if cfg.maxConns < 0 {
-		return nil, fmt.Errorf("events: invalid max connections %d", cfg.maxConns)
-	}
-	if cfg.bodyTimeout < 0 {
-		return nil, fmt.Errorf("events: invalid body timeout %v", cfg.bodyTimeout)
-	}
-	switch cfg.protocol {
-	case "":
-		cfg.protocol = ProtocolAuto
-	case ProtocolAuto, ProtocolCloudEvents, ProtocolHTTP:
-	default:
-		return nil, fmt.Errorf("events: invalid protocol %q", cfg.protocol)
-	}
-	if cfg.replySource != "" {
-		if _, err := url.Parse(cfg.replySource); err != nil {
-			return nil, fmt.Errorf("events: invalid reply source %q: not a URI-reference", cfg.replySource)
-		}
-	}
-	if cfg.replyCT != "" && !validMediaType(cfg.replyCT) {
-		return nil, fmt.Errorf("events: invalid reply content type %q", cfg.replyCT)
-	}
-	if cfg.timeout == 0 {
-		cfg.timeout = DefaultTimeout
-	}
-	if cfg.concurrency == 0 {
-		cfg.concurrency = runtime.GOMAXPROCS(0)
-	}
-	if cfg.maxBody == 0 {
-		cfg.maxBody = DefaultMaxBody
-	}
-	if cfg.maxConns == 0 {
-		cfg.maxConns = DefaultMaxConnections
-	}
-	if cfg.bodyTimeout == 0 {
-		cfg.bodyTimeout = BodyTimeout
-	}
-	if !cfg.queueLenSet {
-		cfg.queueLen = DefaultQueueMult * cfg.concurrency
-	}
-	if !cfg.queueWaitSet {
-		cfg.queueWait = cfg.timeout
-	}
+	cfg = cfg.withDefaults()
 	rt := inv.Runtime()
 	m, err := newMetrics(cfg.registerer, cfg.function, rt)
 	if err != nil {
@@ -162,10 +112,18 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	s.jobs.New = func() any { return new(job) }
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	s.base, s.abort = context.WithCancel(context.Background())
+	s.srv = s.newEventServer()
+	s.msrv = newMetricsServer(m)
+	return s, nil
+}
+
+// newEventServer is the HTTP server of the front door: HTTP/1 and h2c,
+// with the header, idle and HTTP/2 limits of package events.
+func (s *Server) newEventServer() *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-	s.srv = &http.Server{
+	return &http.Server{
 		Handler:           s.handler,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: HeaderTimeout,
@@ -183,7 +141,11 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 		ConnState:   trackConnState,
 		BaseContext: func(net.Listener) context.Context { return s.base },
 	}
-	s.msrv = &http.Server{
+}
+
+// newMetricsServer is the HTTP server of the metrics endpoint.
+func newMetricsServer(m *metrics) *http.Server {
+	return &http.Server{
 		Handler:           m.handler(),
 		ReadHeaderTimeout: HeaderTimeout,
 		ReadTimeout:       HeaderTimeout,
@@ -192,7 +154,6 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ConnState:         trackConnState,
 	}
-	return s, nil
 }
 
 // bodyBudget is the memory all request bodies in flight may hold: the
