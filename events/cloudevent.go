@@ -70,9 +70,9 @@ var (
 	errInvalidUTF8  = errors.New("invalid UTF-8 after percent-decoding (HTTP binding §3.1.3.2)")
 )
 
-// classify finds a request's mode from its headers alone (CloudEvents HTTP
+// contentMode finds a request's mode from its headers alone (CloudEvents HTTP
 // binding §3, as sdk-go's cehttp.NewMessage does), before reading the body.
-func classify(h http.Header) (mode, error) {
+func contentMode(h http.Header) (mode, error) {
 	var ct string
 	if v := h["Content-Type"]; len(v) > 0 {
 		ct = v[0]
@@ -151,7 +151,7 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 			}
 			continue
 		}
-		if k == "Ce-Specversion" { // checked by classify
+		if k == "Ce-Specversion" { // checked by contentMode
 			continue
 		}
 		raw := vs[0]
