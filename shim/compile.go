@@ -63,42 +63,16 @@ type errCacheFailed struct{ error }
 // ctx: cancelling ctx (the task is deleted, its container is gone) kills
 // it.
 func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid uint32) (hostargs.CompileResult, error) {
-	var res hostargs.CompileResult
 	ctx, cancel := context.WithTimeoutCause(ctx, job.timeout, errCompileTimeout)
 	defer cancel()
-	args := hostargs.Compile{CacheDir: job.dir, MemoryLimit: job.memoryLimit, MaxMemory: job.maxMemory}.Argv()
-	cmd := exec.Command(s.hostBinary, args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	if job.fewPids {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
-	}
-	if job.cgroupMemory > 0 {
-		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+strconv.FormatInt(job.cgroupMemory/8*compileHeapEighths, 10))
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &limitedWriter{w: &stderr, n: 64 << 10}
+	cmd, stdout, stderr := s.compileCommand(job)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return res, err
+		return hostargs.CompileResult{}, err
 	}
-	// Pdeathsig belongs to the thread that forks: keep it for the child's
-	// life, so that a shim that dies takes its compile along. The compile
-	// needs no network: it gets a namespace of its own, empty.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWNET}
-	started := make(chan error, 1)
-	finished := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		finished <- cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		return res, fmt.Errorf("starting %s compile: %w", s.hostBinary, err)
+	finished, err := startPinned(cmd)
+	if err != nil {
+		return hostargs.CompileResult{}, fmt.Errorf("starting %s compile: %w", s.hostBinary, err)
 	}
 	if err := joinCgroups(int(initPid), cmd.Process.Pid); err != nil {
 		log.G(ctx).WithError(err).Warn("nebula: compiling outside the task's cgroups")
@@ -113,14 +87,59 @@ func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid ui
 	case <-ctx.Done():
 		cmd.Process.Kill()
 		<-finished
-		return res, s.compileStopped(job, context.Cause(ctx))
+		return hostargs.CompileResult{}, s.compileStopped(job, context.Cause(ctx))
 	}
-	msg := bytes.TrimSpace(stderr.Bytes())
+	return s.compileOutcome(job, waitErr, stdout.Bytes(), bytes.TrimSpace(stderr.Bytes()))
+}
+
+// compileCommand is `nebula-host compile` for job: a minimal environment,
+// its Go runtime sized to the task's pids and memory limits, stderr
+// capped, and a network namespace of its own, empty (it needs no
+// network).
+func (s *service) compileCommand(job *compileJob) (cmd *exec.Cmd, stdout, stderr *bytes.Buffer) {
+	args := hostargs.Compile{CacheDir: job.dir, MemoryLimit: job.memoryLimit, MaxMemory: job.maxMemory}.Argv()
+	cmd = exec.Command(s.hostBinary, args...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	if job.fewPids {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
+	if job.cgroupMemory > 0 {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+strconv.FormatInt(job.cgroupMemory/8*compileHeapEighths, 10))
+	}
+	stdout, stderr = new(bytes.Buffer), new(bytes.Buffer)
+	cmd.Stdout, cmd.Stderr = stdout, &limitedWriter{w: stderr, n: 64 << 10}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWNET}
+	return cmd, stdout, stderr
+}
+
+// startPinned starts cmd from a thread locked for the child's life:
+// Pdeathsig belongs to the thread that forks, so a shim that dies takes
+// its compile along. finished receives cmd.Wait's result.
+func startPinned(cmd *exec.Cmd) (finished <-chan error, err error) {
+	started := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		done <- cmd.Wait()
+	}()
+	return done, <-started
+}
+
+// compileOutcome reads the result of a compile that exited (waitErr), or
+// turns its exit code and stderr (msg) into the error Create returns.
+func (s *service) compileOutcome(job *compileJob, waitErr error, stdout, msg []byte) (hostargs.CompileResult, error) {
+	var res hostargs.CompileResult
 	var ee *exec.ExitError
 	switch {
 	case waitErr == nil:
-		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-			return res, fmt.Errorf("reading %s compile's result %q: %w", s.hostBinary, stdout.Bytes(), err)
+		if err := json.Unmarshal(stdout, &res); err != nil {
+			return res, fmt.Errorf("reading %s compile's result %q: %w", s.hostBinary, stdout, err)
 		}
 		return res, nil
 	case !errors.As(waitErr, &ee):

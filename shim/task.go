@@ -32,7 +32,50 @@ const maxModuleSize = 512 << 20
 func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*compileJob, error) {
 	created := time.Now()
 	specPath := filepath.Join(r.Bundle, "config.json")
-	raw, err := os.ReadFile(specPath)
+	spec, err := readSpec(specPath)
+	if err != nil {
+		return nil, err
+	}
+	knobs, err := oci.ParseKnobs(spec)
+	if err != nil {
+		return nil, invalidArgument(err)
+	}
+	rootfs := &lazyRootfs{rootfs: r.Rootfs, bundle: r.Bundle}
+	if spec.Root != nil {
+		rootfs.rootPath = spec.Root.Path
+	}
+	decision := oci.Classify(spec, knobs, rootfs.header)
+	logger := log.G(ctx).WithField("id", r.ID)
+	logger.WithField("runtime", decision.Runtime).WithField("reason", decision.Reason).Info("nebula: classified task")
+	if !oci.NeedsRewrite(decision, knobs) {
+		return nil, nil
+	}
+	if err := oci.CheckStartable(spec, decision, knobs); err != nil {
+		return nil, invalidArgument(err)
+	}
+	if err := s.checkHostBinary(); err != nil {
+		return nil, err
+	}
+	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
+	var job *compileJob
+	if decision.Runtime == oci.RuntimeWasm {
+		if job, err = s.prepareModule(ctx, spec, knobs, rootfs.open, &host); err != nil {
+			return nil, err
+		}
+	}
+	if err := oci.Rewrite(spec, decision, knobs, host); err != nil {
+		return nil, invalidArgument(err)
+	}
+	out, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	return job, writeFileAtomic(specPath, out)
+}
+
+// readSpec reads a bundle's config.json.
+func readSpec(path string) (*specs.Spec, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading the bundle's config.json: %w", err)
 	}
@@ -40,61 +83,15 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*c
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		return nil, invalidArgument(fmt.Errorf("the bundle's config.json is not an OCI runtime spec: %w", err))
 	}
-	knobs, err := oci.ParseKnobs(&spec)
-	if err != nil {
-		return nil, invalidArgument(err)
-	}
-	var files *rootfsFiles
-	rootPath := ""
-	if spec.Root != nil {
-		rootPath = spec.Root.Path
-	}
-	openRootfs := func() (*rootfsFiles, error) {
-		if files == nil {
-			var err error
-			if files, err = newRootfsFiles(r.Rootfs, rootPath, r.Bundle); err != nil {
-				return nil, err
-			}
-		}
-		return files, nil
-	}
-	decision := oci.Classify(&spec, knobs, func(p string) ([]byte, error) {
-		f, err := openRootfs()
-		if err != nil {
-			return nil, err
-		}
-		return f.header(p)
-	})
-	logger := log.G(ctx).WithField("id", r.ID)
-	logger.WithField("runtime", decision.Runtime).WithField("reason", decision.Reason).Info("nebula: classified task")
-	if !oci.NeedsRewrite(decision, knobs) {
-		return nil, nil
-	}
-	if err := oci.CheckStartable(&spec, decision, knobs); err != nil {
-		return nil, invalidArgument(err)
-	}
+	return &spec, nil
+}
 
+// checkHostBinary makes sure the host program is installed and static.
+func (s *service) checkHostBinary() error {
 	if fi, err := os.Stat(s.hostBinary); err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
+		return fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
 	}
-	if err := checkStaticHost(s.hostBinary); err != nil {
-		return nil, err
-	}
-	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
-	var job *compileJob
-	if decision.Runtime == oci.RuntimeWasm {
-		if job, err = s.prepareModule(ctx, &spec, knobs, openRootfs, &host); err != nil {
-			return nil, err
-		}
-	}
-	if err := oci.Rewrite(&spec, decision, knobs, host); err != nil {
-		return nil, invalidArgument(err)
-	}
-	out, err := json.Marshal(&spec)
-	if err != nil {
-		return nil, err
-	}
-	return job, writeFileAtomic(specPath, out)
+	return checkStaticHost(s.hostBinary)
 }
 
 // prepareModule reads the task's module and checks what needs no
@@ -104,24 +101,9 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*c
 // cannot be made (the host then compiles at start).
 func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error), host *oci.Host) (*compileJob, error) {
 	logger := log.G(ctx).WithField("id", host.ID)
-	module := oci.EntrypointPath(spec)
-	if module == "" {
-		return nil, invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(spec)))
-	}
-	f, err := openRootfs()
+	module, wasm, err := readModule(spec, knobs, openRootfs)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: %w", module, err)
-	}
-	wasm, err := f.readFile(module, maxModuleSize)
-	if err != nil {
-		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
-	}
-	cfg := wasmhost.NewConfig()
-	if knobs.MemoryLimit > 0 {
-		cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
-	}
-	if err := wasmhost.Preflight(wasm, cfg); err != nil {
-		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+		return nil, err
 	}
 	sum := sha256.Sum256(wasm)
 	digest := hex.EncodeToString(sum[:])
@@ -140,8 +122,40 @@ func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci
 		return nil, nil
 	}
 	host.CacheDir = dir
+	return newCompileJob(spec, knobs, host.ID, module, wasm, dir), nil
+}
+
+// readModule reads the module the spec's entrypoint names from the root
+// file system and checks what needs no compiling (wasmhost.Preflight).
+func readModule(spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error)) (module string, wasm []byte, err error) {
+	module = oci.EntrypointPath(spec)
+	if module == "" {
+		return "", nil, invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(spec)))
+	}
+	f, err := openRootfs()
+	if err != nil {
+		return "", nil, fmt.Errorf("module %s: %w", module, err)
+	}
+	wasm, err = f.readFile(module, maxModuleSize)
+	if err != nil {
+		return "", nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+	}
+	cfg := wasmhost.NewConfig()
+	if knobs.MemoryLimit > 0 {
+		cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
+	}
+	if err := wasmhost.Preflight(wasm, cfg); err != nil {
+		return "", nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+	}
+	return module, wasm, nil
+}
+
+// newCompileJob is the compile of module into the cache entry dir, with
+// the knobs' limits (or their defaults) and the container's memory and
+// pids limits.
+func newCompileJob(spec *specs.Spec, knobs oci.Knobs, id, module string, wasm []byte, dir string) *compileJob {
 	job := &compileJob{
-		id:            host.ID,
+		id:            id,
 		module:        module,
 		wasm:          wasm,
 		dir:           dir,
@@ -165,7 +179,7 @@ func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci
 			job.fewPids = true
 		}
 	}
-	return job, nil
+	return job
 }
 
 // finishCompile records a compile's outcome: a filled entry is made
