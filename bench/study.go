@@ -129,34 +129,8 @@ func (s *study) opContext(ctx context.Context, d time.Duration) (context.Context
 // every cell once, in a new random order each round: drift of the machine
 // hits every cell alike, and no cell always follows the same neighbour.
 func (s *study) run(ctx context.Context) error {
-	needNS := false
-	for _, c := range s.cells {
-		needNS = needNS || c.Runtime.Kind != KindContainer
-	}
-	if needNS {
-		ns, err := netns.New()
-		if err != nil {
-			return err
-		}
-		s.netns = ns
-	}
-	port := frontDoorPort
-	for _, c := range s.cells {
-		if c.Runtime.Kind != KindFrontDoor {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("%w while starting the function tasks", ErrInterrupted)
-		}
-		t, _, err := s.startTask(ctx, c, s.newID(c, "fd"), port, false)
-		if err != nil {
-			return fmt.Errorf("%s: starting the function task: %w", c.Name(), err)
-		}
-		s.fronts[c] = t
-		if _, _, err := t.startAndWait(ctx); err != nil {
-			return fmt.Errorf("%s: starting the function task: %w", c.Name(), err)
-		}
-		port += 2
+	if err := s.startFrontDoors(ctx); err != nil {
+		return err
 	}
 	rounds := s.cfg.warmup + s.cfg.n
 	s.progress = newProgress(s.cfg.progress, s.cfg.progressTTY, rounds, len(s.cells), s.cfg.warmup)
@@ -186,6 +160,41 @@ func (s *study) run(ctx context.Context) error {
 		if !warm {
 			s.rounds++
 		}
+	}
+	return nil
+}
+
+// startFrontDoors creates the study's network namespace, if a cell needs
+// it, and starts a function task for each front-door cell.
+func (s *study) startFrontDoors(ctx context.Context) error {
+	needNS := false
+	for _, c := range s.cells {
+		needNS = needNS || c.Runtime.Kind != KindContainer
+	}
+	if needNS {
+		ns, err := netns.New()
+		if err != nil {
+			return err
+		}
+		s.netns = ns
+	}
+	port := frontDoorPort
+	for _, c := range s.cells {
+		if c.Runtime.Kind != KindFrontDoor {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w while starting the function tasks", ErrInterrupted)
+		}
+		t, _, err := s.startTask(ctx, c, s.newID(c, "fd"), port, false)
+		if err != nil {
+			return fmt.Errorf("%s: starting the function task: %w", c.Name(), err)
+		}
+		s.fronts[c] = t
+		if _, _, err := t.startAndWait(ctx); err != nil {
+			return fmt.Errorf("%s: starting the function task: %w", c.Name(), err)
+		}
+		port += 2
 	}
 	return nil
 }
