@@ -26,6 +26,8 @@ func envOr(key, def string) string {
 	return def
 }
 
+// newBenchCommand is `nebula bench`. Long on purpose: its help text and its
+// flags, each a table read top to bottom; RunE only assembles and calls.
 func newBenchCommand() *cobra.Command {
 	var (
 		functions, cells                      string
