@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/oci"
 	"nebula.dev/nebula/wasmhost"
 )
@@ -150,78 +147,6 @@ func readModule(spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFil
 	return module, wasm, nil
 }
 
-// newCompileJob is the compile of module into the cache entry dir, with
-// the knobs' limits (or their defaults) and the container's memory and
-// pids limits.
-func newCompileJob(spec *specs.Spec, knobs oci.Knobs, id, module string, wasm []byte, dir string) *compileJob {
-	job := &compileJob{
-		id:            id,
-		module:        module,
-		wasm:          wasm,
-		dir:           dir,
-		memoryLimit:   knobs.MemoryLimit,
-		timeout:       knobs.CompileTimeout,
-		maxMemory:     knobs.CompileMemory,
-		timeoutSource: knobSource(spec, "compile-timeout", oci.DefaultCompileTimeout.String()),
-		memorySource:  knobSource(spec, "compile-memory", "2Gi"),
-	}
-	if job.timeout == 0 {
-		job.timeout = oci.DefaultCompileTimeout
-	}
-	if job.maxMemory == 0 {
-		job.maxMemory = oci.DefaultCompileMemory
-	}
-	if l := spec.Linux; l != nil && l.Resources != nil {
-		if m := l.Resources.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
-			job.cgroupMemory = *m.Limit
-		}
-		if p := l.Resources.Pids; p != nil && p.Limit != nil && *p.Limit > 0 && *p.Limit < 32 {
-			job.fewPids = true
-		}
-	}
-	return job
-}
-
-// finishCompile records a compile's outcome: a filled entry is made
-// readable by the container's user and the cache pruned; an unusable cache
-// is emptied, and the task runs without it.
-func (s *service) finishCompile(ctx context.Context, job *compileJob, res hostargs.CompileResult, err error) error {
-	logger := log.G(ctx).WithField("id", job.id).WithField("module", job.module)
-	var cacheErr errCacheFailed
-	switch {
-	case errors.As(err, &cacheErr):
-		logger.WithError(cacheErr.error).Warn("nebula: module cache unusable; the host compiles at start")
-		if cerr := wasmhost.ClearCacheEntry(job.dir); cerr != nil {
-			logger.WithError(cerr).Warn("nebula: clearing the cache entry")
-		}
-		return nil
-	case err != nil:
-		return err
-	case job.dir == "":
-		logger.WithField("seconds", res.Seconds).Info("nebula: validated module; the host compiles at start")
-		return nil
-	}
-	if err := shareReadOnly(job.dir); err != nil {
-		return fmt.Errorf("module %s: cache %s: %w", job.module, job.dir, err)
-	}
-	touch(job.dir)
-	cache := "miss"
-	if res.Hit {
-		cache = "hit"
-	}
-	logger.WithField("digest", "sha256:"+filepath.Base(job.dir)).WithField("cache", cache).
-		WithField("seconds", res.Seconds).Info("nebula: compiled module")
-	pruned, err := wasmhost.PruneCache(s.cacheRoot, s.cacheMax, job.dir, pruneGrace)
-	if len(pruned.Removed) > 0 || err != nil {
-		logger.WithError(err).WithField("removed", pruned.Removed).WithField("bytes", pruned.Kept).Info("nebula: pruned the module cache")
-	}
-	return nil
-}
-
-// pruneGrace protects cache entries used this recently from PruneCache:
-// one may be about to be mounted by a task being created.
-const pruneGrace = 10 * time.Minute
-
 // touch marks a cache entry as just used, for PruneCache's LRU order.
 func touch(dir string) {
 	now := time.Now()
@@ -233,22 +158,6 @@ func firstArg(spec *specs.Spec) string {
 		return ""
 	}
 	return spec.Process.Args[0]
-}
-
-// shareReadOnly makes a module's cache directory readable by the container's
-// user, whoever that is: the directory is bind-mounted read-only, and the
-// cache root above it stays private to root.
-func shareReadOnly(dir string) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		mode := fs.FileMode(0o644)
-		if d.IsDir() {
-			mode = 0o755
-		}
-		return os.Chmod(p, mode)
-	})
 }
 
 func writeFileAtomic(path string, data []byte) error {

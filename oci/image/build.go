@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"nebula.dev/nebula/oci"
 )
 
 const (
@@ -34,8 +36,8 @@ const (
 	// AnnotationWasmVariant is crun's (and youki's) annotation that marks a
 	// manifest, and the containers made from it, as WebAssembly. Its value
 	// is "compat" (always WebAssembly) or "compat-smart" (WebAssembly when
-	// the entrypoint ends in .wasm).
-	AnnotationWasmVariant = "module.wasm.image/variant"
+	// the entrypoint ends in .wasm). The shim reads it (oci.Classify).
+	AnnotationWasmVariant = oci.AnnotationWasmVariant
 
 	// SourceDateEpochEnv is the environment variable that, when set, gives
 	// the default image time in seconds since the Unix epoch.
