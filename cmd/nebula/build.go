@@ -29,6 +29,8 @@ type buildOptions struct {
 	function  bool
 }
 
+// newBuildCommand is `nebula build`. Long on purpose: its help text and its
+// flags, each a table read top to bottom; RunE only assembles and calls.
 func newBuildCommand() *cobra.Command {
 	var o buildOptions
 	cmd := &cobra.Command{
