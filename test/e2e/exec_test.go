@@ -102,11 +102,11 @@ func TestWasmExec(t *testing.T) {
 	}
 
 	// With a terminal (ctr task exec -t, under script(1) for a pty of its
-	// own) the guest writes to the container's tty, whose line discipline
-	// adds a \r before each \n: one more than without -t.
+	// own, whose \n → \r\n translation is off) the guest writes to the
+	// container's tty, whose line discipline adds the \r.
 	viaPty := func(args ...string) string {
 		cmd := d.CtrCommand(args...)
-		out, err := exec.Command("script", "-qec", shellJoin(cmd.Args), "/dev/null").CombinedOutput()
+		out, err := exec.Command("script", "-qec", "stty -onlcr; "+shellJoin(cmd.Args), "/dev/null").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "hello from probe") {
 			t.Errorf("ctr %s under script: %v, output %q", strings.Join(args, " "), err, out)
 		}
@@ -114,8 +114,8 @@ func TestWasmExec(t *testing.T) {
 	}
 	withTTY := viaPty("task", "exec", "-t", "--exec-id", "x-tty", "exec-dir", "/probe.wasm", "hello")
 	without := viaPty("task", "exec", "--exec-id", "x-notty", "exec-dir", "/probe.wasm", "hello")
-	if !strings.Contains(withTTY, "hello from probe\r") || strings.Count(withTTY, "\r") <= strings.Count(without, "\r") {
-		t.Errorf("ctr task exec -t: output %q, without -t %q: want one more \\r from the container's tty", withTTY, without)
+	if !strings.Contains(withTTY, "hello from probe\r\n") || !strings.Contains(without, "hello from probe\n") || strings.Contains(without, "probe\r") {
+		t.Errorf("ctr task exec -t: output %q, without -t %q: want \\r\\n from the container's tty, \\n without", withTTY, without)
 	}
 
 	// Signals reach the exec'd guest: SIGTERM ends it with 128+15.

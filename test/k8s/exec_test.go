@@ -42,11 +42,11 @@ func testExec(t *testing.T, k *harness.Cluster, pod string) {
 	if r.ExitCode != 0 || r.Stdout != "piped through kubectl\n" {
 		t.Errorf("kubectl exec -i /probe.wasm echo: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
 	}
-	// A tty (kubectl exec -t, under script(1) for a pty of its own): the
-	// container's tty's line discipline adds a \r before each \n, one
-	// more than without -t.
+	// A tty (kubectl exec -t, under script(1) for a pty of its own, whose
+	// \n → \r\n translation is off): the container's tty's line
+	// discipline adds the \r.
 	viaPty := func(flags string) string {
-		cmd := exec.Command("script", "-qec", "kubectl exec "+flags+pod+" -c user-container -- /probe.wasm hello", "/dev/null")
+		cmd := exec.Command("script", "-qec", "stty -onlcr; kubectl exec "+flags+pod+" -c user-container -- /probe.wasm hello", "/dev/null")
 		cmd.Env = append(cmd.Environ(), "KUBECONFIG="+k.Kubeconfig, "PATH="+harness.KubernetesBinDir()+":/usr/bin:/bin")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "hello from probe") {
@@ -56,8 +56,8 @@ func testExec(t *testing.T, k *harness.Cluster, pod string) {
 	}
 	withTTY, without := viaPty("-t "), viaPty("")
 	t.Logf("kubectl exec -t: %q; without -t: %q", withTTY, without)
-	if !strings.Contains(withTTY, "hello from probe\r") || strings.Count(withTTY, "\r") <= strings.Count(without, "\r") {
-		t.Errorf("kubectl exec -t: output %q, without -t %q: want one more \\r from the container's tty", withTTY, without)
+	if !strings.Contains(withTTY, "hello from probe\r\n") || !strings.Contains(without, "hello from probe\n") || strings.Contains(without, "probe\r") {
+		t.Errorf("kubectl exec -t: output %q, without -t %q: want \\r\\n from the container's tty, \\n without", withTTY, without)
 	}
 	// The function still serves, its container never restarted.
 	if r := exe("/probe.wasm", "hello"); r.ExitCode != 0 {
