@@ -42,9 +42,9 @@ func testExec(t *testing.T, k *harness.Cluster, pod string) {
 	if r.ExitCode != 0 || r.Stdout != "piped through kubectl\n" {
 		t.Errorf("kubectl exec -i /probe.wasm echo: exit %d stdout %q stderr %q", r.ExitCode, r.Stdout, r.Stderr)
 	}
-	// A tty (kubectl exec -t, under script(1) for a pty of its own, whose
-	// \n → \r\n translation is off): the container's tty's line
-	// discipline adds the \r.
+	// A tty (kubectl exec -it: kubectl asks for one only with stdin),
+	// under script(1) for a pty of its own whose \n → \r\n translation is
+	// off: the container's tty's line discipline adds the \r.
 	viaPty := func(flags string) string {
 		cmd := exec.Command("script", "-qec", "stty -onlcr; kubectl exec "+flags+pod+" -c user-container -- /probe.wasm hello", "/dev/null")
 		cmd.Env = append(cmd.Environ(), "KUBECONFIG="+k.Kubeconfig, "PATH="+harness.KubernetesBinDir()+":/usr/bin:/bin")
@@ -54,10 +54,10 @@ func testExec(t *testing.T, k *harness.Cluster, pod string) {
 		}
 		return string(out)
 	}
-	withTTY, without := viaPty("-t "), viaPty("")
-	t.Logf("kubectl exec -t: %q; without -t: %q", withTTY, without)
+	withTTY, without := viaPty("-it "), viaPty("-i ")
+	t.Logf("kubectl exec -it: %q; with -i only: %q", withTTY, without)
 	if !strings.Contains(withTTY, "hello from probe\r\n") || !strings.Contains(without, "hello from probe\n") || strings.Contains(without, "probe\r") {
-		t.Errorf("kubectl exec -t: output %q, without -t %q: want \\r\\n from the container's tty, \\n without", withTTY, without)
+		t.Errorf("kubectl exec -it: output %q, with -i only %q: want \\r\\n from the container's tty, \\n without", withTTY, without)
 	}
 	// The function still serves, its container never restarted.
 	if r := exe("/probe.wasm", "hello"); r.ExitCode != 0 {
