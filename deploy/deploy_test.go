@@ -753,6 +753,14 @@ func TestGrafanaDashboard(t *testing.T) {
 				t.Errorf("no query %s...", want)
 			}
 		}
+		// The means: a Prometheus that ingests native histograms only has
+		// no _sum and _count series; histogram_avg of the native
+		// histogram answers there.
+		for _, want := range []string{"rate(" + h + "_sum{", "histogram_avg(sum by (runtime) (rate(" + h + "{"} {
+			if !slices.ContainsFunc(queries, func(q string) bool { return strings.Contains(q, want) }) {
+				t.Errorf("no query with %s...", want)
+			}
+		}
 	}
 }
 
