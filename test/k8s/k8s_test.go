@@ -405,8 +405,13 @@ var client = &http.Client{
 	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
 }
 
-// postEvent POSTs a binary-mode CloudEvent.
+// postEvent POSTs a binary-mode CloudEvent with client.
 func postEvent(url, id, typ, subject, data string) (reply, error) {
+	return postEventWith(client, url, id, typ, subject, data)
+}
+
+// postEventWith is postEvent with the given client.
+func postEventWith(c *http.Client, url, id, typ, subject, data string) (reply, error) {
 	req, err := http.NewRequest("POST", url, bytes.NewReader([]byte(data)))
 	if err != nil {
 		return reply{}, err
@@ -417,7 +422,7 @@ func postEvent(url, id, typ, subject, data string) (reply, error) {
 	if subject != "" {
 		req.Header.Set("Ce-Subject", subject)
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return reply{}, err
 	}
