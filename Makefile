@@ -45,9 +45,12 @@ test-e2e:
 
 # Nebula functions on a single-node Kubernetes of the test's own, driven with
 # kubectl, once per supported containerd version; hack/install-k8s.sh builds
-# the pinned cluster into /var/cache/nebula/k8s-<version> (once per machine).
+# the pinned cluster into /var/cache/nebula/k8s-<version>, and
+# hack/install-knative.sh Knative Serving into
+# /var/cache/nebula/knative-v<version> (once per machine).
 test-k8s: tools
 	hack/install-k8s.sh
+	hack/install-knative.sh
 	@set -e; for v in $(VERSIONS); do \
 		echo "== Kubernetes on containerd $$v"; \
 		NEBULA_CONTAINERD_VERSION=$$v $(GO) test -tags k8s -count=1 -timeout 20m -v ./test/k8s; \

@@ -319,12 +319,12 @@ func grep(s, substr string) string {
 
 // kubectl runs kubectl, logs the command and its output (the README's
 // transcript comes from here) and fails t unless it exits 0.
-func kubectl(t *testing.T, k *harness.Cluster, args ...string) string {
+func kubectl(t testing.TB, k *harness.Cluster, args ...string) string {
 	t.Helper()
 	return kubectlStdin(t, k, "", args...)
 }
 
-func kubectlStdin(t *testing.T, k *harness.Cluster, stdin string, args ...string) string {
+func kubectlStdin(t testing.TB, k *harness.Cluster, stdin string, args ...string) string {
 	t.Helper()
 	out := k.MustKubectlStdin(t, stdin, args...)
 	t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)

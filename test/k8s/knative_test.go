@@ -50,15 +50,17 @@ func TestKnative(t *testing.T) {
 // builds the function image as service.yaml's comment says, applies
 // service.yaml and waits for its Revision to be Ready. The autoscaler's
 // idle window is shortened (stable-window and scale-to-zero-grace-period
-// 10 s instead of 60 s and 30 s) and queue-proxy exports its request
-// metrics for Prometheus; the Service is created after both, so that its
-// pod has them.
-func setUpKnativeFunction(t *testing.T, k *harness.Cluster) {
+// 10 s instead of 60 s and 30 s); the activator stays in the request path
+// (target-burst-capacity -1): otherwise the autoscaler, before scaling to
+// zero, probes the Revision's Service by its DNS name, and the cluster has
+// no DNS. queue-proxy exports its request metrics for Prometheus. The
+// Service is created after all three, so that its pod has them.
+func setUpKnativeFunction(t testing.TB, k *harness.Cluster) {
 	kubectl(t, k, "apply", "-f", "deploy/kubernetes/runtimeclass.yaml")
 	kubectl(t, k, "label", "node", k.NodeName, "nebula.dev/enabled=true")
 	kubectl(t, k, "apply", "-f", "deploy/knative/config-features.yaml")
 	kubectl(t, k, "-n", harness.KnativeNamespace, "patch", "configmap", "config-autoscaler", "--type", "merge",
-		"-p", `{"data":{"stable-window":"10s","scale-to-zero-grace-period":"10s"}}`)
+		"-p", `{"data":{"stable-window":"10s","scale-to-zero-grace-period":"10s","target-burst-capacity":"-1"}}`)
 	kubectl(t, k, "-n", harness.KnativeNamespace, "patch", "configmap", "config-observability", "--type", "merge",
 		"-p", `{"data":{"request-metrics-protocol":"prometheus"}}`)
 
@@ -117,13 +119,13 @@ func testKnativeService(t *testing.T, k *harness.Cluster) {
 	}
 	podIP := strings.TrimSpace(kubectl(t, k, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"))
 
-	// Events to the Revision's Service (ClusterIP → queue-proxy, or the
-	// activator while it is in the path → queue-proxy) → Nebula.
+	// Events to the Revision's Service → the activator → queue-proxy →
+	// Nebula.
 	url := revisionURL(t, k)
 	const events = 3
 	for i := range events {
 		data := fmt.Sprintf("hello through queue-proxy %d", i)
-		r, err := postEvent(url, fmt.Sprintf("kn-%d", i), "probe.echo", "", data)
+		r, err := postEventWith(ingress, url, fmt.Sprintf("kn-%d", i), "probe.echo", "", data)
 		if err != nil {
 			t.Fatalf("event %d to %s: %v", i, url, err)
 		}
@@ -153,10 +155,7 @@ func testKnativeService(t *testing.T, k *harness.Cluster) {
 func testScaleToZero(t *testing.T, k *harness.Cluster) {
 	// Idle: after the stable window and the grace period, no pod, and the
 	// Revision's Service points at the activator (its SKS in Proxy mode).
-	k.WaitFor(t, "the Revision to scale to zero", 3*time.Minute, func() (bool, string) {
-		out := k.MustKubectl(t, "get", "pods", "-l", "serving.knative.dev/revision="+revision, "-o", "name")
-		return strings.TrimSpace(out) == "", out
-	})
+	waitForZero(t, k)
 	kubectl(t, k, "get", "revision", revision, "-o", "custom-columns=NAME:.metadata.name,ACTUAL:.status.actualReplicas,DESIRED:.status.desiredReplicas")
 	if mode := kubectl(t, k, "get", "serverlessservice", revision, "-o", "jsonpath={.spec.mode}"); mode != "Proxy" {
 		t.Errorf("ServerlessService %s mode %q at zero, want Proxy (the activator in the path)", revision, mode)
@@ -170,7 +169,7 @@ func testScaleToZero(t *testing.T, k *harness.Cluster) {
 	// The next event: the activator holds it, has the autoscaler scale
 	// the Revision up, and forwards it once the pod is ready.
 	began := time.Now()
-	r, err := postEventWithin(revisionURL(t, k), "kn-cold", "probe.echo", "from zero", 5*time.Minute)
+	r, err := postEventWith(ingress, revisionURL(t, k), "kn-cold", "probe.echo", "", "from zero")
 	if err != nil {
 		t.Fatalf("event at zero: %v", err)
 	}
@@ -214,6 +213,15 @@ func testTrigger(t *testing.T, k *harness.Cluster) {
 	kubectl(t, k, "delete", "-f", "test/k8s/testdata/eventing/trigger-crd.yaml")
 }
 
+// waitForZero waits until the Revision has no pod at all.
+func waitForZero(t testing.TB, k *harness.Cluster) {
+	t.Helper()
+	k.WaitFor(t, "the Revision to scale to zero", 3*time.Minute, func() (bool, string) {
+		out := k.MustKubectl(t, "get", "pods", "-l", "serving.knative.dev/revision="+revision, "-o", "name")
+		return strings.TrimSpace(out) == "", out
+	})
+}
+
 // revisionPod returns the name of the Revision's one pod.
 func revisionPod(t *testing.T, k *harness.Cluster) string {
 	t.Helper()
@@ -226,7 +234,7 @@ func revisionPod(t *testing.T, k *harness.Cluster) string {
 }
 
 // revisionURL is http://CLUSTER-IP:80/ of the Revision's (public) Service.
-func revisionURL(t *testing.T, k *harness.Cluster) string {
+func revisionURL(t testing.TB, k *harness.Cluster) string {
 	t.Helper()
 	ip := strings.TrimSpace(k.MustKubectl(t, "get", "service", revision, "-o", "jsonpath={.spec.clusterIP}"))
 	if parsed := net.ParseIP(ip); parsed == nil || !k.ServiceCIDR.Contains(parsed) {
@@ -235,11 +243,19 @@ func revisionURL(t *testing.T, k *harness.Cluster) string {
 	return "http://" + net.JoinHostPort(ip, "80") + "/"
 }
 
-// postEventWithin is postEvent (type typ, data as its data) with a
-// client that waits up to timeout for the reply.
-func postEventWithin(url, id, typ, data string, timeout time.Duration) (reply, error) {
-	c := &http.Client{Timeout: timeout, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	return postEventWith(c, url, id, typ, "", data)
+// ingress is a client that plays the part of Knative's ingress: it tells
+// the activator which Revision a request is for, in the headers an
+// ingress adds from the Route (Knative-Serving-Revision and
+// Knative-Serving-Namespace). Without them the activator answers 404.
+var ingress = &http.Client{Timeout: 5 * time.Minute, Transport: revisionHeaders{&http.Transport{Proxy: nil, DisableKeepAlives: true}}}
+
+type revisionHeaders struct{ http.RoundTripper }
+
+func (h revisionHeaders) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Knative-Serving-Revision", revision)
+	req.Header.Set("Knative-Serving-Namespace", "default")
+	return h.RoundTripper.RoundTrip(req)
 }
 
 // readRepoFile reads path, relative to the repository's root.
