@@ -225,6 +225,15 @@ func (kn *Knative) uninstall(t T) {
 			"--all", "--all-namespaces", "--wait", "--timeout=2m"); r.ExitCode != 0 {
 			t.Errorf("deleting Knative objects: %s%s", r.Stdout, r.Stderr)
 		}
+		// Their Revisions' pods go after them, on the controllers' time.
+		deadline := time.Now().Add(3 * time.Minute)
+		for time.Now().Before(deadline) {
+			r := k.Kubectl(t, "get", "pods", "--all-namespaces", "-l", "serving.knative.dev/revision", "-o", "name")
+			if r.ExitCode == 0 && strings.TrimSpace(r.Stdout) == "" {
+				break
+			}
+			time.Sleep(time.Second)
+		}
 	}
 	webhooks, workloads, base := kn.phases[2], kn.phases[1], kn.phases[0]
 	kn.delete(t, webhooks)

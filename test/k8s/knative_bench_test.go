@@ -55,7 +55,7 @@ func BenchmarkKnative(b *testing.B) {
 		}
 		reportMedian(b, took)
 	})
-	kubectl(b, k, "delete", "-f", "deploy/knative/service.yaml")
+	deleteKnativeFunction(b, k)
 }
 
 // reportMedian reports the median of took in milliseconds, and logs all.

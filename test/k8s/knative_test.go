@@ -43,7 +43,14 @@ func TestKnative(t *testing.T) {
 	t.Run("Service", func(t *testing.T) { testKnativeService(t, k) })
 	t.Run("ScaleToZero", func(t *testing.T) { testScaleToZero(t, k) })
 	t.Run("Trigger", func(t *testing.T) { testTrigger(t, k) })
+	deleteKnativeFunction(t, k)
+}
+
+// deleteKnativeFunction deletes service.yaml's Service and waits until
+// its pods are gone (kubectl delete returns once the Service is).
+func deleteKnativeFunction(t testing.TB, k *harness.Cluster) {
 	kubectl(t, k, "delete", "-f", "deploy/knative/service.yaml")
+	waitForNoPods(t, k, "serving.knative.dev/service=nebula-fn")
 }
 
 // setUpKnativeFunction prepares the node and Knative as the README says,
@@ -153,8 +160,9 @@ func testKnativeService(t *testing.T, k *harness.Cluster) {
 }
 
 func testScaleToZero(t *testing.T, k *harness.Cluster) {
-	// Idle: after the stable window and the grace period, no pod, and the
-	// Revision's Service points at the activator (its SKS in Proxy mode).
+	// Idle: after the stable window and the grace period, no pod; the
+	// Revision's Service points at the activator (its SKS in Proxy mode,
+	// as it always is with target-burst-capacity -1).
 	waitForZero(t, k)
 	kubectl(t, k, "get", "revision", revision, "-o", "custom-columns=NAME:.metadata.name,ACTUAL:.status.actualReplicas,DESIRED:.status.desiredReplicas")
 	if mode := kubectl(t, k, "get", "serverlessservice", revision, "-o", "jsonpath={.spec.mode}"); mode != "Proxy" {
@@ -216,8 +224,14 @@ func testTrigger(t *testing.T, k *harness.Cluster) {
 // waitForZero waits until the Revision has no pod at all.
 func waitForZero(t testing.TB, k *harness.Cluster) {
 	t.Helper()
-	k.WaitFor(t, "the Revision to scale to zero", 3*time.Minute, func() (bool, string) {
-		out := k.MustKubectl(t, "get", "pods", "-l", "serving.knative.dev/revision="+revision, "-o", "name")
+	waitForNoPods(t, k, "serving.knative.dev/revision="+revision)
+}
+
+// waitForNoPods waits until no pod matches selector.
+func waitForNoPods(t testing.TB, k *harness.Cluster, selector string) {
+	t.Helper()
+	k.WaitFor(t, "no pod "+selector, 3*time.Minute, func() (bool, string) {
+		out := k.MustKubectl(t, "get", "pods", "-l", selector, "-o", "name")
 		return strings.TrimSpace(out) == "", out
 	})
 }
