@@ -79,6 +79,11 @@ func setUpKnativeFunction(t testing.TB, k *harness.Cluster) {
 	k.ImportImage(t, archive)
 
 	kubectl(t, k, "apply", "-f", "deploy/knative/service.yaml")
+	// kubectl wait fails for an object that does not exist yet.
+	k.WaitFor(t, "Knative to create Revision "+revision, 2*time.Minute, func() (bool, string) {
+		r := k.Kubectl(t, "get", "revision", revision)
+		return r.ExitCode == 0, r.Stderr
+	})
 	kubectl(t, k, "wait", "--for=condition=Ready", "revision/"+revision, "--timeout=5m")
 }
 
