@@ -45,10 +45,13 @@ test-e2e:
 
 # Nebula functions on a single-node Kubernetes of the test's own, driven with
 # kubectl, once per supported containerd version; hack/install-k8s.sh builds
-# the pinned cluster into /var/cache/nebula/k8s-<version> (once per machine),
-# hack/install-prometheus.sh the Prometheus that scrapes the function.
+# the pinned cluster into /var/cache/nebula/k8s-<version>,
+# hack/install-knative.sh Knative Serving into
+# /var/cache/nebula/knative-v<version>, hack/install-prometheus.sh the
+# Prometheus that scrapes the function (each once per machine).
 test-k8s: tools
 	hack/install-k8s.sh
+	hack/install-knative.sh
 	hack/install-prometheus.sh
 	@set -e; for v in $(VERSIONS); do \
 		echo "== Kubernetes on containerd $$v"; \

@@ -166,6 +166,9 @@ func newPlan(file string, cfg Config) (*plan, error) {
 			return nil, &ConfigError{"WithLabel", k + "=" + v, errors.New("the key must be non-empty")}
 		}
 	}
+	if err = checkUser(cfg.user); err != nil {
+		return nil, err
+	}
 	if p.created, err = cfg.createdTime(); err != nil {
 		return nil, err
 	}
@@ -203,6 +206,7 @@ func (p *plan) image(cfg Config) (v1.Image, error) {
 			Cmd:        slices.Clone(cfg.args),
 			Env:        p.env,
 			Labels:     maps.Clone(cfg.labels),
+			User:       cfg.user,
 		},
 		RootFS: v1.RootFS{Type: "layers"},
 	})
@@ -450,3 +454,22 @@ func writeDockerManifest(lp layout.Path, img v1.Image, repoTag string) error {
 }
 
 func blobPath(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }
+
+// checkUser checks a [Config.WithUser] value: empty, "UID" or "UID:GID",
+// each a decimal number below 2^32.
+func checkUser(user string) error {
+	if user == "" {
+		return nil
+	}
+	uid, gid, hasGID := strings.Cut(user, ":")
+	ids := []string{uid}
+	if hasGID {
+		ids = append(ids, gid)
+	}
+	for _, id := range ids {
+		if _, err := strconv.ParseUint(id, 10, 32); err != nil {
+			return &ConfigError{"WithUser", user, errors.New("want UID or UID:GID, decimal numbers below 2^32")}
+		}
+	}
+	return nil
+}
