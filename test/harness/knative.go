@@ -178,13 +178,6 @@ func InstallKnative(t T, k *Cluster) *Knative {
 	return kn
 }
 
-// ImportImage imports the image archive (`nebula build -o`) into the
-// namespace the node's kubelet uses, as `ctr -n k8s.io images import`.
-func (c *CRI) ImportImage(t T, archive string) {
-	t.Helper()
-	c.mustCtrCRI(t, "images", "import", archive)
-}
-
 // apply applies objs as one List with kubectl.
 func (kn *Knative) apply(t T, objs []map[string]any) {
 	t.Helper()

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -210,12 +209,9 @@ func testTrigger(t *testing.T, k *harness.Cluster) {
 	kubectl(t, k, "get", "trigger", "nebula-fn-echo", "-o", "jsonpath={.spec}")
 	kubectl(t, k, "delete", "-f", "deploy/knative/trigger.yaml")
 
-	b, err := readRepoFile("deploy/knative/trigger.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad := strings.Replace(string(b), "retry: 3", `retry: "three"`, 1)
-	if bad == string(b) {
+	trigger := readRepoFile(t, "deploy/knative/trigger.yaml")
+	bad := strings.Replace(trigger, "retry: 3", `retry: "three"`, 1)
+	if bad == trigger {
 		t.Fatalf("trigger.yaml has no 'retry: 3' to make invalid")
 	}
 	r := k.KubectlStdin(t, bad, "apply", "-f", "-")
@@ -278,14 +274,6 @@ func (h revisionHeaders) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // readRepoFile reads path, relative to the repository's root.
-func readRepoFile(path string) ([]byte, error) {
-	root, err := harness.RepoRoot()
-	if err != nil {
-		return nil, err
-	}
-	return os.ReadFile(filepath.Join(root, path))
-}
-
 // getBody GETs url and returns its body.
 func getBody(url string) (string, error) {
 	resp, err := client.Get(url)
