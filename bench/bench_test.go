@@ -20,28 +20,27 @@ func TestConfigCheck(t *testing.T) {
 	wasm := filepath.Join(dir, "m.wasm")
 	os.WriteFile(wasm, []byte("\x00asm\x01\x00\x00\x00"), 0o644)
 	base := func() Config {
-		return Config{Address: "/run/x.sock", Namespace: "default", Out: filepath.Join(dir, "out"), N: 3}
+		return Config{}.WithContainerd("/run/x.sock", "default").WithOutDir(filepath.Join(dir, "out")).WithIterations(3, 0)
 	}
 	for _, tc := range []struct {
 		name string
-		mod  func(*Config)
+		mod  func(Config) Config
 		want string
 	}{
-		{"N=0", func(c *Config) { c.N = 0 }, "-n 0: must be at least 1"},
-		{"negative warm-up", func(c *Config) { c.Warmup = -1 }, "--warmup -1"},
-		{"unknown function", func(c *Config) { c.Functions = []string{"tiny", "rust"} }, `--functions: unknown "rust" (want one or more of tiny, go, user)`},
-		{"unknown cell", func(c *Config) { c.Cells = []string{"docker"} }, `--cells: unknown "docker"`},
-		{"user without module", func(c *Config) { c.Functions = []string{"user"} }, `"user" needs --wasm FILE or --image REF`},
-		{"module without user", func(c *Config) { c.WasmFile, c.Functions = wasm, []string{"go"} }, `add "user"`},
-		{"wasm and image", func(c *Config) { c.WasmFile, c.Image = wasm, "x" }, "at most one"},
-		{"not a module", func(c *Config) { c.WasmFile = notDir }, "is not a WebAssembly module"},
-		{"missing module", func(c *Config) { c.WasmFile = filepath.Join(dir, "nope.wasm") }, "no such file"},
-		{"unwritable out", func(c *Config) { c.Out = filepath.Join(notDir, "out") }, "--out"},
-		{"no address", func(c *Config) { c.Address = "" }, "--address"},
+		{"N=0", func(c Config) Config { return c.WithIterations(0, 0) }, "-n 0: must be at least 1"},
+		{"negative warm-up", func(c Config) Config { return c.WithIterations(3, -1) }, "--warmup -1"},
+		{"unknown function", func(c Config) Config { return c.WithFunctions("tiny", "rust") }, `--functions: unknown "rust" (want one or more of tiny, go, user)`},
+		{"unknown cell", func(c Config) Config { return c.WithCells("docker") }, `--cells: unknown "docker"`},
+		{"user without module", func(c Config) Config { return c.WithFunctions("user") }, `"user" needs --wasm FILE or --image REF`},
+		{"module without user", func(c Config) Config { return c.WithWasmFile(wasm).WithFunctions("go") }, `add "user"`},
+		{"wasm and image", func(c Config) Config { return c.WithWasmFile(wasm).WithImage("x") }, "at most one"},
+		{"not a module", func(c Config) Config { return c.WithWasmFile(notDir) }, "is not a WebAssembly module"},
+		{"missing module", func(c Config) Config { return c.WithWasmFile(filepath.Join(dir, "nope.wasm")) }, "no such file"},
+		{"unwritable out", func(c Config) Config { return c.WithOutDir(filepath.Join(notDir, "out")) }, "--out"},
+		{"no address", func(c Config) Config { return c.WithContainerd("", "default") }, "--address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := base()
-			tc.mod(&c)
+			c := tc.mod(base())
 			err := c.check()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("check() = %v, want an error containing %q", err, tc.want)
@@ -52,32 +51,34 @@ func TestConfigCheck(t *testing.T) {
 	if err := c.check(); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(c.Functions, ",") != "tiny,go" || len(c.Cells) != len(Runtimes) || c.Resamples != DefaultResamples {
-		t.Errorf("defaults: %v %v %d", c.Functions, c.Cells, c.Resamples)
+	if strings.Join(c.functions, ",") != "tiny,go" || len(c.cells) != len(Runtimes) || c.resamples != DefaultResamples {
+		t.Errorf("defaults: %v %v %d", c.functions, c.cells, c.resamples)
 	}
-	c = base()
-	c.WasmFile = wasm
-	if err := c.check(); err != nil || strings.Join(c.Functions, ",") != "tiny,go,user" {
-		t.Errorf("with --wasm: %v, functions %v", err, c.Functions)
+	c = base().WithWasmFile(wasm)
+	if err := c.check(); err != nil || strings.Join(c.functions, ",") != "tiny,go,user" {
+		t.Errorf("with --wasm: %v, functions %v", err, c.functions)
 	}
 }
 
 func TestRunUnreachable(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{Namespace: "default", Out: filepath.Join(dir, "out"), N: 1}
+	out := filepath.Join(dir, "out")
+	cfg := Config{}.WithOutDir(out).WithIterations(1, 0)
 
-	cfg.Address = filepath.Join(dir, "missing.sock")
+	cfg = cfg.WithContainerd(filepath.Join(dir, "missing.sock"), "default")
 	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "cannot reach containerd") {
 		t.Errorf("missing socket: %v", err)
 	}
-	cfg.Address = filepath.Join(dir, "file")
-	os.WriteFile(cfg.Address, nil, 0o644)
+	file := filepath.Join(dir, "file")
+	cfg = cfg.WithContainerd(file, "default")
+	os.WriteFile(file, nil, 0o644)
 	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("regular file: %v", err)
 	}
 	// A socket nobody serves.
-	cfg.Address = filepath.Join(dir, "dead.sock")
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Address, Net: "unix"})
+	dead := filepath.Join(dir, "dead.sock")
+	cfg = cfg.WithContainerd(dead, "default")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: dead, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestRunUnreachable(t *testing.T) {
 	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "cannot reach containerd") {
 		t.Errorf("dead socket: %v", err)
 	}
-	if _, err := os.Stat(cfg.Out); !os.IsNotExist(err) {
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("the output directory was left behind by a failed start: %v", err)
 	}
 }

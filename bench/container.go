@@ -28,6 +28,9 @@ func ceEnv(f *Function, id string) []string {
 
 // containerCall runs one event in a fresh container: create, start, wait,
 // delete, with the event's data on stdin and the reply on stdout.
+//
+// Long on purpose: one timed sequence, whose five timestamps (t0 … t4)
+// must sit right around the containerd calls they bound.
 func (s *study) containerCall(ctx context.Context, c *Cell, id string, rec *Record) (err error) {
 	octx, cancel := s.opContext(ctx, callTimeout)
 	defer cancel()

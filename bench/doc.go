@@ -3,12 +3,11 @@
 // containerd, with Nebula's runtimes side by side, and writes a report
 // (raw.csv, summary.md, machine.json, SVG and PNG plots).
 //
-//	res, err := bench.Run(ctx, bench.Config{
-//		Address: "/run/containerd/containerd.sock", Namespace: "default",
-//		Out: "results", N: bench.DefaultN, Warmup: bench.DefaultWarmup,
-//		Events: bench.DefaultEvents, Primers: bench.DefaultPrimers,
-//		CacheDir: bench.DefaultCacheDir, Seed: 1, Stdout: os.Stdout,
-//	})
+//	cfg := bench.NewConfig().
+//		WithContainerd("/run/containerd/containerd.sock", "default").
+//		WithOutDir("results").
+//		WithStdout(os.Stdout)
+//	res, err := bench.Run(ctx, cfg)
 //
 // A study is cells — Runtimes × functions — run in rounds. Analyze,
 // WriteCSV and WriteTable work on recorded results without containerd.

@@ -26,7 +26,7 @@ type image struct {
 func (s *study) functions(ctx context.Context) ([]*Function, error) {
 	var fns []*Function
 	for _, name := range FunctionNames {
-		if !slices.Contains(s.cfg.Functions, name) {
+		if !slices.Contains(s.cfg.functions, name) {
 			continue
 		}
 		if f := builtinFunction(name); f != nil {
@@ -44,35 +44,35 @@ func (s *study) functions(ctx context.Context) ([]*Function, error) {
 
 func (s *study) userFunction(ctx context.Context) (*Function, error) {
 	f := &Function{Name: "user", EventType: "dev.nebula.bench", ContentType: "application/json", Data: benchData}
-	if s.cfg.WasmFile != "" {
-		ref, err := s.importModule(ctx, s.cfg.WasmFile)
+	if s.cfg.wasmFile != "" {
+		ref, err := s.importModule(ctx, s.cfg.wasmFile)
 		if err != nil {
 			return nil, err
 		}
 		f.WasmImage = ref
-		f.Description = "module " + s.cfg.WasmFile
+		f.Description = "module " + s.cfg.wasmFile
 		return f, nil
 	}
 	octx, cancel := s.opContext(ctx, callTimeout)
 	defer cancel()
-	img, err := s.client.GetImage(octx, s.cfg.Image)
+	img, err := s.client.GetImage(octx, s.cfg.image)
 	if err != nil {
-		return nil, imageError(s.cfg.Image, s.cfg.Namespace, err)
+		return nil, imageError(s.cfg.image, s.cfg.namespace, err)
 	}
 	spec, err := img.Spec(octx)
 	if err != nil {
-		return nil, fmt.Errorf("--image %s: reading its config: %w", s.cfg.Image, err)
+		return nil, fmt.Errorf("--image %s: reading its config: %w", s.cfg.image, err)
 	}
 	args := append(slices.Clone(spec.Config.Entrypoint), spec.Config.Cmd...)
 	if len(args) == 0 {
-		return nil, fmt.Errorf("--image %s: the image has neither entrypoint nor cmd", s.cfg.Image)
+		return nil, fmt.Errorf("--image %s: the image has neither entrypoint nor cmd", s.cfg.image)
 	}
 	if strings.HasSuffix(args[0], ".wasm") {
-		f.WasmImage = s.cfg.Image
+		f.WasmImage = s.cfg.image
 	} else {
-		f.NativeImage = s.cfg.Image
+		f.NativeImage = s.cfg.image
 	}
-	f.Description = "image " + s.cfg.Image
+	f.Description = "image " + s.cfg.image
 	return f, nil
 }
 
@@ -93,7 +93,7 @@ func (s *study) resolve(ctx context.Context, c *Cell) error {
 	defer cancel()
 	img, err := s.client.GetImage(octx, ref)
 	if err != nil {
-		return imageError(ref, s.cfg.Namespace, err)
+		return imageError(ref, s.cfg.namespace, err)
 	}
 	unpacked, err := img.IsUnpacked(octx, "")
 	if err != nil {

@@ -82,13 +82,13 @@ func collectMachine(ctx context.Context, v containerd.Version, cfg Config) Machi
 		}
 	}
 	m.Containerd.Version, m.Containerd.Revision = v.Version, v.Revision
-	m.Containerd.Address, m.Containerd.Namespace = cfg.Address, cfg.Namespace
+	m.Containerd.Address, m.Containerd.Namespace = cfg.address, cfg.namespace
 	m.Runc = runcVersion(ctx)
 	m.Go = runtime.Version()
 	m.Wazero, m.Shim, m.Nebula = buildVersions()
-	m.Study.N, m.Study.Warmup, m.Study.Events, m.Study.Primers = cfg.N, cfg.Warmup, cfg.Events, cfg.Primers
-	m.Study.Functions, m.Study.Cells = cfg.Functions, cfg.Cells
-	m.Study.Seed, m.Study.Resamples = cfg.Seed, cfg.Resamples
+	m.Study.N, m.Study.Warmup, m.Study.Events, m.Study.Primers = cfg.n, cfg.warmup, cfg.events, cfg.primers
+	m.Study.Functions, m.Study.Cells = cfg.functions, cfg.cells
+	m.Study.Seed, m.Study.Resamples = cfg.seed, cfg.resamples
 	return m
 }
 
@@ -164,8 +164,8 @@ func runcVersion(ctx context.Context) string {
 	return strings.Join(lines, "; ") + " (" + path + ")"
 }
 
-// ShimBinary is the file name of Nebula's shim.
-const ShimBinary = "containerd-shim-nebula-v1"
+// shimBinary is the file name of Nebula's shim.
+const shimBinary = "containerd-shim-nebula-v1"
 
 // buildVersions returns the wazero version of the shim, found on PATH or
 // next to this executable (make install and make build put them side by
@@ -176,11 +176,11 @@ func buildVersions() (wazero, shim, nebula string) {
 		nebula = bi.Main.Version
 	}
 	var candidates []string
-	if p, err := exec.LookPath(ShimBinary); err == nil {
+	if p, err := exec.LookPath(shimBinary); err == nil {
 		candidates = append(candidates, p)
 	}
 	if exe, err := os.Executable(); err == nil {
-		candidates = append(candidates, filepath.Join(filepath.Dir(exe), ShimBinary))
+		candidates = append(candidates, filepath.Join(filepath.Dir(exe), shimBinary))
 	}
 	for _, p := range candidates {
 		bi, err := buildinfo.ReadFile(p)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,14 @@ func Analyze(cells []*Cell, records []Record, seed uint64, resamples int) *Repor
 			}
 		}
 	}
+	rep.Ratios = ratios(cells, rep.Samples, resamples, rng)
+	return rep
+}
+
+// ratios computes the comparisons of ratioSpecs whose cells exist and have
+// samples, drawing the bootstraps from rng.
+func ratios(cells []*Cell, samples map[*Cell]*[numPhases][]float64, resamples int, rng *rand.Rand) []RatioRow {
+	var rows []RatioRow
 	find := func(rt, fn string) *Cell {
 		for _, c := range cells {
 			if c.Runtime.ID == rt && c.Function.Name == fn {
@@ -119,15 +128,15 @@ func Analyze(cells []*Cell, records []Record, seed uint64, resamples int) *Repor
 			if num == nil || den == nil {
 				continue
 			}
-			ns, ds := rep.Samples[num][spec.phase], rep.Samples[den][spec.phase]
+			ns, ds := samples[num][spec.phase], samples[den][spec.phase]
 			if len(ns) == 0 || len(ds) == 0 {
 				continue
 			}
-			rep.Ratios = append(rep.Ratios, RatioRow{Num: num, Den: den, Phase: spec.phase,
+			rows = append(rows, RatioRow{Num: num, Den: den, Phase: spec.phase,
 				Ratio: stats.MedianRatio(ns, ds, resamples, rng), Note: spec.note})
 		}
 	}
-	return rep
+	return rows
 }
 
 func containsString(ss []string, s string) bool {
@@ -273,18 +282,33 @@ const (
 // writeMarkdown writes summary.md.
 func writeMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 	var b strings.Builder
+	writeMarkdownHeader(&b, info)
+	b.WriteString("## Findings\n\n")
+	headline(&b, rep)
+	writeCellsTable(&b, rep)
+	writeRatiosTable(&b, rep)
+	writePhasesTable(&b, rep)
+	writePlotsSection(&b, info.plots)
+	writeMethod(&b, rep, info)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeMarkdownHeader writes the title, when and where the study ran, and
+// its note.
+func writeMarkdownHeader(b *strings.Builder, info summaryInfo) {
 	m := info.machine
 	b.WriteString("# Container per event vs WebAssembly instance per event\n\n")
-	fmt.Fprintf(&b, "`nebula bench`, %s, %s. ", info.started.UTC().Format("2006-01-02 15:04 MST"), info.elapsed.Round(time.Second))
-	fmt.Fprintf(&b, "%s, %d cores, %s, kernel %s, cgroup %s; containerd %s, %s; wazero %s; %s.\n\n",
+	fmt.Fprintf(b, "`nebula bench`, %s, %s. ", info.started.UTC().Format("2006-01-02 15:04 MST"), info.elapsed.Round(time.Second))
+	fmt.Fprintf(b, "%s, %d cores, %s, kernel %s, cgroup %s; containerd %s, %s; wazero %s; %s.\n\n",
 		m.CPUModel, m.Cores, fmtBytes(m.MemoryBytes), m.Kernel, m.Cgroup, m.Containerd.Version, firstField(m.Runc), m.Wazero, m.Go)
 	if info.note != "" {
 		b.WriteString(info.note + "\n\n")
 	}
+}
 
-	b.WriteString("## Findings\n\n")
-	headline(&b, rep)
-
+// writeCellsTable writes each cell's start-up and whole call, medians.
+func writeCellsTable(b *strings.Builder, rep *Report) {
 	b.WriteString("\n## Start-up and whole call per cell (medians)\n\n")
 	b.WriteString("| cell | model | start-up p50 [95 % CI] | total p50 [95 % CI] | n |\n|---|---|---:|---:|---:|\n")
 	for _, c := range rep.Cells {
@@ -292,52 +316,64 @@ func writeMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 		if st == nil || tot == nil {
 			continue
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s [%s – %s] | %s [%s – %s] | %d |\n", c.Name(), c.Runtime.Label,
+		fmt.Fprintf(b, "| `%s` | %s | %s [%s – %s] | %s [%s – %s] | %d |\n", c.Name(), c.Runtime.Label,
 			stats.FormatSeconds(st.P50), stats.FormatSeconds(st.CILo), stats.FormatSeconds(st.CIHi),
 			stats.FormatSeconds(tot.P50), stats.FormatSeconds(tot.CILo), stats.FormatSeconds(tot.CIHi), st.N)
 	}
+}
 
+// writeRatiosTable writes the ratios between runtimes, if any.
+func writeRatiosTable(b *strings.Builder, rep *Report) {
 	if len(rep.Ratios) > 0 {
 		b.WriteString("\n## Ratios between runtimes\n\nRatio of the medians; the interval is a 95 % percentile bootstrap (both samples resampled independently).\n\n")
 		b.WriteString("| ratio | phase | median ratio | 95 % CI | what it shows |\n|---|---|---:|---:|---|\n")
 		for _, r := range rep.Ratios {
-			fmt.Fprintf(&b, "| `%s` | %s | **%s** | %s – %s | %s |\n", r.Name(), r.Phase, stats.FormatRatio(r.Value),
+			fmt.Fprintf(b, "| `%s` | %s | **%s** | %s – %s | %s |\n", r.Name(), r.Phase, stats.FormatRatio(r.Value),
 				stats.FormatRatio(r.CILo), stats.FormatRatio(r.CIHi), r.Note)
 		}
 	}
+}
 
+// writePhasesTable writes every phase's statistics.
+func writePhasesTable(b *strings.Builder, rep *Report) {
 	b.WriteString("\n## Every phase\n\n")
 	b.WriteString("| cell | phase | n | p50 | p90 | p99 | mean | median 95 % CI |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	rep.statRows(func(c *Cell, p Phase, st *stats.Stats) {
-		fmt.Fprintf(&b, "| `%s` | %s | %d | %s | %s | %s | %s | %s – %s |\n", c.Name(), p, st.N,
+		fmt.Fprintf(b, "| `%s` | %s | %d | %s | %s | %s | %s | %s – %s |\n", c.Name(), p, st.N,
 			stats.FormatSeconds(st.P50), stats.FormatSeconds(st.P90), stats.FormatSeconds(st.P99), stats.FormatSeconds(st.Mean),
 			stats.FormatSeconds(st.CILo), stats.FormatSeconds(st.CIHi))
 	})
+}
 
-	if len(info.plots) > 0 {
+// writePlotsSection shows the PNG plots, if any.
+func writePlotsSection(b *strings.Builder, plots []string) {
+	if len(plots) > 0 {
 		b.WriteString("\n## Plots\n\n")
-		for _, p := range info.plots {
+		for _, p := range plots {
 			if strings.HasSuffix(p, ".png") {
-				fmt.Fprintf(&b, "![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
+				fmt.Fprintf(b, "![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
 			}
 		}
 		b.WriteString("Each PNG has an SVG twin.\n")
 	}
+}
 
+// writeMethod writes how the study was made.
+func writeMethod(b *strings.Builder, rep *Report, info summaryInfo) {
 	b.WriteString("\n## Method\n\n")
-	fmt.Fprintf(&b, "- %d measured iterations per cell after %d warm-up ones, in rounds. An iteration is one call — except for the per-event cells (`process`, `wasm`), where it is %d events sent one after another: those calls cost microseconds to milliseconds, their distributions are wide, and sampling them %d× as often costs the study almost nothing. Each round runs every cell's iteration once, in a new random order (seeded: the schedule is reproducible), so that drift of the machine (other load, frequency, caches) spreads over all cells alike and no cell always follows the same neighbour. Calls are sequential, one at a time on the whole machine, each after a %d ms pause that lets the previous call's aftermath (a shim exiting, a snapshot collected) pass.\n", info.cfg.N, info.cfg.Warmup, info.cfg.Events, info.cfg.Events, settle.Milliseconds())
-	fmt.Fprintf(&b, "- The measured events of an iteration follow %d unmeasured ones sent just before them, so that they measure steady-state calls rather than the first call after seconds spent starting containers (which runs with cold caches and is markedly slower).\n", info.cfg.Primers)
+	fmt.Fprintf(b, "- %d measured iterations per cell after %d warm-up ones, in rounds. An iteration is one call — except for the per-event cells (`process`, `wasm`), where it is %d events sent one after another: those calls cost microseconds to milliseconds, their distributions are wide, and sampling them %d× as often costs the study almost nothing. Each round runs every cell's iteration once, in a new random order (seeded: the schedule is reproducible), so that drift of the machine (other load, frequency, caches) spreads over all cells alike and no cell always follows the same neighbour. Calls are sequential, one at a time on the whole machine, each after a %d ms pause that lets the previous call's aftermath (a shim exiting, a snapshot collected) pass.\n", info.cfg.n, info.cfg.warmup, info.cfg.events, info.cfg.events, settle.Milliseconds())
+	fmt.Fprintf(b, "- The measured events of an iteration follow %d unmeasured ones sent just before them, so that they measure steady-state calls rather than the first call after seconds spent starting containers (which runs with cold caches and is markedly slower).\n", info.cfg.primers)
 	b.WriteString("- Functions:\n")
 	seen := map[*Function]bool{}
 	for _, c := range rep.Cells {
 		if f := c.Function; !seen[f] {
 			seen[f] = true
-			fmt.Fprintf(&b, "  - `%s`: %s", f.Name, f.Description)
+			fmt.Fprintf(b, "  - `%s`: %s", f.Name, f.Description)
 			if f.NativeImage != "" {
-				fmt.Fprintf(&b, "; native image `%s`", f.NativeImage)
+				fmt.Fprintf(b, "; native image `%s`", f.NativeImage)
 			}
 			if f.WasmImage != "" {
-				fmt.Fprintf(&b, "; wasm image `%s`", f.WasmImage)
+				fmt.Fprintf(b, "; wasm image `%s`", f.WasmImage)
 			}
 			b.WriteString(".\n")
 		}
@@ -346,23 +382,21 @@ func writeMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 	b.WriteString("  - **container per event** (`container-runc`, `container-nebula`, `container-wasm`): every call creates a container from the image through containerd's Go client (snapshot, spec, runtime `" + RuncShim + "` or `" + NebulaShim + "` — a new shim per container, as `ctr run` does), starts it with the event's data on stdin and its attributes as `CE_*` variables, waits for it to exit, reads stdout (the reply) and deletes task, container and snapshot. `container-wasm` runs the wasm image in run mode: a fresh container whose process is Nebula's host running the module once (compile cache hit).\n")
 	b.WriteString("  - **process per event** and **wasm instance per event** (`process`, `wasm`): one function-mode task per function, started by the study in a network namespace of its own (loopback only); each call is one binary-mode CloudEvent over a kept-alive loopback connection, run by the task in a freshly spawned process or a fresh wasm instance. Phases come from the reply's `Server-Timing` header, `total` is measured by the client.\n")
 	b.WriteString("  - **task start** (`start-native`, `start-wasm`, `start-wasm-miss`): a function-mode task is created and started until its front door answers `GET /healthz`, then stopped (SIGTERM) and deleted. `start-wasm-miss` plants, between container and task creation (not timed), a variant of the module with a random custom section in the container's rootfs snapshot: same code, a digest the shim has never compiled, so the shim compiles it (a cache miss) without touching its cache.")
-	if info.cfg.CacheDir != "" {
-		fmt.Fprintf(&b, " The variants' cache entries are removed from `%s` after each call.", info.cfg.CacheDir)
+	if info.cfg.cacheDir != "" {
+		fmt.Fprintf(b, " The variants' cache entries are removed from `%s` after each call.", info.cfg.cacheDir)
 	}
 	b.WriteString("\n")
 	b.WriteString("- A process's start-up (`os.StartProcess` until it returns) is bimodal on a busy machine: a few hundred microseconds when the parent gets the CPU back right after the child's exec, over a millisecond when the child's runtime runs first; its start-up/execution split moves with it while their sum (`server`) does not. Ratios with the process runtime therefore compare whole invocations.\n")
 	b.WriteString("- Phases:\n")
 	for _, p := range Phases() {
-		fmt.Fprintf(&b, "  - `%s`: %s.\n", p, phaseDoc[p])
+		fmt.Fprintf(b, "  - `%s`: %s.\n", p, phaseDoc[p])
 	}
-	fmt.Fprintf(&b, "- Statistics: percentiles interpolate linearly between order statistics (R's type 7); the median's 95 %% confidence interval is a percentile bootstrap with %d resamples, seed %d (the same raw.csv gives the same intervals).\n", rep.Resamples, rep.Seed)
+	fmt.Fprintf(b, "- Statistics: percentiles interpolate linearly between order statistics (R's type 7); the median's 95 %% confidence interval is a percentile bootstrap with %d resamples, seed %d (the same raw.csv gives the same intervals).\n", rep.Resamples, rep.Seed)
 	b.WriteString("- Files: `raw.csv` (one row per invocation, phases in seconds), `machine.json` (machine, versions, parameters), and the plots above.\n")
 	if len(info.leftovers) > 0 {
-		fmt.Fprintf(&b, "\n**Left behind**: the shim's module cache (not reachable at `--cache-dir %s`) keeps %d entries compiled for the cache-miss cells; remove the directories named in `leftover-cache-entries.txt` from the shim's cache directory (`NEBULA_CACHE_DIR`, by default %s).\n",
-			info.cfg.CacheDir, len(info.leftovers), DefaultCacheDir)
+		fmt.Fprintf(b, "\n**Left behind**: the shim's module cache (not reachable at `--cache-dir %s`) keeps %d entries compiled for the cache-miss cells; remove the directories named in `leftover-cache-entries.txt` from the shim's cache directory (`NEBULA_CACHE_DIR`, by default %s).\n",
+			info.cfg.cacheDir, len(info.leftovers), DefaultCacheDir)
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // headline writes the findings: the study's question and the original

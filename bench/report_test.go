@@ -179,7 +179,7 @@ func TestWriteMarkdown(t *testing.T) {
 	cells, recs := synthetic(10)
 	rep := Analyze(cells, recs, 1, 100)
 	var buf bytes.Buffer
-	info := summaryInfo{cfg: Config{N: 10, Warmup: 2, Events: 5, Primers: 3, CacheDir: "/c"}, plots: []string{"startup-box.svg", "startup-box.png"},
+	info := summaryInfo{cfg: Config{}.WithIterations(10, 2).WithEvents(5).WithPrimers(3).WithCacheDir("/c"), plots: []string{"startup-box.svg", "startup-box.png"},
 		started: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), elapsed: time.Minute, leftovers: []string{"abc"}}
 	info.machine.CPUModel, info.machine.Cores = "Test CPU", 2
 	if err := writeMarkdown(&buf, rep, info); err != nil {

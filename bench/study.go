@@ -79,10 +79,10 @@ func newStudy(ctx context.Context, cfg Config) (*study, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.cells = selectCells(fns, cfg.Cells)
+	s.cells = selectCells(fns, cfg.cells)
 	if len(s.cells) == 0 {
 		return nil, fmt.Errorf("--cells %s × --functions %s: no combination can run (the tiny function has no native build)",
-			strings.Join(cfg.Cells, ","), strings.Join(cfg.Functions, ","))
+			strings.Join(cfg.cells, ","), strings.Join(cfg.functions, ","))
 	}
 	for _, c := range s.cells {
 		if err := s.resolve(ctx, c); err != nil {
@@ -97,22 +97,22 @@ func newStudy(ctx context.Context, cfg Config) (*study, error) {
 // connect dials containerd and asks for its version, so that a wrong
 // socket is reported before anything else.
 func (s *study) connect(ctx context.Context) error {
-	addr := strings.TrimPrefix(s.cfg.Address, "unix://")
+	addr := strings.TrimPrefix(s.cfg.address, "unix://")
 	if fi, err := os.Stat(addr); err != nil {
-		return fmt.Errorf("--address %s: cannot reach containerd: %w", s.cfg.Address, err)
+		return fmt.Errorf("--address %s: cannot reach containerd: %w", s.cfg.address, err)
 	} else if fi.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("--address %s: cannot reach containerd: not a socket", s.cfg.Address)
+		return fmt.Errorf("--address %s: cannot reach containerd: not a socket", s.cfg.address)
 	}
-	client, err := containerd.New(s.cfg.Address, containerd.WithDefaultNamespace(s.cfg.Namespace), containerd.WithTimeout(connectTimeout))
+	client, err := containerd.New(s.cfg.address, containerd.WithDefaultNamespace(s.cfg.namespace), containerd.WithTimeout(connectTimeout))
 	if err != nil {
-		return fmt.Errorf("--address %s: cannot reach containerd: %w", s.cfg.Address, err)
+		return fmt.Errorf("--address %s: cannot reach containerd: %w", s.cfg.address, err)
 	}
 	vctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	v, err := client.Version(vctx)
 	if err != nil {
 		client.Close()
-		return fmt.Errorf("--address %s: cannot reach containerd: %w", s.cfg.Address, err)
+		return fmt.Errorf("--address %s: cannot reach containerd: %w", s.cfg.address, err)
 	}
 	s.client, s.version = client, v
 	return nil
@@ -122,13 +122,51 @@ func (s *study) connect(ctx context.Context) error {
 // Ctrl-C (an operation is finished, or undone, rather than abandoned
 // halfway), bounded in time.
 func (s *study) opContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(namespaces.WithNamespace(context.WithoutCancel(ctx), s.cfg.Namespace), d)
+	return context.WithTimeout(namespaces.WithNamespace(context.WithoutCancel(ctx), s.cfg.namespace), d)
 }
 
 // run starts the front doors, then runs Warmup+N rounds, each calling
 // every cell once, in a new random order each round: drift of the machine
 // hits every cell alike, and no cell always follows the same neighbour.
 func (s *study) run(ctx context.Context) error {
+	if err := s.startFrontDoors(ctx); err != nil {
+		return err
+	}
+	rounds := s.cfg.warmup + s.cfg.n
+	s.progress = newProgress(s.cfg.progress, s.cfg.progressTTY, rounds, len(s.cells), s.cfg.warmup)
+	defer s.progress.done()
+	order := stats.NewRand(s.cfg.seed ^ 0x6f72646572) // the schedule is reproducible too
+	for r := range rounds {
+		warm := r < s.cfg.warmup
+		for _, k := range order.Perm(len(s.cells)) {
+			c := s.cells[k]
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w (Ctrl-C)", ErrInterrupted)
+			}
+			s.progress.step(r, c.Name())
+			// Let the previous call's aftermath (a shim exiting, containerd
+			// collecting a snapshot) pass before the next one starts.
+			time.Sleep(settle)
+			recs, err := s.call(ctx, c, r-s.cfg.warmup, warm)
+			if err != nil {
+				return fmt.Errorf("%s, round %d: %w", c.Name(), r+1, err)
+			}
+			if !warm {
+				s.mu.Lock()
+				s.records = append(s.records, recs...)
+				s.mu.Unlock()
+			}
+		}
+		if !warm {
+			s.rounds++
+		}
+	}
+	return nil
+}
+
+// startFrontDoors creates the study's network namespace, if a cell needs
+// it, and starts a function task for each front-door cell.
+func (s *study) startFrontDoors(ctx context.Context) error {
 	needNS := false
 	for _, c := range s.cells {
 		needNS = needNS || c.Runtime.Kind != KindContainer
@@ -158,35 +196,6 @@ func (s *study) run(ctx context.Context) error {
 		}
 		port += 2
 	}
-	rounds := s.cfg.Warmup + s.cfg.N
-	s.progress = newProgress(s.cfg.Progress, s.cfg.ProgressTTY, rounds, len(s.cells), s.cfg.Warmup)
-	defer s.progress.done()
-	order := stats.NewRand(s.cfg.Seed ^ 0x6f72646572) // the schedule is reproducible too
-	for r := range rounds {
-		warm := r < s.cfg.Warmup
-		for _, k := range order.Perm(len(s.cells)) {
-			c := s.cells[k]
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w (Ctrl-C)", ErrInterrupted)
-			}
-			s.progress.step(r, c.Name())
-			// Let the previous call's aftermath (a shim exiting, containerd
-			// collecting a snapshot) pass before the next one starts.
-			time.Sleep(settle)
-			recs, err := s.call(ctx, c, r-s.cfg.Warmup, warm)
-			if err != nil {
-				return fmt.Errorf("%s, round %d: %w", c.Name(), r+1, err)
-			}
-			if !warm {
-				s.mu.Lock()
-				s.records = append(s.records, recs...)
-				s.mu.Unlock()
-			}
-		}
-		if !warm {
-			s.rounds++
-		}
-	}
 	return nil
 }
 
@@ -209,15 +218,15 @@ func (s *study) call(ctx context.Context, c *Cell, iter int, warm bool) ([]Recor
 	case KindTaskStart:
 		return []Record{rec}, s.taskStart(ctx, c, s.newID(c, what), &rec)
 	}
-	for i := range s.cfg.Primers {
+	for i := range s.cfg.primers {
 		var discard Record
 		if err := s.fronts[c].invoke(ctx, c.Function, s.newID(c, "p"+strconv.Itoa(i)), &discard); err != nil {
 			return nil, err
 		}
 	}
-	recs := make([]Record, s.cfg.Events)
+	recs := make([]Record, s.cfg.events)
 	for j := range recs {
-		recs[j] = newRecord(c, iter*s.cfg.Events+j)
+		recs[j] = newRecord(c, iter*s.cfg.events+j)
 		if err := s.fronts[c].invoke(ctx, c.Function, s.newID(c, what), &recs[j]); err != nil {
 			return nil, err
 		}

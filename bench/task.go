@@ -84,7 +84,7 @@ func (s *study) startTask(ctx context.Context, c *Cell, id string, port int, mis
 		return nil, 0, fmt.Errorf("creating task: %w", err)
 	}
 	// Wait's channel lives as long as its context: the task's lifetime.
-	wctx, wcancel := context.WithCancel(namespaces.WithNamespace(context.WithoutCancel(ctx), s.cfg.Namespace))
+	wctx, wcancel := context.WithCancel(namespaces.WithNamespace(context.WithoutCancel(ctx), s.cfg.namespace))
 	t.cancelWait = wcancel
 	if t.exitCh, err = t.task.Wait(wctx); err != nil {
 		wcancel()

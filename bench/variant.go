@@ -67,8 +67,8 @@ func (s *study) removeVariant(digest string) {
 	if digest == "" {
 		return
 	}
-	if s.cfg.CacheDir != "" {
-		p := filepath.Join(s.cfg.CacheDir, digest)
+	if s.cfg.cacheDir != "" {
+		p := filepath.Join(s.cfg.cacheDir, digest)
 		if _, err := os.Stat(p); err == nil && os.RemoveAll(p) == nil {
 			return
 		}

@@ -70,9 +70,9 @@ var (
 	errInvalidUTF8  = errors.New("invalid UTF-8 after percent-decoding (HTTP binding §3.1.3.2)")
 )
 
-// classify finds a request's mode from its headers alone (CloudEvents HTTP
+// contentMode finds a request's mode from its headers alone (CloudEvents HTTP
 // binding §3, as sdk-go's cehttp.NewMessage does), before reading the body.
-func classify(h http.Header) (mode, error) {
+func contentMode(h http.Header) (mode, error) {
 	var ct string
 	if v := h["Content-Type"]; len(v) > 0 {
 		ct = v[0]
@@ -151,7 +151,7 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 			}
 			continue
 		}
-		if k == "Ce-Specversion" { // checked by classify
+		if k == "Ce-Specversion" { // checked by contentMode
 			continue
 		}
 		raw := vs[0]
@@ -162,36 +162,8 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 		if err != nil {
 			return badRequest(strings.ToLower(k) + ": " + err.Error())
 		}
-		switch k {
-		case "Ce-Id":
-			ev.id = v
-		case "Ce-Source":
-			ev.source = v
-		case "Ce-Type":
-			ev.typ = v
-		case "Ce-Subject":
-			ev.subject = v
-		case "Ce-Time":
-			if v == "" { // present but empty
-				return errBadTime
-			}
-			ev.time = v
-		case "Ce-Dataschema":
-			if v == "" {
-				return errBadSchema
-			}
-			ev.dataschema = v
-		default:
-			// A bare "Ce-" header is an empty name: invalid (sdk-go v2.16.2
-			// panics on it).
-			name := k[3:]
-			if !validExtName(name) {
-				return badRequest("invalid CloudEvents extension name in header " + k + ": MUST be [a-z0-9]")
-			}
-			if strings.EqualFold(name, "datacontenttype") {
-				return errDataContentTyp
-			}
-			ev.ext = append(ev.ext, extension{strings.ToLower(name), v})
+		if err := setBinaryAttribute(ev, k, v); err != nil {
+			return err
 		}
 	}
 	if ev.time != "" {
@@ -209,6 +181,43 @@ func (p *parser) parseBinary(h http.Header, body []byte, ev *inEvent) error {
 	}
 	if len(body) > 0 {
 		ev.data = body
+	}
+	return nil
+}
+
+// setBinaryAttribute sets the attribute of header k (canonical, "Ce-…")
+// to its decoded value v.
+func setBinaryAttribute(ev *inEvent, k, v string) error {
+	switch k {
+	case "Ce-Id":
+		ev.id = v
+	case "Ce-Source":
+		ev.source = v
+	case "Ce-Type":
+		ev.typ = v
+	case "Ce-Subject":
+		ev.subject = v
+	case "Ce-Time":
+		if v == "" { // present but empty
+			return errBadTime
+		}
+		ev.time = v
+	case "Ce-Dataschema":
+		if v == "" {
+			return errBadSchema
+		}
+		ev.dataschema = v
+	default:
+		// A bare "Ce-" header is an empty name: invalid (sdk-go v2.16.2
+		// panics on it).
+		name := k[3:]
+		if !validExtName(name) {
+			return badRequest("invalid CloudEvents extension name in header " + k + ": MUST be [a-z0-9]")
+		}
+		if strings.EqualFold(name, "datacontenttype") {
+			return errDataContentTyp
+		}
+		ev.ext = append(ev.ext, extension{strings.ToLower(name), v})
 	}
 	return nil
 }
@@ -296,25 +305,56 @@ func (p *parser) parseStructured(body []byte, ev *inEvent) error {
 	if err := json.Unmarshal(body, &members); err != nil {
 		return badRequest("structured CloudEvent: not a JSON object")
 	}
-	var (
-		sv                 string
-		data, dataB64      json.RawMessage
-		hasData, hasDataB6 bool
-	)
+	sv, data, err := readMembers(members, ev)
+	if err != nil {
+		return err
+	}
+	switch {
+	case sv == "":
+		return badRequest("specversion: REQUIRED")
+	case sv != specVersion:
+		return errSpecVersion
+	}
+	if ev.time != "" {
+		t, err := parseTime(ev.time)
+		if err != nil {
+			return badRequest("time: not an RFC 3339 timestamp")
+		}
+		ev.time = t
+	}
+	if ev.dataschema != "" && !validAbsURI(ev.dataschema) {
+		return badRequest("dataschema: MUST be an absolute URI")
+	}
+	if err := p.validate(ev); err != nil {
+		return err
+	}
+	return data.decode(ev)
+}
+
+// structuredData is a structured event's data as it came: its data and
+// data_base64 members.
+type structuredData struct {
+	data, base64       json.RawMessage
+	hasData, hasBase64 bool
+}
+
+// readMembers reads a structured event's attributes into ev (null ones
+// are absent) and returns its specversion and its data, undecoded.
+func readMembers(members map[string]json.RawMessage, ev *inEvent) (sv string, d structuredData, err error) {
 	for name, raw := range members {
 		if string(raw) == "null" && name != "data" {
 			continue
 		}
 		switch name {
 		case "data":
-			data, hasData = raw, true
+			d.data, d.hasData = raw, true
 			continue
 		case "data_base64":
-			dataB64, hasDataB6 = raw, true
+			d.base64, d.hasBase64 = raw, true
 			continue
 		}
 		if !ValidAttributeName(name) {
-			return badRequest("member " + strconv.Quote(name) + ": CloudEvents attribute names MUST be lower-case letters and digits")
+			return "", d, badRequest("member " + strconv.Quote(name) + ": CloudEvents attribute names MUST be lower-case letters and digits")
 		}
 		var dst *string
 		switch name {
@@ -337,41 +377,29 @@ func (p *parser) parseStructured(body []byte, ev *inEvent) error {
 		}
 		if dst != nil {
 			if err := jsonString(raw, dst); err != nil {
-				return badRequest(name + ": " + err.Error())
+				return "", d, badRequest(name + ": " + err.Error())
 			}
 			continue
 		}
 		v, err := extensionValue(raw)
 		if err != nil {
-			return badRequest("extension " + name + ": " + err.Error())
+			return "", d, badRequest("extension " + name + ": " + err.Error())
 		}
 		ev.ext = append(ev.ext, extension{name, v})
 	}
+	return sv, d, nil
+}
+
+// decode sets ev's data from d: data_base64 decoded, or data as the JSON
+// value it is when datacontenttype declares JSON or is absent, else as
+// the content of a JSON string.
+func (d structuredData) decode(ev *inEvent) error {
 	switch {
-	case sv == "":
-		return badRequest("specversion: REQUIRED")
-	case sv != specVersion:
-		return errSpecVersion
-	}
-	if ev.time != "" {
-		t, err := parseTime(ev.time)
-		if err != nil {
-			return badRequest("time: not an RFC 3339 timestamp")
-		}
-		ev.time = t
-	}
-	if ev.dataschema != "" && !validAbsURI(ev.dataschema) {
-		return badRequest("dataschema: MUST be an absolute URI")
-	}
-	if err := p.validate(ev); err != nil {
-		return err
-	}
-	switch {
-	case hasData && hasDataB6:
+	case d.hasData && d.hasBase64:
 		return badRequest("data and data_base64: MUST NOT both be present (JSON format §3.1.1)")
-	case hasDataB6:
+	case d.hasBase64:
 		var s string
-		if err := json.Unmarshal(dataB64, &s); err != nil {
+		if err := json.Unmarshal(d.base64, &s); err != nil {
 			return badRequest("data_base64: want a JSON string")
 		}
 		b, err := base64.StdEncoding.DecodeString(s)
@@ -379,16 +407,16 @@ func (p *parser) parseStructured(body []byte, ev *inEvent) error {
 			return badRequest("data_base64: not base64: " + err.Error())
 		}
 		ev.data = b
-	case hasData:
+	case d.hasData:
 		if ev.contentTyp == "" {
 			ev.contentTyp = ctJSON // JSON format §3.1.2
 		}
 		if declaresJSON(ev.contentTyp) {
-			ev.data = data
+			ev.data = d.data
 			break
 		}
 		var s string
-		if err := json.Unmarshal(data, &s); err != nil {
+		if err := json.Unmarshal(d.data, &s); err != nil {
 			return badRequest("data: datacontenttype " + strconv.Quote(ev.contentTyp) + " is not JSON, so data must be a JSON string")
 		}
 		ev.data = []byte(s)
@@ -458,6 +486,9 @@ func ValidAttributeName(s string) bool {
 // env returns the CE_* variables of ev, and TRACEPARENT and TRACESTATE
 // from tc. All values live in one string, so building them costs two
 // allocations whatever the number of attributes.
+//
+// Long on purpose: a pass that sizes the string and a pass that writes
+// it, which must visit the same variables in the same order, side by side.
 func (ev *inEvent) env(tc traceContext) []string {
 	const sv = "CE_SPECVERSION=" + specVersion
 	opt := [...]struct{ key, val string }{

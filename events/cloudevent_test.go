@@ -207,7 +207,7 @@ func TestClassify(t *testing.T) {
 		{[]string{"ce-specversion", "0.3"}, 0, 415},
 		{[]string{"ce-specversion", "2.0"}, 0, 415},
 	} {
-		m, err := classify(header(tc.kv...))
+		m, err := contentMode(header(tc.kv...))
 		code := 0
 		if err != nil {
 			code = err.(*errStatus).code

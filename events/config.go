@@ -1,7 +1,11 @@
 package events
 
 import (
+	"errors"
+	"fmt"
 	"io"
+	"net/url"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -203,3 +207,68 @@ func (c Config) WithStderr(w io.Writer) Config { c.stderr = w; return c }
 // prometheus.Gatherer (as *prometheus.Registry is), else
 // prometheus.DefaultGatherer.
 func (c Config) WithRegisterer(r prometheus.Registerer) Config { c.registerer = r; return c }
+
+// check returns an error naming the first invalid setting of c.
+func (c Config) check() error {
+	if c.function == "" {
+		return errors.New("events: function name required (WithFunction)")
+	}
+	if c.timeout < 0 {
+		return fmt.Errorf("events: invalid timeout %v", c.timeout)
+	}
+	if c.concurrency < 0 {
+		return fmt.Errorf("events: invalid concurrency %d", c.concurrency)
+	}
+	if c.maxBody < 0 {
+		return fmt.Errorf("events: invalid max body %d", c.maxBody)
+	}
+	if c.maxConns < 0 {
+		return fmt.Errorf("events: invalid max connections %d", c.maxConns)
+	}
+	if c.bodyTimeout < 0 {
+		return fmt.Errorf("events: invalid body timeout %v", c.bodyTimeout)
+	}
+	switch c.protocol {
+	case "", ProtocolAuto, ProtocolCloudEvents, ProtocolHTTP:
+	default:
+		return fmt.Errorf("events: invalid protocol %q", c.protocol)
+	}
+	if c.replySource != "" {
+		if _, err := url.Parse(c.replySource); err != nil {
+			return fmt.Errorf("events: invalid reply source %q: not a URI-reference", c.replySource)
+		}
+	}
+	if c.replyCT != "" && !validMediaType(c.replyCT) {
+		return fmt.Errorf("events: invalid reply content type %q", c.replyCT)
+	}
+	return nil
+}
+
+// withDefaults returns c with every unset value at its default.
+func (c Config) withDefaults() Config {
+	if c.protocol == "" {
+		c.protocol = ProtocolAuto
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.concurrency == 0 {
+		c.concurrency = runtime.GOMAXPROCS(0)
+	}
+	if c.maxBody == 0 {
+		c.maxBody = DefaultMaxBody
+	}
+	if c.maxConns == 0 {
+		c.maxConns = DefaultMaxConnections
+	}
+	if c.bodyTimeout == 0 {
+		c.bodyTimeout = BodyTimeout
+	}
+	if !c.queueLenSet {
+		c.queueLen = DefaultQueueMult * c.concurrency
+	}
+	if !c.queueWaitSet {
+		c.queueWait = c.timeout
+	}
+	return c
+}

@@ -57,20 +57,27 @@ type metrics struct {
 	gatherer prometheus.Gatherer
 }
 
-func newMetrics(reg prometheus.Registerer, function, runtime string) (*metrics, error) {
-	m := &metrics{function: function, runtime: runtime}
+// registry returns where metrics are registered and gathered from: reg,
+// or a private registry with the Go and process collectors when reg is
+// nil. A reg that cannot gather is read through the default gatherer.
+func registry(reg prometheus.Registerer) (prometheus.Registerer, prometheus.Gatherer) {
 	if reg == nil {
 		r := prometheus.NewRegistry()
 		r.MustRegister(
 			collectors.NewGoCollector(),
 			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		)
-		reg, m.gatherer = r, r
-	} else if g, ok := reg.(prometheus.Gatherer); ok {
-		m.gatherer = g
-	} else {
-		m.gatherer = prometheus.DefaultGatherer
+		return r, r
 	}
+	if g, ok := reg.(prometheus.Gatherer); ok {
+		return reg, g
+	}
+	return reg, prometheus.DefaultGatherer
+}
+
+func newMetrics(reg prometheus.Registerer, function, runtime string) (*metrics, error) {
+	m := &metrics{function: function, runtime: runtime}
+	reg, m.gatherer = registry(reg)
 	fr := []string{"function", "runtime"}
 	m.invocations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nebula_invocations_total",

@@ -71,60 +71,10 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	if inv == nil {
 		return nil, errors.New("events: nil invoker")
 	}
-	if cfg.function == "" {
-		return nil, errors.New("events: function name required (WithFunction)")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	if cfg.timeout < 0 {
-		return nil, fmt.Errorf("events: invalid timeout %v", cfg.timeout)
-	}
-	if cfg.concurrency < 0 {
-		return nil, fmt.Errorf("events: invalid concurrency %d", cfg.concurrency)
-	}
-	if cfg.maxBody < 0 {
-		return nil, fmt.Errorf("events: invalid max body %d", cfg.maxBody)
-	}
-	if cfg.maxConns < 0 {
-		return nil, fmt.Errorf("events: invalid max connections %d", cfg.maxConns)
-	}
-	if cfg.bodyTimeout < 0 {
-		return nil, fmt.Errorf("events: invalid body timeout %v", cfg.bodyTimeout)
-	}
-	switch cfg.protocol {
-	case "":
-		cfg.protocol = ProtocolAuto
-	case ProtocolAuto, ProtocolCloudEvents, ProtocolHTTP:
-	default:
-		return nil, fmt.Errorf("events: invalid protocol %q", cfg.protocol)
-	}
-	if cfg.replySource != "" {
-		if _, err := url.Parse(cfg.replySource); err != nil {
-			return nil, fmt.Errorf("events: invalid reply source %q: not a URI-reference", cfg.replySource)
-		}
-	}
-	if cfg.replyCT != "" && !validMediaType(cfg.replyCT) {
-		return nil, fmt.Errorf("events: invalid reply content type %q", cfg.replyCT)
-	}
-	if cfg.timeout == 0 {
-		cfg.timeout = DefaultTimeout
-	}
-	if cfg.concurrency == 0 {
-		cfg.concurrency = runtime.GOMAXPROCS(0)
-	}
-	if cfg.maxBody == 0 {
-		cfg.maxBody = DefaultMaxBody
-	}
-	if cfg.maxConns == 0 {
-		cfg.maxConns = DefaultMaxConnections
-	}
-	if cfg.bodyTimeout == 0 {
-		cfg.bodyTimeout = BodyTimeout
-	}
-	if !cfg.queueLenSet {
-		cfg.queueLen = DefaultQueueMult * cfg.concurrency
-	}
-	if !cfg.queueWaitSet {
-		cfg.queueWait = cfg.timeout
-	}
+	cfg = cfg.withDefaults()
 	rt := inv.Runtime()
 	m, err := newMetrics(cfg.registerer, cfg.function, rt)
 	if err != nil {
@@ -162,10 +112,18 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 	s.jobs.New = func() any { return new(job) }
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	s.base, s.abort = context.WithCancel(context.Background())
+	s.srv = s.newEventServer()
+	s.msrv = newMetricsServer(m)
+	return s, nil
+}
+
+// newEventServer is the HTTP server of the front door: HTTP/1 and h2c,
+// with the header, idle and HTTP/2 limits of package events.
+func (s *Server) newEventServer() *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-	s.srv = &http.Server{
+	return &http.Server{
 		Handler:           s.handler,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: HeaderTimeout,
@@ -183,7 +141,11 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 		ConnState:   trackConnState,
 		BaseContext: func(net.Listener) context.Context { return s.base },
 	}
-	s.msrv = &http.Server{
+}
+
+// newMetricsServer is the HTTP server of the metrics endpoint.
+func newMetricsServer(m *metrics) *http.Server {
+	return &http.Server{
 		Handler:           m.handler(),
 		ReadHeaderTimeout: HeaderTimeout,
 		ReadTimeout:       HeaderTimeout,
@@ -192,7 +154,6 @@ func New(inv abi.Invoker, cfg Config) (*Server, error) {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ConnState:         trackConnState,
 	}
-	return s, nil
 }
 
 // bodyBudget is the memory all request bodies in flight may hold: the
@@ -385,30 +346,9 @@ const modePlain mode = 0
 // event serves one request on the event path and returns the status it
 // answered, or 0 for a request that is not an invocation (OPTIONS).
 func (s *Server) event(w http.ResponseWriter, r *http.Request, c *call) int {
-	if s.protocol != ProtocolHTTP {
-		switch r.Method {
-		case http.MethodPost:
-		case http.MethodOptions:
-			s.options(w, r, c)
-			return 0
-		default:
-			w.Header()["Allow"] = allowPOST
-			return s.fail(w, c, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: POST CloudEvents")
-		}
-	}
-	if s.draining.Load() {
-		return s.fail(w, c, http.StatusServiceUnavailable, "shutting down")
-	}
-	md := modePlain
-	if s.protocol != ProtocolHTTP {
-		var err error
-		md, err = classify(r.Header)
-		if err == errNotCloudEvent && s.protocol == ProtocolAuto {
-			md, err = modePlain, nil
-		}
-		if err != nil {
-			return s.clientError(w, c, err)
-		}
+	md, code, answered := s.requestMode(w, r, c)
+	if answered {
+		return code
 	}
 	if r.ContentLength > s.bodies.max {
 		return s.fail(w, c, http.StatusRequestEntityTooLarge, errTooLarge.Error())
@@ -419,21 +359,73 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request, c *call) int {
 	body, reserved, err := s.bodies.read(w, r, bp)
 	defer s.bodies.unreserve(reserved)
 	if err != nil {
-		switch err {
-		case errTooLarge:
-			return s.fail(w, c, http.StatusRequestEntityTooLarge, err.Error())
-		case errBodyBudget:
-			return s.fail(w, c, http.StatusServiceUnavailable, err.Error())
-		case errBodySlow:
-			w.Header()["Connection"] = []string{"close"}
-			return s.fail(w, c, http.StatusRequestTimeout, err.Error()+" (within "+s.bodies.timeout.String()+")")
-		}
-		return s.fail(w, c, http.StatusBadRequest, "reading body: "+err.Error())
+		return s.bodyError(w, c, err)
 	}
 	j := s.jobs.Get().(*job)
 	defer s.putJob(j)
+	if err := s.parseRequest(r, md, body, j, c); err != nil {
+		return s.clientError(w, c, err)
+	}
+	resp, code := s.admitAndInvoke(w, r, c, &j.req)
+	if code != 0 {
+		return code
+	}
+	return s.answer(w, md, &j.ev, j.req.ID, resp, c)
+}
+
+// requestMode checks the method (POST, or OPTIONS which it answers) and
+// that the server is not draining, and tells how the request carries its
+// event; answered is true when it has answered the request with code.
+func (s *Server) requestMode(w http.ResponseWriter, r *http.Request, c *call) (md mode, code int, answered bool) {
+	if s.protocol != ProtocolHTTP {
+		switch r.Method {
+		case http.MethodPost:
+		case http.MethodOptions:
+			s.options(w, r, c)
+			return 0, 0, true
+		default:
+			w.Header()["Allow"] = allowPOST
+			return 0, s.fail(w, c, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: POST CloudEvents"), true
+		}
+	}
+	if s.draining.Load() {
+		return 0, s.fail(w, c, http.StatusServiceUnavailable, "shutting down"), true
+	}
+	md = modePlain
+	if s.protocol != ProtocolHTTP {
+		var err error
+		md, err = contentMode(r.Header)
+		if err == errNotCloudEvent && s.protocol == ProtocolAuto {
+			md, err = modePlain, nil
+		}
+		if err != nil {
+			return 0, s.clientError(w, c, err), true
+		}
+	}
+	return md, 0, false
+}
+
+// bodyError answers a body that could not be read.
+func (s *Server) bodyError(w http.ResponseWriter, c *call, err error) int {
+	switch err {
+	case errTooLarge:
+		return s.fail(w, c, http.StatusRequestEntityTooLarge, err.Error())
+	case errBodyBudget:
+		return s.fail(w, c, http.StatusServiceUnavailable, err.Error())
+	case errBodySlow:
+		w.Header()["Connection"] = []string{"close"}
+		return s.fail(w, c, http.StatusRequestTimeout, err.Error()+" (within "+s.bodies.timeout.String()+")")
+	}
+	return s.fail(w, c, http.StatusBadRequest, "reading body: "+err.Error())
+}
+
+// parseRequest parses the event of a request in mode md into j.ev, and
+// fills j.req and c's trace context from it (from the HTTP request itself
+// in plain mode).
+func (s *Server) parseRequest(r *http.Request, md mode, body []byte, j *job, c *call) error {
 	ev := &j.ev
 	ev.ext = ev.extBuf[:0]
+	var err error
 	switch md {
 	case modeBinary:
 		err = s.p.parseBinary(r.Header, body, ev)
@@ -441,26 +433,31 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request, c *call) int {
 		err = s.p.parseStructured(body, ev)
 	}
 	if err != nil {
-		return s.clientError(w, c, err)
+		return err
 	}
-	req := &j.req
 	if md == modePlain {
 		c.trace = readTraceContext(r.Header, nil)
-		*req = abi.Request{ID: requestID(r), Stdin: body, Env: cgiEnv(r, len(body), c.trace)}
+		j.req = abi.Request{ID: requestID(r), Stdin: body, Env: cgiEnv(r, len(body), c.trace)}
 	} else {
 		c.trace = readTraceContext(r.Header, ev)
-		*req = abi.Request{ID: ev.id, Stdin: ev.data, Env: ev.env(c.trace)}
+		j.req = abi.Request{ID: ev.id, Stdin: ev.data, Env: ev.env(c.trace)}
 	}
+	return nil
+}
 
+// admitAndInvoke waits for a slot and runs req, recording its phases in c
+// and the metrics. On failure it answers the request and returns the
+// status (code != 0).
+func (s *Server) admitAndInvoke(w http.ResponseWriter, r *http.Request, c *call, req *abi.Request) (resp *abi.Response, code int) {
 	q, err := s.adm.acquire(r.Context())
 	c.queue = q
 	if err != nil {
 		if err == errClientGone {
-			return s.fail(w, c, StatusClientClosedRequest, err.Error())
+			return nil, s.fail(w, c, StatusClientClosedRequest, err.Error())
 		}
-		return s.fail(w, c, http.StatusServiceUnavailable, err.Error())
+		return nil, s.fail(w, c, http.StatusServiceUnavailable, err.Error())
 	}
-	resp, err := s.invoke(r.Context(), req)
+	resp, err = s.invoke(r.Context(), req)
 	if resp != nil {
 		c.start, c.exec = resp.Startup, resp.Execution
 		if resp.Startup > 0 {
@@ -475,14 +472,20 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request, c *call) int {
 		if s.sink != nil {
 			s.sink.lines(req.ID, "nebula: "+msg)
 		}
-		return s.fail(w, c, code, msg)
+		return resp, s.fail(w, c, code, msg)
 	}
+	return resp, 0
+}
+
+// answer replies with the function's output: as plain HTTP, as a
+// CloudEvent in mode md, or 202 Accepted when there is none.
+func (s *Server) answer(w http.ResponseWriter, md mode, ev *inEvent, id string, resp *abi.Response, c *call) int {
 	var out []byte
 	if resp != nil {
 		out = resp.Stdout
 	}
 	if md == modePlain {
-		return s.replyPlain(w, req.ID, out, c)
+		return s.replyPlain(w, id, out, c)
 	}
 	if len(out) == 0 {
 		h := w.Header()

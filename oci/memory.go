@@ -111,26 +111,16 @@ var ErrMemoryBudget = errors.New("memory budget")
 
 func (e *MemoryError) Unwrap() error { return ErrMemoryBudget }
 
-// PlanMemory applies the memory model to a wasm task: it returns the
-// limits the host must enforce, or a *MemoryError when the container's
-// limit cannot hold the host and Concurrency instances of at least the
-// module's minimum memory (and at least one page each). Without a
-// container limit only the memory-limit knob applies.
-//
-// # Notes
-//
-//   - Function mode always gets an explicit concurrency: the knob, else
-//     DefaultConcurrency, so that the shim's budget and the host's number
-//     of instances agree.
-//   - The memory-limit knob is per instance; with a container limit it
-//     must fit the instance's share, and is refused otherwise.
-func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
-	p := MemoryPlan{Reserve: HostReserveRun + m.loadCost(), Concurrency: 1, ConcurrencyFrom: "run mode", TableBytes: m.Tables}
-	heapReserve := uint64(HostReserveRun / 2)
+// reservePlan is the part of a plan that does not depend on the
+// instances' share: the host's reserve (and its heap's), the concurrency,
+// the stdout limit, the container's limit and the body budget.
+func reservePlan(spec *specs.Spec, k Knobs, m ModuleMemory) (p MemoryPlan, heapReserve uint64) {
+	p = MemoryPlan{Reserve: HostReserveRun + m.loadCost(), Concurrency: 1, ConcurrencyFrom: "run mode", TableBytes: m.Tables}
+	heapReserve = uint64(HostReserveRun / 2)
 	function := k.Mode == ModeFunction
 	if function {
 		p.Reserve, heapReserve = HostReserve+m.loadCost(), hostHeapReserve
-		p.Concurrency, p.ConcurrencyFrom = k.Concurrency, "nebula.dev/concurrency"
+		p.Concurrency, p.ConcurrencyFrom = k.Concurrency, AnnotationPrefix+"concurrency"
 		if p.Concurrency < 1 {
 			p.Concurrency, p.ConcurrencyFrom = DefaultConcurrency(spec)
 		}
@@ -145,6 +135,25 @@ func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
 		p.BodyBudget = max(maxBody, p.ContainerLimit/bodyShare)
 		p.Reserve += p.BodyBudget
 	}
+	return p, heapReserve
+}
+
+// PlanMemory applies the memory model to a wasm task: it returns the
+// limits the host must enforce, or a *MemoryError when the container's
+// limit cannot hold the host and Concurrency instances of at least the
+// module's minimum memory (and at least one page each). Without a
+// container limit only the memory-limit knob applies.
+//
+// # Notes
+//
+//   - Function mode always gets an explicit concurrency: the knob, else
+//     DefaultConcurrency, so that the shim's budget and the host's number
+//     of instances agree.
+//   - The memory-limit knob is per instance; with a container limit it
+//     must fit the instance's share, and is refused otherwise.
+func PlanMemory(spec *specs.Spec, k Knobs, m ModuleMemory) (MemoryPlan, error) {
+	p, heapReserve := reservePlan(spec, k, m)
+	function := k.Mode == ModeFunction
 	fail := func(format string, a ...any) (MemoryPlan, error) {
 		return p, &MemoryError{Plan: p, Module: m, Reason: fmt.Sprintf(format, a...)}
 	}

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -21,6 +24,7 @@ import (
 
 	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/oci"
+	"nebula.dev/nebula/wasmhost"
 )
 
 // compileJob is a module to compile once runc has created the task's
@@ -63,42 +67,16 @@ type errCacheFailed struct{ error }
 // ctx: cancelling ctx (the task is deleted, its container is gone) kills
 // it.
 func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid uint32) (hostargs.CompileResult, error) {
-	var res hostargs.CompileResult
 	ctx, cancel := context.WithTimeoutCause(ctx, job.timeout, errCompileTimeout)
 	defer cancel()
-	args := hostargs.Compile{CacheDir: job.dir, MemoryLimit: job.memoryLimit, MaxMemory: job.maxMemory}.Argv()
-	cmd := exec.Command(s.hostBinary, args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	if job.fewPids {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
-	}
-	if job.cgroupMemory > 0 {
-		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+strconv.FormatInt(job.cgroupMemory/8*compileHeapEighths, 10))
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &limitedWriter{w: &stderr, n: 64 << 10}
+	cmd, stdout, stderr := s.compileCommand(job)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return res, err
+		return hostargs.CompileResult{}, err
 	}
-	// Pdeathsig belongs to the thread that forks: keep it for the child's
-	// life, so that a shim that dies takes its compile along. The compile
-	// needs no network: it gets a namespace of its own, empty.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWNET}
-	started := make(chan error, 1)
-	finished := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		finished <- cmd.Wait()
-	}()
-	if err := <-started; err != nil {
-		return res, fmt.Errorf("starting %s compile: %w", s.hostBinary, err)
+	finished, err := startPinned(cmd)
+	if err != nil {
+		return hostargs.CompileResult{}, fmt.Errorf("starting %s compile: %w", s.hostBinary, err)
 	}
 	if err := joinCgroups(int(initPid), cmd.Process.Pid); err != nil {
 		log.G(ctx).WithError(err).Warn("nebula: compiling outside the task's cgroups")
@@ -113,14 +91,59 @@ func (s *service) compileInTask(ctx context.Context, job *compileJob, initPid ui
 	case <-ctx.Done():
 		cmd.Process.Kill()
 		<-finished
-		return res, s.compileStopped(job, context.Cause(ctx))
+		return hostargs.CompileResult{}, s.compileStopped(job, context.Cause(ctx))
 	}
-	msg := bytes.TrimSpace(stderr.Bytes())
+	return s.compileOutcome(job, waitErr, stdout.Bytes(), bytes.TrimSpace(stderr.Bytes()))
+}
+
+// compileCommand is `nebula-host compile` for job: a minimal environment,
+// its Go runtime sized to the task's pids and memory limits, stderr
+// capped, and a network namespace of its own, empty (it needs no
+// network).
+func (s *service) compileCommand(job *compileJob) (cmd *exec.Cmd, stdout, stderr *bytes.Buffer) {
+	args := hostargs.Compile{CacheDir: job.dir, MemoryLimit: job.memoryLimit, MaxMemory: job.maxMemory}.Argv()
+	cmd = exec.Command(s.hostBinary, args...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	if job.fewPids {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
+	if job.cgroupMemory > 0 {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+strconv.FormatInt(job.cgroupMemory/8*compileHeapEighths, 10))
+	}
+	stdout, stderr = new(bytes.Buffer), new(bytes.Buffer)
+	cmd.Stdout, cmd.Stderr = stdout, &limitedWriter{w: stderr, n: 64 << 10}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Cloneflags: syscall.CLONE_NEWNET}
+	return cmd, stdout, stderr
+}
+
+// startPinned starts cmd from a thread locked for the child's life:
+// Pdeathsig belongs to the thread that forks, so a shim that dies takes
+// its compile along. finished receives cmd.Wait's result.
+func startPinned(cmd *exec.Cmd) (finished <-chan error, err error) {
+	started := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		done <- cmd.Wait()
+	}()
+	return done, <-started
+}
+
+// compileOutcome reads the result of a compile that exited (waitErr), or
+// turns its exit code and stderr (msg) into the error Create returns.
+func (s *service) compileOutcome(job *compileJob, waitErr error, stdout, msg []byte) (hostargs.CompileResult, error) {
+	var res hostargs.CompileResult
 	var ee *exec.ExitError
 	switch {
 	case waitErr == nil:
-		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-			return res, fmt.Errorf("reading %s compile's result %q: %w", s.hostBinary, stdout.Bytes(), err)
+		if err := json.Unmarshal(stdout, &res); err != nil {
+			return res, fmt.Errorf("reading %s compile's result %q: %w", s.hostBinary, stdout, err)
 		}
 		return res, nil
 	case !errors.As(waitErr, &ee):
@@ -205,4 +228,92 @@ func knobSource(spec *specs.Spec, name, def string) string {
 		return "knob " + name + ", " + source
 	}
 	return "knob " + name + ", default " + def
+}
+
+// newCompileJob is the compile of module into the cache entry dir, with
+// the knobs' limits (or their defaults) and the container's memory and
+// pids limits.
+func newCompileJob(spec *specs.Spec, knobs oci.Knobs, id, module string, wasm []byte, dir string) *compileJob {
+	job := &compileJob{
+		id:            id,
+		module:        module,
+		wasm:          wasm,
+		dir:           dir,
+		memoryLimit:   knobs.MemoryLimit,
+		timeout:       knobs.CompileTimeout,
+		maxMemory:     knobs.CompileMemory,
+		timeoutSource: knobSource(spec, "compile-timeout", oci.DefaultCompileTimeout.String()),
+		memorySource:  knobSource(spec, "compile-memory", "2Gi"),
+	}
+	if job.timeout == 0 {
+		job.timeout = oci.DefaultCompileTimeout
+	}
+	if job.maxMemory == 0 {
+		job.maxMemory = oci.DefaultCompileMemory
+	}
+	if l := spec.Linux; l != nil && l.Resources != nil {
+		if m := l.Resources.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
+			job.cgroupMemory = *m.Limit
+		}
+		if p := l.Resources.Pids; p != nil && p.Limit != nil && *p.Limit > 0 && *p.Limit < 32 {
+			job.fewPids = true
+		}
+	}
+	return job
+}
+
+// finishCompile records a compile's outcome: a filled entry is made
+// readable by the container's user and the cache pruned; an unusable cache
+// is emptied, and the task runs without it.
+func (s *service) finishCompile(ctx context.Context, job *compileJob, res hostargs.CompileResult, err error) error {
+	logger := log.G(ctx).WithField("id", job.id).WithField("module", job.module)
+	var cacheErr errCacheFailed
+	switch {
+	case errors.As(err, &cacheErr):
+		logger.WithError(cacheErr.error).Warn("nebula: module cache unusable; the host compiles at start")
+		if cerr := wasmhost.ClearCacheEntry(job.dir); cerr != nil {
+			logger.WithError(cerr).Warn("nebula: clearing the cache entry")
+		}
+		return nil
+	case err != nil:
+		return err
+	case job.dir == "":
+		logger.WithField("seconds", res.Seconds).Info("nebula: validated module; the host compiles at start")
+		return nil
+	}
+	if err := shareReadOnly(job.dir); err != nil {
+		return fmt.Errorf("module %s: cache %s: %w", job.module, job.dir, err)
+	}
+	touch(job.dir)
+	cache := "miss"
+	if res.Hit {
+		cache = "hit"
+	}
+	logger.WithField("digest", "sha256:"+filepath.Base(job.dir)).WithField("cache", cache).
+		WithField("seconds", res.Seconds).Info("nebula: compiled module")
+	pruned, err := wasmhost.PruneCache(s.cacheRoot, s.cacheMax, job.dir, pruneGrace)
+	if len(pruned.Removed) > 0 || err != nil {
+		logger.WithError(err).WithField("removed", pruned.Removed).WithField("bytes", pruned.Kept).Info("nebula: pruned the module cache")
+	}
+	return nil
+}
+
+// pruneGrace protects cache entries used this recently from PruneCache:
+// one may be about to be mounted by a task being created.
+const pruneGrace = 10 * time.Minute
+
+// shareReadOnly makes a module's cache directory readable by the container's
+// user, whoever that is: the directory is bind-mounted read-only, and the
+// cache root above it stays private to root.
+func shareReadOnly(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(0o644)
+		if d.IsDir() {
+			mode = 0o755
+		}
+		return os.Chmod(p, mode)
+	})
 }

@@ -20,7 +20,13 @@
 //     compile` process moved into the container's cgroups, bounded by the
 //     compile-timeout and compile-memory knobs, and stopped when containerd
 //     deletes the task or its container disappears (see
-//     docs/rationale.md). Delete is overridden for that alone.
+//     docs/rationale.md). Delete is overridden for that (and to forget
+//     the task for Exec).
+//
+//   - Execs into a wasm task. A process exec'd into it (ctr task exec,
+//     kubectl exec) that names a WebAssembly module runs under the host
+//     program too (oci.RewriteExec), instead of runc's "exec format
+//     error"; any other exec is runc's, untouched.
 //
 // # Why this shape
 //

@@ -148,3 +148,32 @@ func openInRoot(root, rel string) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
 }
+
+// lazyRootfs opens the task's root file system on first use: most tasks
+// are classified without reading a file.
+type lazyRootfs struct {
+	rootfs   []*types.Mount
+	rootPath string
+	bundle   string
+	files    *rootfsFiles
+}
+
+func (l *lazyRootfs) open() (*rootfsFiles, error) {
+	if l.files == nil {
+		f, err := newRootfsFiles(l.rootfs, l.rootPath, l.bundle)
+		if err != nil {
+			return nil, err
+		}
+		l.files = f
+	}
+	return l.files, nil
+}
+
+// header reads the first bytes of the file at p, for oci.Classify.
+func (l *lazyRootfs) header(p string) ([]byte, error) {
+	f, err := l.open()
+	if err != nil {
+		return nil, err
+	}
+	return f.header(p)
+}

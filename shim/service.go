@@ -37,6 +37,9 @@ type service struct {
 	mu sync.Mutex
 	// creating holds the Creates compiling a module, by task id.
 	creating map[string]*creation
+	// execTargets holds the created tasks whose process is the host
+	// program, by task id, for Exec.
+	execTargets map[string]execTarget
 }
 
 // creation is a Create in progress.
@@ -80,7 +83,7 @@ func newService(runc taskAPI.TTRPCTaskService, containerd string) (*service, err
 		max = int64(n)
 	}
 	return &service{TTRPCTaskService: runc, hostBinary: host, cacheRoot: root, cacheMax: max,
-		containerd: containerd, creating: map[string]*creation{}}, nil
+		containerd: containerd, creating: map[string]*creation{}, execTargets: map[string]execTarget{}}, nil
 }
 
 // RegisterTTRPC registers the router, not the runc service it wraps, as
@@ -103,7 +106,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		return nil, errgrpc.ToGRPC(fmt.Errorf("nebula: create %s: %w", r.ID, err))
 	}
 	if job == nil {
-		return s.TTRPCTaskService.Create(ctx, r)
+		resp, err := s.TTRPCTaskService.Create(ctx, r)
+		if err == nil {
+			s.trackExec(r)
+		}
+		return resp, err
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -130,6 +137,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		s.deleteCreated(ctx, r.ID)
 		return nil, errgrpc.ToGRPC(fmt.Errorf("nebula: create %s: %w", r.ID, err))
 	}
+	s.trackExec(r)
 	return resp, nil
 }
 
@@ -163,6 +171,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 				return nil, errgrpc.ToGRPC(ctx.Err())
 			}
 		}
+		defer s.forgetExec(r.ID)
 	}
 	return s.TTRPCTaskService.Delete(ctx, r)
 }

@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"github.com/containerd/log"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
-	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/oci"
 	"nebula.dev/nebula/wasmhost"
 )
@@ -32,7 +29,50 @@ const maxModuleSize = 512 << 20
 func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*compileJob, error) {
 	created := time.Now()
 	specPath := filepath.Join(r.Bundle, "config.json")
-	raw, err := os.ReadFile(specPath)
+	spec, err := readSpec(specPath)
+	if err != nil {
+		return nil, err
+	}
+	knobs, err := oci.ParseKnobs(spec)
+	if err != nil {
+		return nil, invalidArgument(err)
+	}
+	rootfs := &lazyRootfs{rootfs: r.Rootfs, bundle: r.Bundle}
+	if spec.Root != nil {
+		rootfs.rootPath = spec.Root.Path
+	}
+	decision := oci.Classify(spec, knobs, rootfs.header)
+	logger := log.G(ctx).WithField("id", r.ID)
+	logger.WithField("runtime", decision.Runtime).WithField("reason", decision.Reason).Info("nebula: classified task")
+	if !oci.NeedsRewrite(decision, knobs) {
+		return nil, nil
+	}
+	if err := oci.CheckStartable(spec, decision, knobs); err != nil {
+		return nil, invalidArgument(err)
+	}
+	if err := s.checkHostBinary(); err != nil {
+		return nil, err
+	}
+	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
+	var job *compileJob
+	if decision.Runtime == oci.RuntimeWasm {
+		if job, err = s.prepareModule(ctx, spec, knobs, rootfs.open, &host); err != nil {
+			return nil, err
+		}
+	}
+	if err := oci.Rewrite(spec, decision, knobs, host); err != nil {
+		return nil, invalidArgument(err)
+	}
+	out, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	return job, writeFileAtomic(specPath, out)
+}
+
+// readSpec reads a bundle's config.json.
+func readSpec(path string) (*specs.Spec, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading the bundle's config.json: %w", err)
 	}
@@ -40,61 +80,15 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*c
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		return nil, invalidArgument(fmt.Errorf("the bundle's config.json is not an OCI runtime spec: %w", err))
 	}
-	knobs, err := oci.ParseKnobs(&spec)
-	if err != nil {
-		return nil, invalidArgument(err)
-	}
-	var files *rootfsFiles
-	rootPath := ""
-	if spec.Root != nil {
-		rootPath = spec.Root.Path
-	}
-	openRootfs := func() (*rootfsFiles, error) {
-		if files == nil {
-			var err error
-			if files, err = newRootfsFiles(r.Rootfs, rootPath, r.Bundle); err != nil {
-				return nil, err
-			}
-		}
-		return files, nil
-	}
-	decision := oci.Classify(&spec, knobs, func(p string) ([]byte, error) {
-		f, err := openRootfs()
-		if err != nil {
-			return nil, err
-		}
-		return f.header(p)
-	})
-	logger := log.G(ctx).WithField("id", r.ID)
-	logger.WithField("runtime", decision.Runtime).WithField("reason", decision.Reason).Info("nebula: classified task")
-	if !oci.NeedsRewrite(decision, knobs) {
-		return nil, nil
-	}
-	if err := oci.CheckStartable(&spec, decision, knobs); err != nil {
-		return nil, invalidArgument(err)
-	}
+	return &spec, nil
+}
 
+// checkHostBinary makes sure the host program is installed and static.
+func (s *service) checkHostBinary() error {
 	if fi, err := os.Stat(s.hostBinary); err != nil || !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
+		return fmt.Errorf("nebula's host program is not installed at %s (install nebula-host next to the shim, or set NEBULA_HOST_BINARY): %v", s.hostBinary, err)
 	}
-	if err := checkStaticHost(s.hostBinary); err != nil {
-		return nil, err
-	}
-	host := oci.Host{Binary: s.hostBinary, ID: r.ID, CreatedAt: created}
-	var job *compileJob
-	if decision.Runtime == oci.RuntimeWasm {
-		if job, err = s.prepareModule(ctx, &spec, knobs, openRootfs, &host); err != nil {
-			return nil, err
-		}
-	}
-	if err := oci.Rewrite(&spec, decision, knobs, host); err != nil {
-		return nil, invalidArgument(err)
-	}
-	out, err := json.Marshal(&spec)
-	if err != nil {
-		return nil, err
-	}
-	return job, writeFileAtomic(specPath, out)
+	return checkStaticHost(s.hostBinary)
 }
 
 // prepareModule reads the task's module and checks what needs no
@@ -104,24 +98,9 @@ func (s *service) prepare(ctx context.Context, r *taskAPI.CreateTaskRequest) (*c
 // cannot be made (the host then compiles at start).
 func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error), host *oci.Host) (*compileJob, error) {
 	logger := log.G(ctx).WithField("id", host.ID)
-	module := oci.EntrypointPath(spec)
-	if module == "" {
-		return nil, invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(spec)))
-	}
-	f, err := openRootfs()
+	module, wasm, err := readModule(spec, knobs, openRootfs)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: %w", module, err)
-	}
-	wasm, err := f.readFile(module, maxModuleSize)
-	if err != nil {
-		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
-	}
-	cfg := wasmhost.NewConfig()
-	if knobs.MemoryLimit > 0 {
-		cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
-	}
-	if err := wasmhost.Preflight(wasm, cfg); err != nil {
-		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+		return nil, err
 	}
 	sum := sha256.Sum256(wasm)
 	digest := hex.EncodeToString(sum[:])
@@ -140,73 +119,33 @@ func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci
 		return nil, nil
 	}
 	host.CacheDir = dir
-	job := &compileJob{
-		id:            host.ID,
-		module:        module,
-		wasm:          wasm,
-		dir:           dir,
-		memoryLimit:   knobs.MemoryLimit,
-		timeout:       knobs.CompileTimeout,
-		maxMemory:     knobs.CompileMemory,
-		timeoutSource: knobSource(spec, "compile-timeout", oci.DefaultCompileTimeout.String()),
-		memorySource:  knobSource(spec, "compile-memory", "2Gi"),
-	}
-	if job.timeout == 0 {
-		job.timeout = oci.DefaultCompileTimeout
-	}
-	if job.maxMemory == 0 {
-		job.maxMemory = oci.DefaultCompileMemory
-	}
-	if l := spec.Linux; l != nil && l.Resources != nil {
-		if m := l.Resources.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
-			job.cgroupMemory = *m.Limit
-		}
-		if p := l.Resources.Pids; p != nil && p.Limit != nil && *p.Limit > 0 && *p.Limit < 32 {
-			job.fewPids = true
-		}
-	}
-	return job, nil
+	return newCompileJob(spec, knobs, host.ID, module, wasm, dir), nil
 }
 
-// finishCompile records a compile's outcome: a filled entry is made
-// readable by the container's user and the cache pruned; an unusable cache
-// is emptied, and the task runs without it.
-func (s *service) finishCompile(ctx context.Context, job *compileJob, res hostargs.CompileResult, err error) error {
-	logger := log.G(ctx).WithField("id", job.id).WithField("module", job.module)
-	var cacheErr errCacheFailed
-	switch {
-	case errors.As(err, &cacheErr):
-		logger.WithError(cacheErr.error).Warn("nebula: module cache unusable; the host compiles at start")
-		if cerr := wasmhost.ClearCacheEntry(job.dir); cerr != nil {
-			logger.WithError(cerr).Warn("nebula: clearing the cache entry")
-		}
-		return nil
-	case err != nil:
-		return err
-	case job.dir == "":
-		logger.WithField("seconds", res.Seconds).Info("nebula: validated module; the host compiles at start")
-		return nil
+// readModule reads the module the spec's entrypoint names from the root
+// file system and checks what needs no compiling (wasmhost.Preflight).
+func readModule(spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error)) (module string, wasm []byte, err error) {
+	module = oci.EntrypointPath(spec)
+	if module == "" {
+		return "", nil, invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(spec)))
 	}
-	if err := shareReadOnly(job.dir); err != nil {
-		return fmt.Errorf("module %s: cache %s: %w", job.module, job.dir, err)
+	f, err := openRootfs()
+	if err != nil {
+		return "", nil, fmt.Errorf("module %s: %w", module, err)
 	}
-	touch(job.dir)
-	cache := "miss"
-	if res.Hit {
-		cache = "hit"
+	wasm, err = f.readFile(module, maxModuleSize)
+	if err != nil {
+		return "", nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
 	}
-	logger.WithField("digest", "sha256:"+filepath.Base(job.dir)).WithField("cache", cache).
-		WithField("seconds", res.Seconds).Info("nebula: compiled module")
-	pruned, err := wasmhost.PruneCache(s.cacheRoot, s.cacheMax, job.dir, pruneGrace)
-	if len(pruned.Removed) > 0 || err != nil {
-		logger.WithError(err).WithField("removed", pruned.Removed).WithField("bytes", pruned.Kept).Info("nebula: pruned the module cache")
+	cfg := wasmhost.NewConfig()
+	if knobs.MemoryLimit > 0 {
+		cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
 	}
-	return nil
+	if err := wasmhost.Preflight(wasm, cfg); err != nil {
+		return "", nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+	}
+	return module, wasm, nil
 }
-
-// pruneGrace protects cache entries used this recently from PruneCache:
-// one may be about to be mounted by a task being created.
-const pruneGrace = 10 * time.Minute
 
 // touch marks a cache entry as just used, for PruneCache's LRU order.
 func touch(dir string) {
@@ -219,22 +158,6 @@ func firstArg(spec *specs.Spec) string {
 		return ""
 	}
 	return spec.Process.Args[0]
-}
-
-// shareReadOnly makes a module's cache directory readable by the container's
-// user, whoever that is: the directory is bind-mounted read-only, and the
-// cache root above it stays private to root.
-func shareReadOnly(dir string) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		mode := fs.FileMode(0o644)
-		if d.IsDir() {
-			mode = 0o755
-		}
-		return os.Chmod(p, mode)
-	})
 }
 
 func writeFileAtomic(path string, data []byte) error {

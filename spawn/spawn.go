@@ -234,146 +234,27 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	if err != nil {
 		return resp, err
 	}
-
-	// The child's ends of the pipes are closed as soon as they are sent:
-	// EOF on ours then means every process holding them is gone.
-	var files [3]*os.File
-	var closeAfterWait []*os.File
-	defer func() {
-		for _, f := range closeAfterWait {
-			f.Close() // a second Close of the child's ends is harmless
-		}
-	}()
-	pipe := func() (r, w *os.File, err error) {
-		r, w, err = os.Pipe()
-		if err == nil {
-			closeAfterWait = append(closeAfterWait, r, w)
-		}
-		return
-	}
-	var stdinW *os.File
-	files[0] = null
-	if len(req.Stdin) > 0 {
-		r, w, err := pipe()
-		if err != nil {
-			return resp, err
-		}
-		files[0], stdinW = r, w
-	}
-	outR, outW, err := pipe()
+	p, err := newPipes(req, null)
 	if err != nil {
 		return resp, err
 	}
-	files[1] = outW
-	var errR *os.File
-	files[2] = null
-	if req.Stderr != nil {
-		r, w, err := pipe()
-		if err != nil {
-			return resp, err
-		}
-		files[2], errR = w, r
-	}
+	defer p.close()
 
 	t0 := time.Now()
 	frame := appendRequest(nil, inv.path, inv.argv, inv.environ(req.Env))
-	var sup *supervisor
-	var seq uint32
-	for fresh := false; ; fresh = true {
-		if sup, err = inv.supervisors.get(fresh); err == nil {
-			sup.seq++
-			seq = sup.seq
-			if err = sup.send(seq, files, frame); err != nil {
-				_, _ = sup.stop() // an idle one may have died meanwhile: once more
-			}
-		}
-		if err == nil || fresh {
-			break
-		}
-	}
-	for _, f := range files {
-		if f != null {
-			f.Close()
-		}
-	}
+	sup, seq, err := inv.dispatch(p.child, frame)
+	p.closeChild()
 	if err != nil {
 		resp.Startup = time.Since(t0)
 		return resp, err
 	}
 
-	// kill asks the supervisor to kill this invocation, and kills the
-	// supervisor itself if it has not answered within killGrace; never
-	// once the invocation is over, when the supervisor may serve another.
-	var killed atomic.Int32 // why the invocation was killed
-	const (
-		byContext = 1 + iota
-		byOutput
-	)
-	var killMu sync.Mutex
-	var over bool
-	var lastResort *time.Timer
-	kill := func(why int32) {
-		if !killed.CompareAndSwap(0, why) {
-			return
-		}
-		killMu.Lock()
-		defer killMu.Unlock()
-		if !over {
-			sup.kill(seq)
-			lastResort = time.AfterFunc(killGrace, func() { _ = sup.p.Kill() })
-		}
-	}
-	stopWatch := context.AfterFunc(ctx, func() { kill(byContext) })
-
-	var wg sync.WaitGroup
-	var stdout []byte
-	wg.Go(func() { stdout = readCapped(outR, inv.maxOutput, func() { kill(byOutput) }) })
-	if errR != nil {
-		wg.Go(func() { copyTo(req.Stderr, errR) })
-	}
-	if stdinW != nil {
-		// A pipe takes at least one page without a reader: write that
-		// much inline, anything larger concurrently with the child.
-		if len(req.Stdin) <= 4096 {
-			_, _ = stdinW.Write(req.Stdin)
-			stdinW.Close()
-		} else {
-			wg.Go(func() { _, _ = stdinW.Write(req.Stdin); stdinW.Close() })
-		}
-	}
-
-	// "started" (or why not), then the wait status.
-	var failed error // the entrypoint could not start
-	status, serr := func() (syscall.WaitStatus, error) {
-		tag, payload, err := readMessage(sup.ctrl)
-		started := time.Now()
-		resp.Startup = started.Sub(t0)
-		switch {
-		case err != nil:
-			return 0, err
-		case tag == msgFailed:
-			failed = errors.New(string(payload))
-			return 0, nil
-		case tag != msgStarted:
-			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
-		}
-		tag, payload, err = readMessage(sup.ctrl)
-		resp.Execution = time.Since(started)
-		switch {
-		case err != nil:
-			return 0, err
-		case tag != msgExited:
-			return 0, fmt.Errorf("supervisor: unexpected message %q", tag)
-		}
-		return syscall.WaitStatus(binary.BigEndian.Uint32(payload)), nil
-	}()
+	k := &killer{sup: sup, seq: seq}
+	stopWatch := context.AfterFunc(ctx, func() { k.kill(byContext) })
+	stdout := inv.copyStdio(p, req, func() { k.kill(byOutput) })
+	status, failed, serr := await(sup, t0, resp)
 	stopWatch()
-	killMu.Lock()
-	over = true
-	if lastResort != nil {
-		lastResort.Stop()
-	}
-	killMu.Unlock()
+	k.done()
 	if serr != nil {
 		// The supervisor died (killed by the function, or by killGrace)
 		// or broke the protocol: it serves no more invocations.
@@ -386,34 +267,209 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	}
 
 	// Every writer of the pipes is dead, bar escapees: bound the wait.
-	deadline := time.Now().Add(pipeGrace)
-	_ = outR.SetReadDeadline(deadline)
-	if errR != nil {
-		_ = errR.SetReadDeadline(deadline)
-	}
-	if stdinW != nil {
-		_ = stdinW.SetWriteDeadline(deadline)
-	}
-	wg.Wait()
-	resp.Stdout = stdout
+	p.setDeadline(time.Now().Add(pipeGrace))
+	resp.Stdout = stdout()
+	return resp, inv.outcome(ctx, k.why.Load(), serr, failed, status)
+}
 
-	switch killed.Load() {
+// pipes are an invocation's stdio. The child's ends are closed as soon as
+// they are sent: EOF on ours then means every process holding them is
+// gone.
+type pipes struct {
+	null   *os.File
+	child  [3]*os.File // stdin, stdout, stderr as sent: pipes or null
+	stdinW *os.File    // nil when stdin is null
+	outR   *os.File
+	errR   *os.File   // nil when stderr is null
+	opened []*os.File // every end, closed by close
+}
+
+// newPipes opens a pipe for stdout, for stdin when req has data and for
+// stderr when req takes it; the others are null.
+func newPipes(req *abi.Request, null *os.File) (*pipes, error) {
+	p := &pipes{null: null, child: [3]*os.File{null, nil, null}}
+	var err error
+	if len(req.Stdin) > 0 {
+		p.child[0], p.stdinW, err = p.pipe()
+	}
+	if err == nil {
+		p.outR, p.child[1], err = p.pipe()
+	}
+	if err == nil && req.Stderr != nil {
+		p.errR, p.child[2], err = p.pipe()
+	}
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *pipes) pipe() (r, w *os.File, err error) {
+	r, w, err = os.Pipe()
+	if err == nil {
+		p.opened = append(p.opened, r, w)
+	}
+	return
+}
+
+// closeChild closes the child's ends, once sent.
+func (p *pipes) closeChild() {
+	for _, f := range p.child {
+		if f != p.null {
+			f.Close()
+		}
+	}
+}
+
+// setDeadline bounds the reads of stdout and stderr and the write of stdin.
+func (p *pipes) setDeadline(t time.Time) {
+	_ = p.outR.SetReadDeadline(t)
+	if p.errR != nil {
+		_ = p.errR.SetReadDeadline(t)
+	}
+	if p.stdinW != nil {
+		_ = p.stdinW.SetWriteDeadline(t)
+	}
+}
+
+// close closes every end; a second Close of the child's ends is harmless.
+func (p *pipes) close() {
+	for _, f := range p.opened {
+		f.Close()
+	}
+}
+
+// dispatch sends the request to an idle supervisor, or to a fresh one
+// when that fails (an idle one may have died meanwhile), and returns the
+// supervisor and the invocation's sequence number.
+func (inv *Invoker) dispatch(files [3]*os.File, frame []byte) (sup *supervisor, seq uint32, err error) {
+	for fresh := false; ; fresh = true {
+		if sup, err = inv.supervisors.get(fresh); err == nil {
+			sup.seq++
+			seq = sup.seq
+			if err = sup.send(seq, files, frame); err != nil {
+				_, _ = sup.stop()
+			}
+		}
+		if err == nil || fresh {
+			return sup, seq, err
+		}
+	}
+}
+
+// Why an invocation was killed.
+const (
+	byContext = 1 + iota
+	byOutput
+)
+
+// killer kills one invocation: it asks the supervisor to kill it, and
+// kills the supervisor itself if it has not answered within killGrace;
+// never once the invocation is over, when the supervisor may serve
+// another.
+type killer struct {
+	sup        *supervisor
+	seq        uint32
+	why        atomic.Int32 // byContext or byOutput, 0 while not killed
+	mu         sync.Mutex
+	over       bool
+	lastResort *time.Timer
+}
+
+// kill kills the invocation, once, for the reason why.
+func (k *killer) kill(why int32) {
+	if !k.why.CompareAndSwap(0, why) {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.over {
+		k.sup.kill(k.seq)
+		k.lastResort = time.AfterFunc(killGrace, func() { _ = k.sup.p.Kill() })
+	}
+}
+
+// done marks the invocation over: kill does nothing from now on.
+func (k *killer) done() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.over = true
+	if k.lastResort != nil {
+		k.lastResort.Stop()
+	}
+}
+
+// copyStdio reads stdout (calling overLimit beyond maxOutput) and copies
+// stderr to req.Stderr and req.Stdin to the process, concurrently; the
+// function returned waits for all three and returns stdout.
+func (inv *Invoker) copyStdio(p *pipes, req *abi.Request, overLimit func()) (stdout func() []byte) {
+	var wg sync.WaitGroup
+	var out []byte
+	wg.Go(func() { out = readCapped(p.outR, inv.maxOutput, overLimit) })
+	if p.errR != nil {
+		wg.Go(func() { copyTo(req.Stderr, p.errR) })
+	}
+	if p.stdinW != nil {
+		// A pipe takes at least one page without a reader: write that
+		// much inline, anything larger concurrently with the child.
+		if len(req.Stdin) <= 4096 {
+			_, _ = p.stdinW.Write(req.Stdin)
+			p.stdinW.Close()
+		} else {
+			wg.Go(func() { _, _ = p.stdinW.Write(req.Stdin); p.stdinW.Close() })
+		}
+	}
+	return func() []byte { wg.Wait(); return out }
+}
+
+// await reads the supervisor's "started" (or why not: failed, the
+// entrypoint could not start) and then the wait status, setting resp's
+// Startup (from t0) and Execution. err is a broken supervisor.
+func await(sup *supervisor, t0 time.Time, resp *abi.Response) (status syscall.WaitStatus, failed, err error) {
+	tag, payload, err := readMessage(sup.ctrl)
+	started := time.Now()
+	resp.Startup = started.Sub(t0)
+	switch {
+	case err != nil:
+		return 0, nil, err
+	case tag == msgFailed:
+		return 0, errors.New(string(payload)), nil
+	case tag != msgStarted:
+		return 0, nil, fmt.Errorf("supervisor: unexpected message %q", tag)
+	}
+	tag, payload, err = readMessage(sup.ctrl)
+	resp.Execution = time.Since(started)
+	switch {
+	case err != nil:
+		return 0, nil, err
+	case tag != msgExited:
+		return 0, nil, fmt.Errorf("supervisor: unexpected message %q", tag)
+	}
+	return syscall.WaitStatus(binary.BigEndian.Uint32(payload)), nil, nil
+}
+
+// outcome is Invoke's error for an invocation that ended: killed (why),
+// a broken supervisor (serr), an entrypoint that could not start
+// (failed), or the process's wait status.
+func (inv *Invoker) outcome(ctx context.Context, why int32, serr, failed error, status syscall.WaitStatus) error {
+	switch why {
 	case byOutput:
-		return resp, fmt.Errorf("%w: more than %d bytes", abi.ErrOutputLimit, inv.maxOutput)
+		return fmt.Errorf("%w: more than %d bytes", abi.ErrOutputLimit, inv.maxOutput)
 	case byContext:
-		return resp, fmt.Errorf("%w: %w", abi.ErrTimeout, context.Cause(ctx))
+		return fmt.Errorf("%w: %w", abi.ErrTimeout, context.Cause(ctx))
 	}
 	switch {
 	case serr != nil:
-		return resp, serr
+		return serr
 	case failed != nil:
-		return resp, failed
+		return failed
 	case status.Signaled():
-		return resp, fmt.Errorf("%w: killed by signal %v", abi.ErrTrap, status.Signal())
+		return fmt.Errorf("%w: killed by signal %v", abi.ErrTrap, status.Signal())
 	case status.ExitStatus() != 0:
-		return resp, &abi.ExitError{Code: status.ExitStatus()}
+		return &abi.ExitError{Code: status.ExitStatus()}
 	}
-	return resp, nil
+	return nil
 }
 
 // readCapped reads r to EOF into a buffer, calling over, and stopping,

@@ -26,12 +26,16 @@ func envOr(key, def string) string {
 	return def
 }
 
+// newBenchCommand is `nebula bench`. Long on purpose: its help text and its
+// flags, each a table read top to bottom; RunE only assembles and calls.
 func newBenchCommand() *cobra.Command {
 	var (
-		cfg                     bench.Config
-		functions, cells        string
-		noProgress              bool
-		address, namespace, out string
+		functions, cells                      string
+		noProgress                            bool
+		address, namespace, out               string
+		wasmFile, image, cacheDir             string
+		n, warmup, events, primers, resamples int
+		seed                                  uint64
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [flags]",
@@ -83,19 +87,27 @@ shim's NEBULA_CACHE_DIR), from which bench removes them.`,
   sudo nebula bench -n 10 --warmup 1 --wasm fn.wasm --functions user --cells wasm,container-wasm --out quick/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg.Address, cfg.Namespace, cfg.Out = address, namespace, out
-			cfg.Functions = splitList(functions)
-			cfg.Cells = splitList(cells)
-			if cfg.Events < 1 {
-				return fmt.Errorf("--events %d: must be at least 1", cfg.Events)
+			if events < 1 {
+				return fmt.Errorf("--events %d: must be at least 1", events)
 			}
-			if cfg.Resamples < 1 {
-				return fmt.Errorf("--resamples %d: must be at least 1", cfg.Resamples)
+			if resamples < 1 {
+				return fmt.Errorf("--resamples %d: must be at least 1", resamples)
 			}
-			cfg.Stdout = cmd.OutOrStdout()
+			cfg := bench.NewConfig().
+				WithContainerd(address, namespace).
+				WithOutDir(out).
+				WithIterations(n, warmup).
+				WithEvents(events).
+				WithPrimers(primers).
+				WithFunctions(splitList(functions)...).
+				WithWasmFile(wasmFile).
+				WithImage(image).
+				WithCells(splitList(cells)...).
+				WithCacheDir(cacheDir).
+				WithBootstrap(seed, resamples).
+				WithStdout(cmd.OutOrStdout())
 			if !noProgress {
-				cfg.Progress = cmd.ErrOrStderr()
-				cfg.ProgressTTY = isTerminal(cfg.Progress)
+				cfg = cfg.WithProgress(cmd.ErrOrStderr(), isTerminal(cmd.ErrOrStderr()))
 			}
 			_, err := bench.Run(cmd.Context(), cfg)
 			return err
@@ -105,17 +117,17 @@ shim's NEBULA_CACHE_DIR), from which bench removes them.`,
 	f.StringVar(&address, "address", envOr("CONTAINERD_ADDRESS", defaultContainerdAddress), "containerd's socket ($CONTAINERD_ADDRESS)")
 	f.StringVar(&namespace, "namespace", envOr("CONTAINERD_NAMESPACE", defaultNamespace), "containerd namespace holding the images ($CONTAINERD_NAMESPACE)")
 	f.StringVar(&out, "out", "nebula-bench", "output directory (created if needed)")
-	f.IntVarP(&cfg.N, "n", "n", bench.DefaultN, "measured calls per cell")
-	f.IntVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "unmeasured warm-up calls per cell, before the measured ones")
-	f.IntVar(&cfg.Events, "events", bench.DefaultEvents, "measured events per iteration of a per-event cell (process, wasm)")
-	f.IntVar(&cfg.Primers, "primers", bench.DefaultPrimers, "unmeasured events sent to a function task before an iteration's measured ones")
+	f.IntVarP(&n, "n", "n", bench.DefaultN, "measured calls per cell")
+	f.IntVar(&warmup, "warmup", bench.DefaultWarmup, "unmeasured warm-up calls per cell, before the measured ones")
+	f.IntVar(&events, "events", bench.DefaultEvents, "measured events per iteration of a per-event cell (process, wasm)")
+	f.IntVar(&primers, "primers", bench.DefaultPrimers, "unmeasured events sent to a function task before an iteration's measured ones")
 	f.StringVar(&functions, "functions", "", `functions to study, comma-separated: tiny, go, user (default "tiny,go", plus user with --wasm or --image)`)
-	f.StringVar(&cfg.WasmFile, "wasm", "", "a WebAssembly module to study as function user")
-	f.StringVar(&cfg.Image, "image", "", "an imported image (wasm or native) to study as function user")
+	f.StringVar(&wasmFile, "wasm", "", "a WebAssembly module to study as function user")
+	f.StringVar(&image, "image", "", "an imported image (wasm or native) to study as function user")
 	f.StringVar(&cells, "cells", "", "cells to run, comma-separated (default all): "+strings.Join(bench.RuntimeIDs(), ", "))
-	f.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "the shim's module cache (its NEBULA_CACHE_DIR), to remove what the cache-miss cell compiles")
-	f.Uint64Var(&cfg.Seed, "seed", bench.DefaultSeed, "seed of the bootstrap resampling")
-	f.IntVar(&cfg.Resamples, "resamples", bench.DefaultResamples, "bootstrap resamples for the confidence intervals")
+	f.StringVar(&cacheDir, "cache-dir", bench.DefaultCacheDir, "the shim's module cache (its NEBULA_CACHE_DIR), to remove what the cache-miss cell compiles")
+	f.Uint64Var(&seed, "seed", bench.DefaultSeed, "seed of the bootstrap resampling")
+	f.IntVar(&resamples, "resamples", bench.DefaultResamples, "bootstrap resamples for the confidence intervals")
 	f.BoolVar(&noProgress, "no-progress", false, "print no progress on standard error")
 	return cmd
 }

@@ -26,9 +26,12 @@ type buildOptions struct {
 	labels    []string
 	adds      []string
 	platforms []string
+	user      string
 	function  bool
 }
 
+// newBuildCommand is `nebula build`. Long on purpose: its help text and its
+// flags, each a table read top to bottom; RunE only assembles and calls.
 func newBuildCommand() *cobra.Command {
 	var o buildOptions
 	cmd := &cobra.Command{
@@ -90,6 +93,7 @@ the Unix epoch, so the same inputs give the same digest.`,
 	f.StringArrayVar(&o.labels, "label", nil, "set an image label, K=V (repeatable)")
 	f.StringArrayVar(&o.adds, "add", nil, "add the host file SRC at the absolute path DST, SRC:DST; a DST ending in / is a directory (repeatable)")
 	f.StringSliceVar(&o.platforms, "platform", nil, "for a WebAssembly module, the linux platforms to list besides wasi/wasm, linux/ARCH[/VARIANT] (repeatable or comma-separated; default linux/"+runtimeArch()+")")
+	f.StringVar(&o.user, "user", "", "run the entrypoint as UID[:GID] (numeric); needed for pods with runAsNonRoot")
 	f.BoolVar(&o.function, "function", false, "shorthand for --env NEBULA_MODE=function: serve CloudEvents instead of running once")
 	_ = cmd.MarkFlagRequired("output")
 	_ = cmd.MarkFlagRequired("tag")
@@ -99,7 +103,7 @@ the Unix epoch, so the same inputs give the same digest.`,
 // config turns the flags into an image.Config, checking what the flags'
 // syntax requires. image.Build checks the values themselves.
 func (o buildOptions) config() (image.Config, error) {
-	cfg := image.NewConfig().WithName(o.tag).WithArgs(o.args...)
+	cfg := image.NewConfig().WithName(o.tag).WithArgs(o.args...).WithUser(o.user)
 	if o.tag == "" {
 		return cfg, fmt.Errorf("--tag: an image name is required, NAME[:TAG]")
 	}
@@ -197,6 +201,7 @@ var flagNames = map[string]string{
 	"WithLabel":     "--label",
 	"WithFile":      "--add",
 	"WithPlatforms": "--platform",
+	"WithUser":      "--user",
 }
 
 // flagError rewords an image.ConfigError in terms of the flag that set the

@@ -110,7 +110,7 @@ func TestBuildCommand(t *testing.T) {
 func TestBuildCommandConfig(t *testing.T) {
 	cfg, err := buildOptions{
 		tag: "x/y", env: []string{"A=1,2", "B="}, args: []string{"a,b", "c"},
-		labels: []string{"k=v=w"}, function: true,
+		labels: []string{"k=v=w"}, user: "65532:65532", function: true,
 	}.config()
 	if err != nil {
 		t.Fatal(err)
@@ -129,14 +129,15 @@ func TestBuildCommandConfig(t *testing.T) {
 			Env    []string
 			Cmd    []string
 			Labels map[string]string
+			User   string
 		} `json:"config"`
 	}
 	if err := json.Unmarshal(tarFile(t, bytes.NewReader(raw), m[0].Config), &config); err != nil {
 		t.Fatal(err)
 	}
 	c := config.Config
-	if strings.Join(c.Env, " ") != "NEBULA_MODE=function A=1,2 B=" || strings.Join(c.Cmd, "|") != "a,b|c" || c.Labels["k"] != "v=w" {
-		t.Errorf("config env %q cmd %q labels %v", c.Env, c.Cmd, c.Labels)
+	if strings.Join(c.Env, " ") != "NEBULA_MODE=function A=1,2 B=" || strings.Join(c.Cmd, "|") != "a,b|c" || c.Labels["k"] != "v=w" || c.User != "65532:65532" {
+		t.Errorf("config env %q cmd %q labels %v user %q", c.Env, c.Cmd, c.Labels, c.User)
 	}
 }
 
@@ -182,6 +183,7 @@ func TestBuildCommandErrors(t *testing.T) {
 		{"add without DST", append(base, "--add", "file"), []string{`--add "file"`, "SRC:DST"}},
 		{"add with relative DST", append(base, "--add", "a:b"), []string{`--add "a:b"`}},
 		{"add of a missing file", append(base, "--add", "/no/such:/x"), []string{`--add "/no/such:/x"`, "no such file"}},
+		{"user name", append(base, "--user", "nobody"), []string{`--user "nobody"`, "UID or UID:GID"}},
 		{"bad platform", append(base, "--platform", "windows/amd64"), []string{`--platform "windows/amd64"`}},
 		{"bad name", []string{"build", wasm, "-o", out, "-t", "Nebula/X"}, []string{`--tag "Nebula/X"`}},
 		{"no name", []string{"build", wasm, "-o", out}, []string{"tag"}},

@@ -64,6 +64,8 @@ const (
 	maxErrorBody         = 64 << 10 // bytes of a non-2xx body shown
 )
 
+// newInvokeCommand is `nebula invoke`. Long on purpose: its help text and its
+// flags, each a table read top to bottom; RunE only assembles and calls.
 func newInvokeCommand() *cobra.Command {
 	var o invokeOptions
 	cmd := &cobra.Command{
@@ -452,26 +454,9 @@ func runInvoke(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, r
 		return err
 	}
 	if o.http {
-		conns := min(o.concurrency, o.count)
-		client := newInvokeClient(o.timeout, conns)
-		defer client.CloseIdleConnections()
-		newReq := func(int) (*http.Request, error) { return o.newPlainRequest(ctx, target, data, headers) }
-		if o.count == 1 {
-			return invokePlainOnce(client, stdout, stderr, target, newReq)
-		}
-		results := burst(client, o.count, conns, newReq)
-		fmt.Fprintln(stdout, summarize(results, conns))
-		return burstError(results)
+		return runPlainInvoke(ctx, stdout, stderr, target, data, headers, o)
 	}
-	ids := func(i int) string { // i in [0, count)
-		switch {
-		case o.idSet && o.count == 1:
-			return o.id
-		case o.idSet:
-			return o.id + "-" + strconv.Itoa(i+1)
-		}
-		return uuid.NewString()
-	}
+	ids := o.eventID
 	// The first event checks the attributes before anything is sent.
 	ev, err := o.newEvent(ids(0), data, exts)
 	if err != nil {
@@ -498,6 +483,32 @@ func runInvoke(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, r
 	})
 	fmt.Fprintln(stdout, summarize(results, conns))
 	return burstError(results)
+}
+
+// runPlainInvoke sends o.count plain HTTP requests (--http).
+func runPlainInvoke(ctx context.Context, stdout, stderr io.Writer, target string, data []byte, headers http.Header, o invokeOptions) error {
+	conns := min(o.concurrency, o.count)
+	client := newInvokeClient(o.timeout, conns)
+	defer client.CloseIdleConnections()
+	newReq := func(int) (*http.Request, error) { return o.newPlainRequest(ctx, target, data, headers) }
+	if o.count == 1 {
+		return invokePlainOnce(client, stdout, stderr, target, newReq)
+	}
+	results := burst(client, o.count, conns, newReq)
+	fmt.Fprintln(stdout, summarize(results, conns))
+	return burstError(results)
+}
+
+// eventID is the id of event i in [0, count): --id, suffixed with i+1
+// when several are sent, or a new UUID.
+func (o invokeOptions) eventID(i int) string {
+	switch {
+	case o.idSet && o.count == 1:
+		return o.id
+	case o.idSet:
+		return o.id + "-" + strconv.Itoa(i+1)
+	}
+	return uuid.NewString()
 }
 
 // invokeOnce sends ev and prints the reply.

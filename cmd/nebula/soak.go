@@ -107,65 +107,19 @@ type soakSample struct {
 func runSoak(ctx context.Context, stdout io.Writer, target string, o soakOptions) error {
 	client := newInvokeClient(o.timeout, o.concurrency)
 	defer client.CloseIdleConnections()
-	scraper := &http.Client{Timeout: 10 * time.Second}
-
-	var sent atomic.Int64
-	var mu sync.Mutex
-	statuses := map[int]int{}
-	var failures int
-	var firstErr error
-	record := func(status int, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			failures++
-			if firstErr == nil {
-				firstErr = err
-			}
-			return
-		}
-		statuses[status]++
-	}
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
+
+	t := &soakTally{statuses: map[int]int{}}
 	start := time.Now()
-	for c := range o.concurrency {
-		wg.Go(func() {
-			for {
-				i := sent.Add(1)
-				if i > int64(o.count) || ctx.Err() != nil {
-					return
-				}
-				status, err := soakOne(ctx, client, target, o, fmt.Sprintf("soak-%d-%d", c, i))
-				record(status, err)
-			}
-		})
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	done := soakLoad(ctx, client, target, o, t)
 
 	fmt.Fprintf(stdout, "%8s %10s %9s %10s %6s %10s\n", "elapsed", "events", "ev/s", "rss(MiB)", "fds", "goroutines")
-	var samples []soakSample
+	smp := &soakSampler{ctx: ctx, stdout: stdout, scraper: &http.Client{Timeout: 10 * time.Second}, o: o, tally: t,
+		start: start, lastAt: start}
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
-	lastSent, lastAt := int64(0), start
-	sample := func() error {
-		values, err := scrapeResources(ctx, scraper, o.metrics)
-		if err != nil {
-			return err
-		}
-		n := min(sent.Load(), int64(o.count))
-		now := time.Now()
-		rate := float64(n-lastSent) / now.Sub(lastAt).Seconds()
-		lastSent, lastAt = n, now
-		samples = append(samples, soakSample{sent: n, values: values})
-		fmt.Fprintf(stdout, "%8s %10d %9.0f %10.1f %6.0f %10.0f\n", now.Sub(start).Round(time.Second), n, rate,
-			values["rss"]/(1<<20), values["fds"], values["goroutines"])
-		return nil
-	}
-	if err := sample(); err != nil {
+	if err := smp.sample(); err != nil {
 		return err
 	}
 loop:
@@ -177,7 +131,7 @@ loop:
 			<-done
 			break loop
 		case <-tick.C:
-			if err := sample(); err != nil {
+			if err := smp.sample(); err != nil {
 				cancel()
 				<-done
 				return err
@@ -185,29 +139,122 @@ loop:
 		}
 	}
 	elapsed := time.Since(start)
-	if err := sample(); err != nil {
+	if err := smp.sample(); err != nil {
 		return err
 	}
+	problems := t.report(stdout, elapsed)
+	problems = append(problems, soakJudgeDrift(stdout, smp.samples, o)...)
+	if ctx.Err() != nil {
+		problems = append(problems, "interrupted")
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	fmt.Fprintln(stdout, "soak passed")
+	return nil
+}
 
+// soakTally counts the events sent and how they were answered.
+type soakTally struct {
+	sent     atomic.Int64
+	mu       sync.Mutex
+	statuses map[int]int
+	failures int
+	firstErr error
+}
+
+func (t *soakTally) record(status int, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		t.failures++
+		if t.firstErr == nil {
+			t.firstErr = err
+		}
+		return
+	}
+	t.statuses[status]++
+}
+
+// report prints the events' count, rate and statuses, and returns a
+// problem when one was not answered 2xx.
+func (t *soakTally) report(stdout io.Writer, elapsed time.Duration) (problems []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var answered int
 	var b strings.Builder
-	for _, code := range slices.Sorted(maps.Keys(statuses)) {
-		fmt.Fprintf(&b, " %d=%d", code, statuses[code])
-		answered += statuses[code]
+	for _, code := range slices.Sorted(maps.Keys(t.statuses)) {
+		fmt.Fprintf(&b, " %d=%d", code, t.statuses[code])
+		answered += t.statuses[code]
 	}
-	if failures > 0 {
-		fmt.Fprintf(&b, " error=%d", failures)
+	if t.failures > 0 {
+		fmt.Fprintf(&b, " error=%d", t.failures)
 	}
-	total := answered + failures
+	total := answered + t.failures
 	fmt.Fprintf(stdout, "%d events in %v (%.0f ev/s):%s\n", total, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds(), b.String())
-
-	var problems []string
-	if bad := total - statuses[http.StatusOK] - statuses[http.StatusAccepted]; bad > 0 {
-		problems = append(problems, fmt.Sprintf("%d of %d events not answered 2xx", bad, total))
-		if firstErr != nil {
-			problems[len(problems)-1] += fmt.Sprintf(" (first error: %v)", firstErr)
+	if bad := total - t.statuses[http.StatusOK] - t.statuses[http.StatusAccepted]; bad > 0 {
+		problem := fmt.Sprintf("%d of %d events not answered 2xx", bad, total)
+		if t.firstErr != nil {
+			problem += fmt.Sprintf(" (first error: %v)", t.firstErr)
 		}
+		problems = append(problems, problem)
 	}
+	return problems
+}
+
+// soakLoad sends o.count events from o.concurrency workers, recording each
+// answer in t; done is closed when they have all returned.
+func soakLoad(ctx context.Context, client *http.Client, target string, o soakOptions, t *soakTally) (done <-chan struct{}) {
+	var wg sync.WaitGroup
+	for c := range o.concurrency {
+		wg.Go(func() {
+			for {
+				i := t.sent.Add(1)
+				if i > int64(o.count) || ctx.Err() != nil {
+					return
+				}
+				status, err := soakOne(ctx, client, target, o, fmt.Sprintf("soak-%d-%d", c, i))
+				t.record(status, err)
+			}
+		})
+	}
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	return ch
+}
+
+// soakSampler scrapes the function's resources and prints a line per
+// sample.
+type soakSampler struct {
+	ctx      context.Context
+	stdout   io.Writer
+	scraper  *http.Client
+	o        soakOptions
+	tally    *soakTally
+	start    time.Time
+	lastSent int64
+	lastAt   time.Time
+	samples  []soakSample
+}
+
+func (s *soakSampler) sample() error {
+	values, err := scrapeResources(s.ctx, s.scraper, s.o.metrics)
+	if err != nil {
+		return err
+	}
+	n := min(s.tally.sent.Load(), int64(s.o.count))
+	now := time.Now()
+	rate := float64(n-s.lastSent) / now.Sub(s.lastAt).Seconds()
+	s.lastSent, s.lastAt = n, now
+	s.samples = append(s.samples, soakSample{sent: n, values: values})
+	fmt.Fprintf(s.stdout, "%8s %10d %9.0f %10.1f %6.0f %10.0f\n", now.Sub(s.start).Round(time.Second), n, rate,
+		values["rss"]/(1<<20), values["fds"], values["goroutines"])
+	return nil
+}
+
+// soakJudgeDrift prints each resource's drift after warm-up and returns a
+// problem for each one beyond o.maxDrift.
+func soakJudgeDrift(stdout io.Writer, samples []soakSample, o soakOptions) (problems []string) {
 	drifts, err := soakDrift(samples, int64(o.warmup*float64(o.count)))
 	if err != nil {
 		problems = append(problems, err.Error())
@@ -222,14 +269,7 @@ loop:
 			problems = append(problems, fmt.Sprintf("%s grew %.1f%% after warm-up (limit %.0f%%)", r.label, d.percent, o.maxDrift))
 		}
 	}
-	if ctx.Err() != nil {
-		problems = append(problems, "interrupted")
-	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	fmt.Fprintln(stdout, "soak passed")
-	return nil
+	return problems
 }
 
 // soakOne sends one binary-mode event and reads the whole reply.

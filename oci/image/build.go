@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"nebula.dev/nebula/oci"
 )
 
 const (
@@ -34,8 +36,8 @@ const (
 	// AnnotationWasmVariant is crun's (and youki's) annotation that marks a
 	// manifest, and the containers made from it, as WebAssembly. Its value
 	// is "compat" (always WebAssembly) or "compat-smart" (WebAssembly when
-	// the entrypoint ends in .wasm).
-	AnnotationWasmVariant = "module.wasm.image/variant"
+	// the entrypoint ends in .wasm). The shim reads it (oci.Classify).
+	AnnotationWasmVariant = oci.AnnotationWasmVariant
 
 	// SourceDateEpochEnv is the environment variable that, when set, gives
 	// the default image time in seconds since the Unix epoch.
@@ -121,121 +123,163 @@ type Result struct {
 //     "localhost/nebula/hello:v1" (see [Config.WithName]).
 //   - The whole input is read into memory.
 func Build(ctx context.Context, file string, cfg Config, out io.Writer) (Result, error) {
-	named, err := parseName(cfg.name)
-	if err != nil {
-		return Result{}, err
-	}
-	env, err := envList(cfg.env)
-	if err != nil {
-		return Result{}, err
-	}
-	for k, v := range cfg.labels {
-		if k == "" {
-			return Result{}, &ConfigError{"WithLabel", k + "=" + v, errors.New("the key must be non-empty")}
-		}
-	}
-	created, err := cfg.createdTime()
-	if err != nil {
-		return Result{}, err
-	}
-	in, err := readInput(file)
-	if err != nil {
-		return Result{}, err
-	}
-	platforms, err := cfg.platformList(in)
-	if err != nil {
-		return Result{}, err
-	}
-	t, err := newTree(in, cfg.files)
+	p, err := newPlan(file, cfg)
 	if err != nil {
 		return Result{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
 	}
-
-	layerTar, err := t.tarball(created)
+	img, err := p.image(cfg)
 	if err != nil {
 		return Result{}, err
+	}
+	idx, top := p.indexes(img)
+	if err := p.writeArchive(ctx, top, img, out); err != nil {
+		return Result{}, err
+	}
+	return p.result(idx, img)
+}
+
+// plan is what Build checked and read before it writes anything.
+type plan struct {
+	named     reference.Named
+	env       []string
+	created   time.Time
+	in        input
+	platforms []v1.Platform
+	tree      tree
+}
+
+// newPlan checks cfg and reads file.
+func newPlan(file string, cfg Config) (*plan, error) {
+	p := &plan{}
+	var err error
+	if p.named, err = parseName(cfg.name); err != nil {
+		return nil, err
+	}
+	if p.env, err = envList(cfg.env); err != nil {
+		return nil, err
+	}
+	for k, v := range cfg.labels {
+		if k == "" {
+			return nil, &ConfigError{"WithLabel", k + "=" + v, errors.New("the key must be non-empty")}
+		}
+	}
+	if err = checkUser(cfg.user); err != nil {
+		return nil, err
+	}
+	if p.created, err = cfg.createdTime(); err != nil {
+		return nil, err
+	}
+	if p.in, err = readInput(file); err != nil {
+		return nil, err
+	}
+	if p.platforms, err = cfg.platformList(p.in); err != nil {
+		return nil, err
+	}
+	if p.tree, err = newTree(p.in, cfg.files); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// image is the image: an OCI manifest and config around the one layer.
+func (p *plan) image(cfg Config) (v1.Image, error) {
+	layerTar, err := p.tree.tarball(p.created)
+	if err != nil {
+		return nil, err
 	}
 	layer, err := newLayer(layerTar)
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
-
-	// The image: an OCI manifest and config around the one layer.
-	cp := configPlatform(in, platforms)
+	cp := configPlatform(p.in, p.platforms)
 	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 	img, err = mutate.ConfigFile(img, &v1.ConfigFile{
-		Created:      v1.Time{Time: created},
+		Created:      v1.Time{Time: p.created},
 		OS:           cp.OS,
 		Architecture: cp.Architecture,
 		Variant:      cp.Variant,
 		Config: v1.Config{
-			Entrypoint: []string{in.path},
+			Entrypoint: []string{p.in.path},
 			Cmd:        slices.Clone(cfg.args),
-			Env:        env,
+			Env:        p.env,
 			Labels:     maps.Clone(cfg.labels),
+			User:       cfg.user,
 		},
 		RootFS: v1.RootFS{Type: "layers"},
 	})
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer: layer,
 		History: v1.History{
-			Created:   v1.Time{Time: created},
-			CreatedBy: "nebula build " + in.path[1:],
-			Comment:   "nebula build: " + string(in.kind),
+			Created:   v1.Time{Time: p.created},
+			CreatedBy: "nebula build " + p.in.path[1:],
+			Comment:   "nebula build: " + string(p.in.kind),
 		},
 	})
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
-	if in.kind == KindWasm {
+	if p.in.kind == KindWasm {
 		img = mutate.Annotations(img, map[string]string{AnnotationWasmVariant: "compat"}).(v1.Image)
 	}
+	return img, nil
+}
 
-	// The nested index: the same manifest once per platform.
-	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
-	for i := range platforms {
+// name is the image's name as stored (see Config.WithName).
+func (p *plan) name() string { return reference.FamiliarString(p.named) }
+
+// tag is the image's tag.
+func (p *plan) tag() string { return p.named.(reference.Tagged).Tag() }
+
+// indexes returns the nested index, the same manifest once per platform,
+// and the top index (index.json): one descriptor, of the nested index,
+// carrying the names.
+func (p *plan) indexes(img v1.Image) (idx, top v1.ImageIndex) {
+	idx = mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for i := range p.platforms {
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
 			Add:        img,
-			Descriptor: v1.Descriptor{Platform: &platforms[i]},
+			Descriptor: v1.Descriptor{Platform: &p.platforms[i]},
 		})
 	}
-
-	// index.json: one descriptor, of the nested index, carrying the names.
-	name := reference.FamiliarString(named)
-	tag := named.(reference.Tagged).Tag()
-	top := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{
+	top = mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), mutate.IndexAddendum{
 		Add: idx,
 		Descriptor: v1.Descriptor{Annotations: map[string]string{
-			AnnotationImageName:       name,
-			ocispec.AnnotationRefName: tag,
+			AnnotationImageName:       p.name(),
+			ocispec.AnnotationRefName: p.tag(),
 		}},
 	})
+	return idx, top
+}
 
+// writeArchive writes top as an OCI layout with a docker-save manifest
+// for img, in a temporary directory, and then as a tar archive to out.
+func (p *plan) writeArchive(ctx context.Context, top v1.ImageIndex, img v1.Image, out io.Writer) error {
 	dir, err := os.MkdirTemp("", "nebula-build-*")
 	if err != nil {
-		return Result{}, err
+		return err
 	}
 	defer os.RemoveAll(dir)
 	lp, err := layout.Write(dir, top)
 	if err != nil {
-		return Result{}, fmt.Errorf("writing the OCI layout: %w", err)
+		return fmt.Errorf("writing the OCI layout: %w", err)
 	}
-	if err := writeDockerManifest(lp, img, name); err != nil {
-		return Result{}, err
+	if err := writeDockerManifest(lp, img, p.name()); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return Result{}, err
+		return err
 	}
-	if err := tarDir(dir, out, created); err != nil {
-		return Result{}, err
-	}
+	return tarDir(dir, out, p.created)
+}
 
+// result describes what was written.
+func (p *plan) result(idx v1.ImageIndex, img v1.Image) (Result, error) {
 	idxDigest, err := idx.Digest()
 	if err != nil {
 		return Result{}, err
@@ -245,15 +289,15 @@ func Build(ctx context.Context, file string, cfg Config, out io.Writer) (Result,
 		return Result{}, err
 	}
 	res := Result{
-		Name:           name,
-		Tag:            tag,
-		Kind:           in.kind,
-		Entrypoint:     []string{in.path},
+		Name:           p.name(),
+		Tag:            p.tag(),
+		Kind:           p.in.kind,
+		Entrypoint:     []string{p.in.path},
 		Digest:         digest.Digest(idxDigest.String()),
 		ManifestDigest: digest.Digest(mfDigest.String()),
 	}
-	for _, p := range platforms {
-		res.Platforms = append(res.Platforms, p.String())
+	for _, pl := range p.platforms {
+		res.Platforms = append(res.Platforms, pl.String())
 	}
 	return res, nil
 }
@@ -410,3 +454,22 @@ func writeDockerManifest(lp layout.Path, img v1.Image, repoTag string) error {
 }
 
 func blobPath(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }
+
+// checkUser checks a [Config.WithUser] value: empty, "UID" or "UID:GID",
+// each a decimal number below 2^32.
+func checkUser(user string) error {
+	if user == "" {
+		return nil
+	}
+	uid, gid, hasGID := strings.Cut(user, ":")
+	ids := []string{uid}
+	if hasGID {
+		ids = append(ids, gid)
+	}
+	for _, id := range ids {
+		if _, err := strconv.ParseUint(id, 10, 32); err != nil {
+			return &ConfigError{"WithUser", user, errors.New("want UID or UID:GID, decimal numbers below 2^32")}
+		}
+	}
+	return nil
+}

@@ -27,6 +27,7 @@ type Config struct {
 	labels    map[string]string
 	files     []addedFile
 	platforms []string
+	user      string
 	created   *time.Time
 }
 
@@ -124,6 +125,23 @@ func (c Config) WithEnv(key, value string) Config {
 func (c Config) WithArgs(args ...string) Config {
 	c = c.clone()
 	c.args = append(c.args, args...)
+	return c
+}
+
+// WithUser sets the user the image's process runs as (the image config's
+// User, the Dockerfile USER instruction), "UID" or "UID:GID" in decimal.
+// The default is none: the runtime's default, root.
+//
+// # Notes
+//
+//   - Only numeric IDs are accepted: the image has no /etc/passwd to look a
+//     name up in, and the kubelet refuses a named user for a container with
+//     runAsNonRoot, since it cannot tell whether the name is root.
+//   - A pod with runAsNonRoot (Knative's queue-proxy, for example) starts
+//     only images whose user is set and not 0.
+func (c Config) WithUser(user string) Config {
+	c = c.clone()
+	c.user = user
 	return c
 }
 

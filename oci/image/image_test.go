@@ -330,8 +330,8 @@ func TestBuild(t *testing.T) {
 				wantStrings(t, "layer", a.layerNames(), []string{"hello.wasm", "tmp/"})
 				wantFile(t, a, "hello.wasm", 0o755, minimalWasm)
 				wantDir(t, a, "tmp", 0o1777)
-				if len(a.config.Config.Env) != 0 || len(a.config.Config.Cmd) != 0 || len(a.config.Config.Labels) != 0 {
-					t.Errorf("config has env %q, cmd %q, labels %v; want none", a.config.Config.Env, a.config.Config.Cmd, a.config.Config.Labels)
+				if len(a.config.Config.Env) != 0 || len(a.config.Config.Cmd) != 0 || len(a.config.Config.Labels) != 0 || a.config.Config.User != "" {
+					t.Errorf("config has env %q, cmd %q, labels %v, user %q; want none", a.config.Config.Env, a.config.Config.Cmd, a.config.Config.Labels, a.config.Config.User)
 				}
 			},
 		},
@@ -361,6 +361,8 @@ func TestBuild(t *testing.T) {
 				WithLabel("org.opencontainers.image.title", "fn").
 				WithLabel("team", "a").
 				WithLabel("team", "b").
+				WithUser("1000").
+				WithUser("65532:65532"). // replaces
 				WithFile(greeting, "/etc/nebula/greeting.txt").
 				WithFile(greeting, "/srv/").
 				WithFile(greeting, "/").
@@ -369,6 +371,9 @@ func TestBuild(t *testing.T) {
 				wantStrings(t, "env", a.config.Config.Env, []string{"NEBULA_MODE=function", "GREETING=hello=world", "EMPTY="})
 				wantStrings(t, "cmd", a.config.Config.Cmd, []string{"--flag", "two words", "last"})
 				wantStrings(t, "entrypoint", a.config.Config.Entrypoint, []string{"/fn.wasm"})
+				if a.config.Config.User != "65532:65532" {
+					t.Errorf("user %q, want 65532:65532", a.config.Config.User)
+				}
 				if want := map[string]string{"org.opencontainers.image.title": "fn", "team": "b"}; !maps.Equal(a.config.Config.Labels, want) {
 					t.Errorf("labels %v, want %v", a.config.Config.Labels, want)
 				}
@@ -640,6 +645,10 @@ func TestBuildErrors(t *testing.T) {
 		{name: "empty env key", cfg: named.WithEnv("", "v"), want: []string{`"=v"`, "non-empty"}, wantMethod: "WithEnv"},
 		{name: "env key with =", cfg: named.WithEnv("A=B", "v"), want: []string{`"A=B=v"`}, wantMethod: "WithEnv"},
 		{name: "empty label key", cfg: named.WithLabel("", "v"), want: []string{`"=v"`, "non-empty"}, wantMethod: "WithLabel"},
+		{name: "user name", cfg: named.WithUser("nobody"), want: []string{`"nobody"`, "UID or UID:GID"}, wantMethod: "WithUser"},
+		{name: "user with empty gid", cfg: named.WithUser("1000:"), want: []string{`"1000:"`}, wantMethod: "WithUser"},
+		{name: "negative uid", cfg: named.WithUser("-1"), want: []string{`"-1"`}, wantMethod: "WithUser"},
+		{name: "uid beyond 32 bits", cfg: named.WithUser("4294967296"), want: []string{`"4294967296"`}, wantMethod: "WithUser"},
 		{name: "relative destination", cfg: named.WithFile(wasm, "etc/x"), want: []string{"etc/x", "not an absolute path"}, wantMethod: "WithFile"},
 		{name: "root destination", cfg: named.WithFile(wasm, "/.."), want: []string{"root directory"}, wantMethod: "WithFile"},
 		{name: "missing source", cfg: named.WithFile(filepath.Join(dir, "missing"), "/x"), want: []string{"missing", "no such file"}, wantMethod: "WithFile"},

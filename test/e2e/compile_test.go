@@ -116,10 +116,23 @@ func TestCompileBounded(t *testing.T) {
 		}
 	}
 	// It runs with no capabilities, no way to gain any, and no network.
-	status, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	for _, want := range []string{"CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n", "NoNewPrivs:\t1\n"} {
-		if !strings.Contains(string(status), want) {
-			t.Errorf("the compile's /proc/%d/status lacks %q", pid, want)
+	// nebula-host compile drops its privileges as it starts, which may be
+	// just after it joined the cgroups: wait for that (the compile itself
+	// lasts until its 10 s timeout).
+	for privDeadline := time.Now().Add(8 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		status, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+		var lacking []string
+		for _, want := range []string{"CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n", "NoNewPrivs:\t1\n"} {
+			if !strings.Contains(string(status), want) {
+				lacking = append(lacking, want)
+			}
+		}
+		if len(lacking) == 0 {
+			break
+		}
+		if time.Now().After(privDeadline) {
+			t.Errorf("the compile's /proc/%d/status lacks %q 8 s after it started", pid, lacking)
+			break
 		}
 	}
 	if ns, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", "net")); ns == "" || ns == mustReadlink(t, "/proc/self/ns/net") {

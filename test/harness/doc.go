@@ -7,10 +7,11 @@
 // hack/install-tools.sh builds into /var/cache/nebula/tools. A missing tool fails the test:
 // end-to-end tests never skip.
 //
-// StartCRI (cri.go) adds containerd's CRI plugin, a CNI bridge and crictl;
-// StartKubernetes (k8s.go) runs a single-node Kubernetes on top of that,
-// from the binaries hack/install-k8s.sh builds into
-// /var/cache/nebula/k8s-VERSION.
+// StartCRI adds containerd's CRI plugin (cri.go), a CNI bridge (cni.go,
+// with its iptables check in iptables.go) and crictl, through which pods
+// and containers are run and inspected (crictl.go); StartKubernetes
+// (k8s.go) runs a single-node Kubernetes on top of that, from the binaries
+// hack/install-k8s.sh builds into /var/cache/nebula/k8s-VERSION.
 //
 // Each Daemon checks after itself, when its test ends, that no shim process,
 // mount or container cgroup is left, and fails the test if one is.

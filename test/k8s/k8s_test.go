@@ -319,12 +319,12 @@ func grep(s, substr string) string {
 
 // kubectl runs kubectl, logs the command and its output (the README's
 // transcript comes from here) and fails t unless it exits 0.
-func kubectl(t *testing.T, k *harness.Cluster, args ...string) string {
+func kubectl(t testing.TB, k *harness.Cluster, args ...string) string {
 	t.Helper()
 	return kubectlStdin(t, k, "", args...)
 }
 
-func kubectlStdin(t *testing.T, k *harness.Cluster, stdin string, args ...string) string {
+func kubectlStdin(t testing.TB, k *harness.Cluster, stdin string, args ...string) string {
 	t.Helper()
 	out := k.MustKubectlStdin(t, stdin, args...)
 	t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)
@@ -405,8 +405,13 @@ var client = &http.Client{
 	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
 }
 
-// postEvent POSTs a binary-mode CloudEvent.
+// postEvent POSTs a binary-mode CloudEvent with client.
 func postEvent(url, id, typ, subject, data string) (reply, error) {
+	return postEventWith(client, url, id, typ, subject, data)
+}
+
+// postEventWith is postEvent with the given client.
+func postEventWith(c *http.Client, url, id, typ, subject, data string) (reply, error) {
 	req, err := http.NewRequest("POST", url, bytes.NewReader([]byte(data)))
 	if err != nil {
 		return reply{}, err
@@ -417,7 +422,7 @@ func postEvent(url, id, typ, subject, data string) (reply, error) {
 	if subject != "" {
 		req.Header.Set("Ce-Subject", subject)
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return reply{}, err
 	}

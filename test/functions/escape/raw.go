@@ -19,7 +19,8 @@ const (
 	fdSync     = 16
 )
 
-// raw tries the routes only raw WASI calls can take.
+// raw tries the routes only raw WASI calls can take. Long on purpose:
+// tables of routes, each tried and reported the same way.
 func raw() {
 	type open struct {
 		route, path     string

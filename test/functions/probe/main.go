@@ -95,6 +95,8 @@ func need(args []string, n int, usage string) error {
 	return nil
 }
 
+// run runs the probe's command cmd. Long on purpose: a table of small
+// commands, one case each.
 func run(cmd string, args []string) error {
 	out := os.Stdout
 	switch cmd {
@@ -259,37 +261,45 @@ func fib(n int) int {
 	return fib(n-1) + fib(n-2)
 }
 
-// post sends an HTTP/1.1 POST with raw syscalls and copies the response to
-// stdout. Package net would add a megabyte to probe.wasm and init work to
-// every instance and process the benchmarks time; syscall is linked anyway.
-func post(url, body string, headers []string) error {
+// parseURL reads http://HOST[:PORT]/PATH, HOST an IPv4 address or
+// localhost (127.0.0.1), and returns HOST[:PORT] as given too.
+func parseURL(url string) (addr [4]byte, port int, hostport, path string, err error) {
 	rest, ok := strings.CutPrefix(url, "http://")
 	if !ok {
-		return fmt.Errorf("post: want http://HOST[:PORT]/PATH, got %q", url)
+		return addr, 0, "", "", fmt.Errorf("post: want http://HOST[:PORT]/PATH, got %q", url)
 	}
-	hostport, path, _ := strings.Cut(rest, "/")
+	hostport, path, _ = strings.Cut(rest, "/")
 	host, portText, hasPort := strings.Cut(hostport, ":")
-	port := 80
+	port = 80
 	if hasPort {
-		var err error
 		if port, err = strconv.Atoi(portText); err != nil || port <= 0 || port > 65535 {
-			return fmt.Errorf("post: bad port in %q", url)
+			return addr, 0, "", "", fmt.Errorf("post: bad port in %q", url)
 		}
 	}
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
-	var addr [4]byte
 	parts := strings.Split(host, ".")
 	if len(parts) != 4 {
-		return fmt.Errorf("post: want an IPv4 address or localhost, got %q", host)
+		return addr, 0, "", "", fmt.Errorf("post: want an IPv4 address or localhost, got %q", host)
 	}
 	for i, p := range parts {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 0 || n > 255 {
-			return fmt.Errorf("post: want an IPv4 address or localhost, got %q", host)
+			return addr, 0, "", "", fmt.Errorf("post: want an IPv4 address or localhost, got %q", host)
 		}
 		addr[i] = byte(n)
+	}
+	return addr, port, hostport, path, nil
+}
+
+// post sends an HTTP/1.1 POST with raw syscalls and copies the response to
+// stdout. Package net would add a megabyte to probe.wasm and init work to
+// every instance and process the benchmarks time; syscall is linked anyway.
+func post(url, body string, headers []string) error {
+	addr, port, hostport, path, err := parseURL(url)
+	if err != nil {
+		return err
 	}
 	var req strings.Builder
 	fmt.Fprintf(&req, "POST /%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nContent-Length: %d\r\n", path, hostport, len(body))
