@@ -267,7 +267,7 @@ func writeAll(cfg Config, res *Result, runErr error) error {
 	}
 	info := summaryInfo{cfg: cfg, machine: res.Machine, plots: plots, note: note, leftovers: res.Leftovers,
 		started: res.Started, elapsed: res.Elapsed}
-	if err := write("summary.md", func(w io.Writer) error { return WriteMarkdown(w, res.Report, info) }); err != nil {
+	if err := write("summary.md", func(w io.Writer) error { return writeMarkdown(w, res.Report, info) }); err != nil {
 		return err
 	}
 	if len(res.Leftovers) > 0 {

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -89,6 +90,8 @@ func TestRunUnreachable(t *testing.T) {
 		t.Errorf("the output directory was left behind by a failed start: %v", err)
 	}
 }
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-12*math.Max(1, math.Abs(b)) }
 
 func TestParseServerTiming(t *testing.T) {
 	got, err := parseServerTiming("queue;dur=0.000, start;dur=0.031, exec;dur=0.118, total;dur=0.170")

@@ -10,9 +10,28 @@
 //		CacheDir: bench.DefaultCacheDir, Seed: 1, Stdout: os.Stdout,
 //	})
 //
-// A study is cells — Runtimes × functions — run in rounds. The statistics
-// (Quantile, BootstrapMedianCI, MedianRatio, Analyze) and the writers
-// (WriteCSV, WriteMarkdown, WriteTable) are usable on their own.
+// A study is cells — Runtimes × functions — run in rounds. Analyze,
+// WriteCSV and WriteTable work on recorded results without containerd.
+//
+// # Layout
+//
+// Two leaves do the arithmetic and the drawing and know nothing of a
+// study: package stats (quantiles, bootstrap intervals, ratios and how
+// they are printed) and package plot (ECDF and box plots of named samples).
+// Package internal/netns is the study's network namespace. The rest is
+// this package, one file per job:
+//
+//   - bench.go: Config, Run and writing the output directory;
+//   - model.go: functions, runtimes, cells, phases and records;
+//   - study.go: the rounds — connecting, scheduling, cleaning up;
+//   - images.go: resolving and importing the functions' images;
+//   - container.go: one call in a fresh container;
+//   - task.go: function-mode tasks — starting, invoking, stopping;
+//   - variant.go: the cache-miss cell's module variant;
+//   - machine.go: facts about the machine and the versions;
+//   - report.go, plots.go: the analysis, raw.csv, summary.md, the table
+//     and the figures;
+//   - progress.go: the progress bar.
 //
 // The reasons for the study's method (interleaving, sampling, the
 // cache-miss variant, its network namespace) are in docs/rationale.md.

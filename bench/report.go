@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"nebula.dev/nebula/bench/stats"
 )
 
 // Report is the analysis of a study: statistics per cell and phase, and
@@ -18,7 +20,7 @@ type Report struct {
 	// Samples[cell][phase] are the measured values in seconds (nil when
 	// the phase does not apply); Stats the same summarised.
 	Samples   map[*Cell]*[numPhases][]float64
-	Stats     map[*Cell]*[numPhases]*Stats
+	Stats     map[*Cell]*[numPhases]*stats.Stats
 	Ratios    []RatioRow
 	Seed      uint64
 	Resamples int
@@ -28,7 +30,7 @@ type Report struct {
 type RatioRow struct {
 	Num, Den *Cell
 	Phase    Phase
-	Ratio
+	stats.Ratio
 	// Note says what the ratio shows.
 	Note string
 }
@@ -63,11 +65,11 @@ var ratioSpecs = []ratioSpec{
 // ratios, with the bootstrap seeded by seed. The same records and seed
 // give the same report.
 func Analyze(cells []*Cell, records []Record, seed uint64, resamples int) *Report {
-	rep := &Report{Cells: cells, Samples: map[*Cell]*[numPhases][]float64{}, Stats: map[*Cell]*[numPhases]*Stats{},
+	rep := &Report{Cells: cells, Samples: map[*Cell]*[numPhases][]float64{}, Stats: map[*Cell]*[numPhases]*stats.Stats{},
 		Seed: seed, Resamples: resamples}
 	for _, c := range cells {
 		rep.Samples[c] = &[numPhases][]float64{}
-		rep.Stats[c] = &[numPhases]*Stats{}
+		rep.Stats[c] = &[numPhases]*stats.Stats{}
 	}
 	for _, r := range records {
 		s := rep.Samples[r.Cell]
@@ -80,11 +82,11 @@ func Analyze(cells []*Cell, records []Record, seed uint64, resamples int) *Repor
 			}
 		}
 	}
-	rng := newRand(seed)
+	rng := stats.NewRand(seed)
 	for _, c := range cells {
 		for p, xs := range rep.Samples[c] {
 			if len(xs) > 0 {
-				st := Summarize(xs, resamples, rng)
+				st := stats.Summarize(xs, resamples, rng)
 				rep.Stats[c][p] = &st
 			}
 		}
@@ -122,7 +124,7 @@ func Analyze(cells []*Cell, records []Record, seed uint64, resamples int) *Repor
 				continue
 			}
 			rep.Ratios = append(rep.Ratios, RatioRow{Num: num, Den: den, Phase: spec.phase,
-				Ratio: MedianRatio(ns, ds, resamples, rng), Note: spec.note})
+				Ratio: stats.MedianRatio(ns, ds, resamples, rng), Note: spec.note})
 		}
 	}
 	return rep
@@ -137,8 +139,8 @@ func containsString(ss []string, s string) bool {
 	return false
 }
 
-// CSVHeader is the header row of raw.csv.
-func CSVHeader() []string {
+// csvHeader is the header row of raw.csv.
+func csvHeader() []string {
 	h := []string{"cell", "model", "runtime", "function", "iteration"}
 	for _, p := range Phases() {
 		h = append(h, p.String()+"_s")
@@ -151,7 +153,7 @@ func CSVHeader() []string {
 // seconds, empty where the phase does not apply.
 func WriteCSV(w io.Writer, records []Record) error {
 	cw := csv.NewWriter(w)
-	if err := cw.Write(CSVHeader()); err != nil {
+	if err := cw.Write(csvHeader()); err != nil {
 		return err
 	}
 	for _, r := range records {
@@ -171,48 +173,6 @@ func WriteCSV(w io.Writer, records []Record) error {
 	return cw.Error()
 }
 
-// FormatSeconds prints a duration given in seconds with three significant
-// digits in the unit that suits it: "27.3 µs", "1.25 ms", "312 ms", "1.04 s".
-func FormatSeconds(s float64) string {
-	switch {
-	case math.IsNaN(s):
-		return "–"
-	case s == 0:
-		return "0"
-	case math.Abs(s) < 1e-3:
-		return sig3(s*1e6) + " µs"
-	case math.Abs(s) < 1:
-		return sig3(s*1e3) + " ms"
-	}
-	return sig3(s) + " s"
-}
-
-func sig3(v float64) string {
-	switch a := math.Abs(v); {
-	case a >= 99.95:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 9.995:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
-}
-
-// FormatRatio prints a ratio with three significant digits: "0.982×",
-// "12.4×", "3120×".
-func FormatRatio(r float64) string {
-	switch a := math.Abs(r); {
-	case math.IsNaN(r) || math.IsInf(r, 0):
-		return "–"
-	case a >= 99.95:
-		return strconv.FormatFloat(r, 'f', 0, 64) + "×"
-	case a >= 9.995:
-		return strconv.FormatFloat(r, 'f', 1, 64) + "×"
-	case a >= 0.9995:
-		return strconv.FormatFloat(r, 'f', 2, 64) + "×"
-	}
-	return strconv.FormatFloat(r, 'f', 3, 64) + "×"
-}
-
 // tablePhases are the phases the tables show for each kind of cell, in
 // order.
 func tablePhases(k Kind) []Phase {
@@ -227,7 +187,7 @@ func tablePhases(k Kind) []Phase {
 
 // statRows calls f for each cell and phase with statistics, in table
 // order.
-func (rep *Report) statRows(f func(c *Cell, p Phase, st *Stats)) {
+func (rep *Report) statRows(f func(c *Cell, p Phase, st *stats.Stats)) {
 	for _, c := range rep.Cells {
 		for _, p := range tablePhases(c.Runtime.Kind) {
 			if st := rep.Stats[c][p]; st != nil {
@@ -242,15 +202,15 @@ func (rep *Report) statRows(f func(c *Cell, p Phase, st *Stats)) {
 func WriteTable(w io.Writer, rep *Report) {
 	rows := [][]string{{"cell", "phase", "n", "p50", "p90", "p99", "mean", "median 95% CI"}}
 	last := ""
-	rep.statRows(func(c *Cell, p Phase, st *Stats) {
+	rep.statRows(func(c *Cell, p Phase, st *stats.Stats) {
 		name := c.Name()
 		if name == last {
 			name = ""
 		}
 		last = c.Name()
 		rows = append(rows, []string{name, p.String(), strconv.Itoa(st.N),
-			FormatSeconds(st.P50), FormatSeconds(st.P90), FormatSeconds(st.P99), FormatSeconds(st.Mean),
-			FormatSeconds(st.CILo) + " – " + FormatSeconds(st.CIHi)})
+			stats.FormatSeconds(st.P50), stats.FormatSeconds(st.P90), stats.FormatSeconds(st.P99), stats.FormatSeconds(st.Mean),
+			stats.FormatSeconds(st.CILo) + " – " + stats.FormatSeconds(st.CIHi)})
 	})
 	writeAligned(w, rows, 2)
 	if len(rep.Ratios) == 0 {
@@ -259,7 +219,7 @@ func WriteTable(w io.Writer, rep *Report) {
 	fmt.Fprintln(w)
 	rows = [][]string{{"ratio of medians", "phase", "ratio", "95% CI"}}
 	for _, r := range rep.Ratios {
-		rows = append(rows, []string{r.Name(), r.Phase.String(), FormatRatio(r.Value), FormatRatio(r.CILo) + " – " + FormatRatio(r.CIHi)})
+		rows = append(rows, []string{r.Name(), r.Phase.String(), stats.FormatRatio(r.Value), stats.FormatRatio(r.CILo) + " – " + stats.FormatRatio(r.CIHi)})
 	}
 	writeAligned(w, rows, 2)
 }
@@ -310,8 +270,8 @@ const (
 	seedWasmStartup      = 0.0007 // s, wasm instance start-up per call
 )
 
-// WriteMarkdown writes summary.md.
-func WriteMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
+// writeMarkdown writes summary.md.
+func writeMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 	var b strings.Builder
 	m := info.machine
 	b.WriteString("# Container per event vs WebAssembly instance per event\n\n")
@@ -333,25 +293,25 @@ func WriteMarkdown(w io.Writer, rep *Report, info summaryInfo) error {
 			continue
 		}
 		fmt.Fprintf(&b, "| `%s` | %s | %s [%s – %s] | %s [%s – %s] | %d |\n", c.Name(), c.Runtime.Label,
-			FormatSeconds(st.P50), FormatSeconds(st.CILo), FormatSeconds(st.CIHi),
-			FormatSeconds(tot.P50), FormatSeconds(tot.CILo), FormatSeconds(tot.CIHi), st.N)
+			stats.FormatSeconds(st.P50), stats.FormatSeconds(st.CILo), stats.FormatSeconds(st.CIHi),
+			stats.FormatSeconds(tot.P50), stats.FormatSeconds(tot.CILo), stats.FormatSeconds(tot.CIHi), st.N)
 	}
 
 	if len(rep.Ratios) > 0 {
 		b.WriteString("\n## Ratios between runtimes\n\nRatio of the medians; the interval is a 95 % percentile bootstrap (both samples resampled independently).\n\n")
 		b.WriteString("| ratio | phase | median ratio | 95 % CI | what it shows |\n|---|---|---:|---:|---|\n")
 		for _, r := range rep.Ratios {
-			fmt.Fprintf(&b, "| `%s` | %s | **%s** | %s – %s | %s |\n", r.Name(), r.Phase, FormatRatio(r.Value),
-				FormatRatio(r.CILo), FormatRatio(r.CIHi), r.Note)
+			fmt.Fprintf(&b, "| `%s` | %s | **%s** | %s – %s | %s |\n", r.Name(), r.Phase, stats.FormatRatio(r.Value),
+				stats.FormatRatio(r.CILo), stats.FormatRatio(r.CIHi), r.Note)
 		}
 	}
 
 	b.WriteString("\n## Every phase\n\n")
 	b.WriteString("| cell | phase | n | p50 | p90 | p99 | mean | median 95 % CI |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
-	rep.statRows(func(c *Cell, p Phase, st *Stats) {
+	rep.statRows(func(c *Cell, p Phase, st *stats.Stats) {
 		fmt.Fprintf(&b, "| `%s` | %s | %d | %s | %s | %s | %s | %s – %s |\n", c.Name(), p, st.N,
-			FormatSeconds(st.P50), FormatSeconds(st.P90), FormatSeconds(st.P99), FormatSeconds(st.Mean),
-			FormatSeconds(st.CILo), FormatSeconds(st.CIHi))
+			stats.FormatSeconds(st.P50), stats.FormatSeconds(st.P90), stats.FormatSeconds(st.P99), stats.FormatSeconds(st.Mean),
+			stats.FormatSeconds(st.CILo), stats.FormatSeconds(st.CIHi))
 	})
 
 	if len(info.plots) > 0 {
@@ -416,7 +376,7 @@ func headline(b *strings.Builder, rep *Report) {
 		}
 		return nil
 	}
-	stat := func(c *Cell, p Phase) *Stats {
+	stat := func(c *Cell, p Phase) *stats.Stats {
 		if c == nil {
 			return nil
 		}
@@ -425,16 +385,16 @@ func headline(b *strings.Builder, rep *Report) {
 	ratio := func(num, den *Cell, p Phase) string {
 		for _, r := range rep.Ratios {
 			if r.Num == num && r.Den == den && r.Phase == p {
-				return fmt.Sprintf("%s (95 %% CI %s – %s)", FormatRatio(r.Value), FormatRatio(r.CILo), FormatRatio(r.CIHi))
+				return fmt.Sprintf("%s (95 %% CI %s – %s)", stats.FormatRatio(r.Value), stats.FormatRatio(r.CILo), stats.FormatRatio(r.CIHi))
 			}
 		}
 		return ""
 	}
-	withCI := func(st *Stats) string {
-		return fmt.Sprintf("**%s** (95 %% CI %s – %s)", FormatSeconds(st.P50), FormatSeconds(st.CILo), FormatSeconds(st.CIHi))
+	withCI := func(st *stats.Stats) string {
+		return fmt.Sprintf("**%s** (95 %% CI %s – %s)", stats.FormatSeconds(st.P50), stats.FormatSeconds(st.CILo), stats.FormatSeconds(st.CIHi))
 	}
 	fmt.Fprintf(b, "- The original study measured start-up per call: Docker container ≈ %s, WebAssembly instance ≈ %s: %s.\n",
-		FormatSeconds(seedContainerStartup), FormatSeconds(seedWasmStartup), FormatRatio(seedContainerStartup/seedWasmStartup))
+		stats.FormatSeconds(seedContainerStartup), stats.FormatSeconds(seedWasmStartup), stats.FormatRatio(seedContainerStartup/seedWasmStartup))
 	cont := get("container-runc", "go")
 	if st := stat(cont, PhaseStartup); st != nil {
 		fmt.Fprintf(b, "- Here a container per event (containerd, runc.v2, the Go function) starts in %s, median.\n", withCI(st))

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nebula.dev/nebula/bench/stats"
 )
 
 // synthetic returns cells and records shaped like a real study: container
@@ -20,7 +22,7 @@ import (
 func synthetic(n int) ([]*Cell, []Record) {
 	tiny, goFn := builtinFunction("tiny"), builtinFunction("go")
 	cells := selectCells([]*Function{tiny, goFn}, []string{"container-runc", "process", "wasm", "start-wasm", "start-wasm-miss"})
-	rng := newRand(5)
+	rng := stats.NewRand(5)
 	var recs []Record
 	for i := range n {
 		for _, c := range cells {
@@ -152,31 +154,6 @@ func TestAnalyzeRatios(t *testing.T) {
 	}
 }
 
-func TestFormat(t *testing.T) {
-	for v, want := range map[float64]string{
-		27.34e-6: "27.3 µs", 123.4e-6: "123 µs", 1.2345e-3: "1.23 ms", 0.3124: "312 ms",
-		1.04: "1.04 s", 12.5: "12.5 s", 0: "0", 5e-6: "5.00 µs",
-	} {
-		if got := FormatSeconds(v); got != want {
-			t.Errorf("FormatSeconds(%v) = %q, want %q", v, got, want)
-		}
-	}
-	if FormatSeconds(math.NaN()) != "–" {
-		t.Errorf("NaN")
-	}
-	for v, want := range map[float64]string{3120.4: "3120×", 42.86: "42.9×", 1.1: "1.10×", 0.4789: "0.479×"} {
-		if got := FormatRatio(v); got != want {
-			t.Errorf("FormatRatio(%v) = %q, want %q", v, got, want)
-		}
-	}
-	if got := tickLabel(1e-3); got != "1 ms" {
-		t.Errorf("tickLabel(1e-3) = %q", got)
-	}
-	if got := tickLabel(100e-6); got != "100 µs" {
-		t.Errorf("tickLabel(1e-4) = %q", got)
-	}
-}
-
 func TestWriteTable(t *testing.T) {
 	cells, recs := synthetic(10)
 	var buf bytes.Buffer
@@ -205,7 +182,7 @@ func TestWriteMarkdown(t *testing.T) {
 	info := summaryInfo{cfg: Config{N: 10, Warmup: 2, Events: 5, Primers: 3, CacheDir: "/c"}, plots: []string{"startup-box.svg", "startup-box.png"},
 		started: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), elapsed: time.Minute, leftovers: []string{"abc"}}
 	info.machine.CPUModel, info.machine.Cores = "Test CPU", 2
-	if err := WriteMarkdown(&buf, rep, info); err != nil {
+	if err := writeMarkdown(&buf, rep, info); err != nil {
 		t.Fatal(err)
 	}
 	md := buf.String()
@@ -280,28 +257,5 @@ func parseXML(r io.Reader) error {
 		} else if err != nil {
 			return err
 		}
-	}
-}
-
-func TestTimeTicks(t *testing.T) {
-	ticks := timeTicks{}.Ticks(20e-6, 3)
-	var labels []string
-	for _, tk := range ticks {
-		if tk.Label != "" {
-			labels = append(labels, tk.Label)
-		}
-	}
-	if got := strings.Join(labels, ","); got != "100 µs,1 ms,10 ms,100 ms,1 s" {
-		t.Errorf("labels %s", got)
-	}
-	narrow := timeTicks{}.Ticks(0.08, 0.5)
-	labels = nil
-	for _, tk := range narrow {
-		if tk.Label != "" {
-			labels = append(labels, tk.Label)
-		}
-	}
-	if got := strings.Join(labels, ","); got != "100 ms,200 ms,500 ms" {
-		t.Errorf("narrow labels %s", got)
 	}
 }

@@ -28,7 +28,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
-	"nebula.dev/nebula/bench"
+	"nebula.dev/nebula/bench/stats"
 	"nebula.dev/nebula/events"
 )
 
@@ -762,7 +762,7 @@ func summarize(results []result, conns int) string {
 	}
 	writeQuantiles := func(name string, v []float64) {
 		slices.Sort(v)
-		fmt.Fprintf(&b, "; %s p50=%s p99=%s", name, formatMillis(bench.Quantile(v, 0.50)), formatMillis(bench.Quantile(v, 0.99)))
+		fmt.Fprintf(&b, "; %s p50=%s p99=%s", name, formatMillis(stats.Quantile(v, 0.50)), formatMillis(stats.Quantile(v, 0.99)))
 	}
 	if len(client) > 0 {
 		writeQuantiles("client", client)

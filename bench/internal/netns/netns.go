@@ -1,4 +1,7 @@
-package bench
+// Package netns makes a network namespace of its own with only the
+// loopback interface up, for `nebula bench`'s function tasks, and dials
+// into it.
+package netns
 
 import (
 	"context"
@@ -12,23 +15,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netNS is a network namespace of the study's own, with only the loopback
-// interface, up. Function tasks join it (their spec names its path), so
+// NS is a network namespace of the study's own, with only the loopback
+// interface, up. Function tasks join it (their spec names its Path), so
 // their front doors listen there and nowhere else, on ports that cannot
 // clash with anything on the host; the study's client reaches them by
-// creating its sockets inside it.
-type netNS struct {
+// creating its sockets inside it (DialContext).
+type NS struct {
 	dir, path string
 }
 
-// newNetNS creates the namespace and pins it with a bind mount of its
-// nsfs file under a temporary directory.
-func newNetNS() (*netNS, error) {
+// New creates the namespace and pins it with a bind mount of its nsfs
+// file under a temporary directory. Close removes it.
+func New() (*NS, error) {
 	dir, err := os.MkdirTemp("", "nebula-bench-netns-")
 	if err != nil {
 		return nil, err
 	}
-	n := &netNS{dir: dir, path: filepath.Join(dir, "net")}
+	n := &NS{dir: dir, path: filepath.Join(dir, "net")}
 	if err := os.WriteFile(n.path, nil, 0o600); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -81,7 +84,7 @@ func linkUp(name string) error {
 
 // DialContext dials addr from inside the namespace: the socket is created
 // on a thread that has joined it, and keeps belonging to it afterwards.
-func (n *netNS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	type result struct {
 		c   net.Conn
 		err error
@@ -99,7 +102,7 @@ func (n *netNS) DialContext(ctx context.Context, network, addr string) (net.Conn
 	return r.c, r.err
 }
 
-func (n *netNS) dialLocked(ctx context.Context, network, addr string) (c net.Conn, err error, restored bool) {
+func (n *NS) dialLocked(ctx context.Context, network, addr string) (c net.Conn, err error, restored bool) {
 	orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
 	if err != nil {
 		return nil, err, true
@@ -119,9 +122,12 @@ func (n *netNS) dialLocked(ctx context.Context, network, addr string) (c net.Con
 	return c, err, restored
 }
 
+// Path is the namespace's file, for a runtime spec's network namespace.
+func (n *NS) Path() string { return n.path }
+
 // Close unpins the namespace (it goes away with its last user) and
 // removes the directory.
-func (n *netNS) Close() error {
+func (n *NS) Close() error {
 	err := unix.Unmount(n.path, unix.MNT_DETACH)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 		err = nil

@@ -1,4 +1,11 @@
-package bench
+// Package plot draws the figures of `nebula bench`: for each phase, the
+// empirical CDF and a box plot of every series on a logarithmic time axis,
+// written as SVG and PNG. It knows nothing of studies or cells: a figure
+// is a title and named samples in seconds, each with its colour and dash.
+//
+//	files, err := plot.Write(dir, []plot.Figure{{Name: "startup", Title: "Start-up per call",
+//		Series: []plot.Series{{Name: "wasm/go", Color: color.Black, Samples: xs}}}})
+package plot
 
 import (
 	"fmt"
@@ -10,82 +17,89 @@ import (
 	"slices"
 	"strings"
 
-	"gonum.org/v1/plot"
+	gonum "gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
+
+	"nebula.dev/nebula/bench/stats"
 )
 
-// plotPhases are the phases plotted, each as an ECDF and a box plot.
-var plotPhases = []Phase{PhaseStartup, PhaseExec, PhaseTotal}
-
-// plotDPI is the resolution of the PNGs.
-const plotDPI = 150
-
-// runtimeColors gives each runtime its colour (Okabe–Ito, readable by
-// colour-blind readers), in Runtimes order.
-var runtimeColors = []color.RGBA{
-	{0, 0, 0, 255},       // container-runc: black
-	{230, 159, 0, 255},   // container-nebula: orange
-	{204, 121, 167, 255}, // container-wasm: purple
-	{213, 94, 0, 255},    // process: vermillion
-	{0, 114, 178, 255},   // wasm: blue
-	{0, 158, 115, 255},   // start-native: green
-	{86, 180, 233, 255},  // start-wasm: sky blue
-	{120, 120, 120, 255}, // start-wasm-miss: grey
+// Figure is what one phase's plots show.
+type Figure struct {
+	// Name is the files' base name: NAME-ecdf.svg, NAME-box.png, ….
+	Name string
+	// Title heads both plots.
+	Title  string
+	Series []Series
 }
 
-func cellColor(c *Cell) color.Color {
-	for i, r := range Runtimes {
-		if r.ID == c.Runtime.ID {
-			return runtimeColors[i%len(runtimeColors)]
-		}
-	}
-	return color.Black
+// Series is one sample drawn in a figure.
+type Series struct {
+	Name  string
+	Color color.Color
+	Dash  Dash
+	// Samples are durations in seconds, in any order; values ≤ 0 (a phase
+	// that took no measurable time) are left out, as a log axis must.
+	Samples []float64
 }
 
-// cellDashes tells functions apart: go solid, tiny dashed, user dotted.
-func cellDashes(c *Cell) []vg.Length {
-	switch c.Function.Name {
-	case "tiny":
+// Dash is the line style of a series in the ECDF, telling apart series
+// that share a colour.
+type Dash int
+
+// Dash styles.
+const (
+	Solid Dash = iota
+	Dashed
+	Dotted
+)
+
+func (d Dash) lengths() []vg.Length {
+	switch d {
+	case Dashed:
 		return []vg.Length{vg.Points(6), vg.Points(3)}
-	case "user":
+	case Dotted:
 		return []vg.Length{vg.Points(1.5), vg.Points(2)}
 	}
 	return nil
 }
 
-// writePlots writes PHASE-ecdf and PHASE-box, as SVG and PNG, for each
-// plotted phase that has data, and returns the file names.
-func writePlots(dir string, rep *Report) ([]string, error) {
+// dpi is the resolution of the PNGs.
+const dpi = 150
+
+// Write writes NAME-ecdf and NAME-box, as SVG and PNG, into dir for each
+// figure that has data, and returns the names of the files written.
+func Write(dir string, figs []Figure) ([]string, error) {
 	var files []string
-	for _, p := range plotPhases {
-		var cells []*Cell
-		for _, c := range rep.Cells {
-			if len(positive(rep.Samples[c][p])) > 0 {
-				cells = append(cells, c)
+	for _, fig := range figs {
+		var series []Series
+		for _, s := range fig.Series {
+			if xs := positive(s.Samples); len(xs) > 0 {
+				s.Samples = xs
+				series = append(series, s)
 			}
 		}
-		if len(cells) == 0 {
+		if len(series) == 0 {
 			continue
 		}
-		ecdf, legend, err := ecdfPlot(rep, p, cells)
+		ecdf, legend, err := ecdfPlot(fig.Title, series)
 		if err != nil {
 			return files, err
 		}
-		names, err := savePlot(dir, p.String()+"-ecdf", ecdf, legend, 10*vg.Inch, 5.5*vg.Inch)
+		names, err := savePlot(dir, fig.Name+"-ecdf", ecdf, legend, 10*vg.Inch, 5.5*vg.Inch)
 		files = append(files, names...)
 		if err != nil {
 			return files, err
 		}
-		box, err := boxPlot(rep, p, cells)
+		box, err := boxPlot(fig.Title, series)
 		if err != nil {
 			return files, err
 		}
-		h := max(3*vg.Inch, vg.Length(len(cells))*0.42*vg.Inch+1.3*vg.Inch)
-		names, err = savePlot(dir, p.String()+"-box", box, nil, 10*vg.Inch, h)
+		h := max(3*vg.Inch, vg.Length(len(series))*0.42*vg.Inch+1.3*vg.Inch)
+		names, err = savePlot(dir, fig.Name+"-box", box, nil, 10*vg.Inch, h)
 		files = append(files, names...)
 		if err != nil {
 			return files, err
@@ -104,17 +118,11 @@ func positive(xs []float64) []float64 {
 	return out
 }
 
-var phaseTitles = map[Phase]string{
-	PhaseStartup: "Start-up per call",
-	PhaseExec:    "Execution per call",
-	PhaseTotal:   "Whole call, as the caller sees it",
-}
-
-func newTimePlot(title string) *plot.Plot {
-	p := plot.New()
+func newTimePlot(title string) *gonum.Plot {
+	p := gonum.New()
 	p.Title.Text = title
 	p.Title.TextStyle.Font.Size = vg.Points(13)
-	p.X.Scale = plot.LogScale{}
+	p.X.Scale = gonum.LogScale{}
 	p.X.Tick.Marker = timeTicks{}
 	p.X.Label.Text = "time (log scale)"
 	p.Add(plotter.NewGrid())
@@ -122,17 +130,16 @@ func newTimePlot(title string) *plot.Plot {
 }
 
 // ecdfPlot draws one empirical CDF per cell on a log time axis; the
-// legend is returned apart, to be drawn beside the plot.
-func ecdfPlot(rep *Report, ph Phase, cells []*Cell) (*plot.Plot, *plot.Legend, error) {
-	p := newTimePlot(phaseTitles[ph] + ": empirical CDF")
+// legend is returned apart, to be drawn beside the gonum.
+func ecdfPlot(title string, series []Series) (*gonum.Plot, *gonum.Legend, error) {
+	p := newTimePlot(title + ": empirical CDF")
 	p.Y.Label.Text = "fraction of calls ≤ time"
 	p.Y.Min, p.Y.Max = 0, 1
-	legend := plot.NewLegend()
+	legend := gonum.NewLegend()
 	legend.Top, legend.Left = true, true
 	legend.TextStyle.Font.Size = vg.Points(9)
-	for _, c := range cells {
-		xs := positive(rep.Samples[c][ph])
-		slices.Sort(xs)
+	for _, s := range series {
+		xs := slices.Sorted(slices.Values(s.Samples))
 		pts := make(plotter.XYs, 0, len(xs)+1)
 		pts = append(pts, plotter.XY{X: xs[0], Y: 0})
 		for i, x := range xs {
@@ -143,13 +150,13 @@ func ecdfPlot(rep *Report, ph Phase, cells []*Cell) (*plot.Plot, *plot.Legend, e
 			return nil, nil, err
 		}
 		line.StepStyle = plotter.PostStep
-		line.Color = cellColor(c)
+		line.Color = s.Color
 		line.Width = vg.Points(1.6)
-		line.Dashes = cellDashes(c)
+		line.Dashes = s.Dash.lengths()
 		p.Add(line)
-		legend.Add(c.Name(), line)
+		legend.Add(s.Name, line)
 	}
-	lo, hi := sampleRange(rep, ph, cells)
+	lo, hi := sampleRange(series)
 	padLogX(p, lo, hi)
 	return p, &legend, nil
 }
@@ -157,30 +164,29 @@ func ecdfPlot(rep *Report, ph Phase, cells []*Cell) (*plot.Plot, *plot.Legend, e
 // boxPlot draws one horizontal box per cell on a log time axis: the box
 // spans the quartiles, the bar is the median, whiskers reach the farthest
 // values within 1.5 IQR, points are the values beyond.
-func boxPlot(rep *Report, ph Phase, cells []*Cell) (*plot.Plot, error) {
-	p := newTimePlot(phaseTitles[ph] + " (box: quartiles and median; whiskers: 1.5 IQR)")
-	names := make([]string, len(cells))
+func boxPlot(title string, series []Series) (*gonum.Plot, error) {
+	p := newTimePlot(title + " (box: quartiles and median; whiskers: 1.5 IQR)")
+	names := make([]string, len(series))
 	var medians plotter.XYLabels
-	for i, c := range cells {
-		// Bottom to top in report order: the first cell on top.
-		row := len(cells) - 1 - i
-		names[row] = c.Name()
-		box, err := plotter.NewBoxPlot(vg.Points(14), float64(row), plotter.Values(positive(rep.Samples[c][ph])))
+	for i, s := range series {
+		// Bottom to top in the given order: the first series on top.
+		row := len(series) - 1 - i
+		names[row] = s.Name
+		box, err := plotter.NewBoxPlot(vg.Points(14), float64(row), plotter.Values(s.Samples))
 		if err != nil {
 			return nil, err
 		}
 		box.Horizontal = true
-		box.FillColor = withAlpha(cellColor(c), 90)
-		box.BoxStyle.Color = cellColor(c)
-		box.MedianStyle.Color = cellColor(c)
+		box.FillColor = withAlpha(s.Color, 90)
+		box.BoxStyle.Color = s.Color
+		box.MedianStyle.Color = s.Color
 		box.MedianStyle.Width = vg.Points(2)
-		box.WhiskerStyle.Color = cellColor(c)
-		box.GlyphStyle.Color = cellColor(c)
+		box.WhiskerStyle.Color = s.Color
+		box.GlyphStyle.Color = s.Color
 		box.GlyphStyle.Radius = vg.Points(1.5)
 		p.Add(box)
-		xs := positive(rep.Samples[c][ph])
-		medians.XYs = append(medians.XYs, plotter.XY{X: slices.Max(xs), Y: float64(row)})
-		medians.Labels = append(medians.Labels, "median "+FormatSeconds(medianOf(xs)))
+		medians.XYs = append(medians.XYs, plotter.XY{X: slices.Max(s.Samples), Y: float64(row)})
+		medians.Labels = append(medians.Labels, "median "+stats.FormatSeconds(stats.MedianOf(s.Samples)))
 	}
 	p.NominalY(names...)
 	p.Y.Tick.Label.Font.Size = vg.Points(9)
@@ -193,7 +199,7 @@ func boxPlot(rep *Report, ph Phase, cells []*Cell) (*plot.Plot, error) {
 		labels.TextStyle[i].Font.Size = vg.Points(8.5)
 	}
 	p.Add(labels)
-	lo, hi := sampleRange(rep, ph, cells)
+	lo, hi := sampleRange(series)
 	padLogX(p, lo, hi)
 	p.X.Max = hi * 8 // room for the labels
 	return p, nil
@@ -206,7 +212,7 @@ func withAlpha(c color.Color, a uint8) color.Color {
 
 // savePlot writes NAME.svg and NAME.png: the plot, and the legend (if
 // any) in a strip on its right.
-func savePlot(dir, name string, p *plot.Plot, legend *plot.Legend, w, h vg.Length) ([]string, error) {
+func savePlot(dir, name string, p *gonum.Plot, legend *gonum.Legend, w, h vg.Length) ([]string, error) {
 	render := func(c vg.CanvasSizer) {
 		const margin = 0.12 * vg.Inch
 		dc := draw.Crop(draw.New(c), margin, -margin, margin, -margin)
@@ -221,7 +227,7 @@ func savePlot(dir, name string, p *plot.Plot, legend *plot.Legend, w, h vg.Lengt
 	}
 	svg := vgsvg.New(w, h)
 	render(svg)
-	png := vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(plotDPI), vgimg.UseBackgroundColor(color.White))}
+	png := vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(dpi), vgimg.UseBackgroundColor(color.White))}
 	render(png)
 	var files []string
 	for _, out := range []struct {
@@ -254,12 +260,12 @@ func writeTo(path string, wt io.WriterTo) error {
 // 5 times too when the axis spans less than two decades.
 type timeTicks struct{}
 
-func (timeTicks) Ticks(lo, hi float64) []plot.Tick {
+func (timeTicks) Ticks(lo, hi float64) []gonum.Tick {
 	if lo <= 0 || hi <= lo {
 		return nil
 	}
 	narrow := math.Log10(hi/lo) < 2
-	var ticks []plot.Tick
+	var ticks []gonum.Tick
 	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
 		base := math.Pow(10, e)
 		for k := 1.0; k < 10; k++ {
@@ -267,7 +273,7 @@ func (timeTicks) Ticks(lo, hi float64) []plot.Tick {
 			if v < lo*(1-1e-9) || v > hi*(1+1e-9) {
 				continue
 			}
-			t := plot.Tick{Value: v}
+			t := gonum.Tick{Value: v}
 			if k == 1 || (narrow && (k == 2 || k == 5)) {
 				t.Label = tickLabel(v)
 			}
@@ -279,7 +285,7 @@ func (timeTicks) Ticks(lo, hi float64) []plot.Tick {
 
 // tickLabel is FormatSeconds without trailing zeros: "1 ms", "100 µs".
 func tickLabel(v float64) string {
-	num, unit, _ := strings.Cut(FormatSeconds(v), " ")
+	num, unit, _ := strings.Cut(stats.FormatSeconds(v), " ")
 	if strings.Contains(num, ".") {
 		num = strings.TrimRight(strings.TrimRight(num, "0"), ".")
 	}
@@ -288,14 +294,14 @@ func tickLabel(v float64) string {
 
 // padLogX widens the X range of p by a factor on each side, so that no
 // box or step sits on the frame.
-func padLogX(p *plot.Plot, lo, hi float64) {
+func padLogX(p *gonum.Plot, lo, hi float64) {
 	p.X.Min, p.X.Max = lo/1.6, hi*1.6
 }
 
-func sampleRange(rep *Report, ph Phase, cells []*Cell) (lo, hi float64) {
+func sampleRange(series []Series) (lo, hi float64) {
 	lo, hi = math.Inf(1), math.Inf(-1)
-	for _, c := range cells {
-		for _, x := range positive(rep.Samples[c][ph]) {
+	for _, s := range series {
+		for _, x := range s.Samples {
 			lo, hi = math.Min(lo, x), math.Max(hi, x)
 		}
 	}

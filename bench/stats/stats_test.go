@@ -1,4 +1,4 @@
-package bench
+package stats
 
 import (
 	"math"
@@ -42,7 +42,7 @@ func TestSummarize(t *testing.T) {
 	for i := range xs {
 		xs[i] = float64(100 - i) // 100 … 1, unsorted on purpose
 	}
-	st := Summarize(xs, 500, newRand(1))
+	st := Summarize(xs, 500, NewRand(1))
 	if st.N != 100 || !near(st.P50, 50.5) || !near(st.P90, 90.1) || !near(st.P99, 99.01) || !near(st.Mean, 50.5) {
 		t.Errorf("Summarize = %+v", st)
 	}
@@ -56,8 +56,8 @@ func TestSummarize(t *testing.T) {
 
 func TestBootstrapFixedSeed(t *testing.T) {
 	xs := []float64{5, 1, 4, 2, 8, 3, 9, 7, 6, 10, 12, 11}
-	lo1, hi1 := BootstrapMedianCI(xs, 1000, 0.95, newRand(42))
-	lo2, hi2 := BootstrapMedianCI(xs, 1000, 0.95, newRand(42))
+	lo1, hi1 := BootstrapMedianCI(xs, 1000, 0.95, NewRand(42))
+	lo2, hi2 := BootstrapMedianCI(xs, 1000, 0.95, NewRand(42))
 	if lo1 != lo2 || hi1 != hi2 {
 		t.Fatalf("same seed, different intervals: [%v %v] vs [%v %v]", lo1, hi1, lo2, hi2)
 	}
@@ -68,10 +68,10 @@ func TestBootstrapFixedSeed(t *testing.T) {
 	if lo1 < 1 || hi1 > 12 {
 		t.Errorf("CI [%v, %v] outside the data", lo1, hi1)
 	}
-	if lo, hi := BootstrapMedianCI([]float64{3, 3, 3, 3}, 100, 0.95, newRand(1)); lo != 3 || hi != 3 {
+	if lo, hi := BootstrapMedianCI([]float64{3, 3, 3, 3}, 100, 0.95, NewRand(1)); lo != 3 || hi != 3 {
 		t.Errorf("constant sample: [%v, %v]", lo, hi)
 	}
-	if lo, hi := BootstrapMedianCI([]float64{4}, 100, 0.95, newRand(1)); lo != 4 || hi != 4 {
+	if lo, hi := BootstrapMedianCI([]float64{4}, 100, 0.95, NewRand(1)); lo != 4 || hi != 4 {
 		t.Errorf("one value: [%v, %v]", lo, hi)
 	}
 }
@@ -80,7 +80,7 @@ func TestBootstrapFixedSeed(t *testing.T) {
 // median about 95 % of the time (log-normal samples of 30, like timings).
 func TestBootstrapCoverage(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
-	boot := newRand(1)
+	boot := NewRand(1)
 	const trials, n = 300, 30
 	trueMedian := 1.0 // exp(N(0,1)) has median e^0
 	hit := 0
@@ -100,7 +100,7 @@ func TestBootstrapCoverage(t *testing.T) {
 }
 
 func TestMedianRatio(t *testing.T) {
-	r := MedianRatio([]float64{300e-3, 300e-3, 300e-3}, []float64{0.7e-3, 0.7e-3}, 100, newRand(1))
+	r := MedianRatio([]float64{300e-3, 300e-3, 300e-3}, []float64{0.7e-3, 0.7e-3}, 100, NewRand(1))
 	if !near(r.Value, 300.0/0.7) || !near(r.CILo, r.Value) || !near(r.CIHi, r.Value) {
 		t.Errorf("constant samples: %+v", r)
 	}
@@ -109,21 +109,21 @@ func TestMedianRatio(t *testing.T) {
 	for i, d := range den {
 		num[i] = 10 * d
 	}
-	r = MedianRatio(num, den, 2000, newRand(3))
+	r = MedianRatio(num, den, 2000, NewRand(3))
 	if !near(r.Value, 10) || !(r.CILo <= 10 && 10 <= r.CIHi) || r.CILo <= 0 {
 		t.Errorf("scaled sample: %+v", r)
 	}
-	r2 := MedianRatio(num, den, 2000, newRand(3))
+	r2 := MedianRatio(num, den, 2000, NewRand(3))
 	if r != r2 {
 		t.Errorf("same seed, different ratio intervals: %+v vs %+v", r, r2)
 	}
-	if r := MedianRatio([]float64{2}, []float64{4}, 10, newRand(1)); r.Value != 0.5 || r.CILo != 0.5 || r.CIHi != 0.5 {
+	if r := MedianRatio([]float64{2}, []float64{4}, 10, NewRand(1)); r.Value != 0.5 || r.CILo != 0.5 || r.CIHi != 0.5 {
 		t.Errorf("single values: %+v", r)
 	}
 }
 
 func TestQuantileMonotone(t *testing.T) {
-	rng := newRand(9)
+	rng := NewRand(9)
 	xs := make([]float64, 57)
 	for i := range xs {
 		xs[i] = rng.Float64()

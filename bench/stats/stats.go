@@ -1,4 +1,8 @@
-package bench
+// Package stats is the statistics of `nebula bench`: quantiles (type 7),
+// summaries of a sample with a percentile-bootstrap confidence interval of
+// the median, ratios of medians, and the formats the report prints them
+// in. It knows nothing of studies or cells: it works on []float64.
+package stats
 
 import (
 	"math"
@@ -78,7 +82,7 @@ func Summarize(xs []float64, b int, rng *rand.Rand) Stats {
 func BootstrapMedianCI(xs []float64, b int, level float64, rng *rand.Rand) (lo, hi float64) {
 	meds := bootstrapMedians(xs, b, rng)
 	if meds == nil {
-		m := medianOf(xs)
+		m := MedianOf(xs)
 		return m, m
 	}
 	return Quantile(meds, (1-level)/2), Quantile(meds, (1+level)/2)
@@ -104,7 +108,8 @@ func bootstrapMedians(xs []float64, b int, rng *rand.Rand) []float64 {
 	return meds
 }
 
-func medianOf(xs []float64) float64 {
+// MedianOf returns the median of xs, in any order; xs is not changed.
+func MedianOf(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return Median(s)
@@ -121,7 +126,7 @@ type Ratio struct {
 // MedianRatio returns median(num) / median(den) with its bootstrap CI
 // from b resamples drawn from rng.
 func MedianRatio(num, den []float64, b int, rng *rand.Rand) Ratio {
-	r := Ratio{Value: medianOf(num) / medianOf(den)}
+	r := Ratio{Value: MedianOf(num) / MedianOf(den)}
 	r.CILo, r.CIHi = r.Value, r.Value
 	if len(num) < 2 || len(den) < 2 || b < 1 {
 		return r
@@ -144,6 +149,6 @@ func MedianRatio(num, den []float64, b int, rng *rand.Rand) Ratio {
 	return r
 }
 
-// newRand returns the deterministic generator every bootstrap of a report
-// draws from, so that the same samples and seed give the same intervals.
-func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x6e6562756c61)) }
+// NewRand returns the deterministic generator a report's bootstraps draw
+// from, so that the same samples and seed give the same intervals.
+func NewRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x6e6562756c61)) }
