@@ -23,7 +23,7 @@ const (
 	// guest (entrypoint /probe-reactor.wasm, function mode).
 	DefaultProbeReactorImage = "localhost/nebula/probe-reactor:latest"
 	// DefaultEchoReactorImage is the tiny echo as a WAT reactor (entrypoint
-	// /reactor.wasm, function mode).
+	// /echoreactor.wasm, function mode).
 	DefaultEchoReactorImage = "localhost/nebula/echo-reactor:latest"
 )
 

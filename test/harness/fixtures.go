@@ -29,7 +29,7 @@ const (
 	// same commands, each event in an instance restored from a snapshot.
 	ProbeReactorImage = "localhost/nebula/probe-reactor:latest"
 	// EchoReactorImage is the tiny echo as a WAT reactor
-	// (test/functions/reactor.wat).
+	// (test/functions/echoreactor.wat).
 	EchoReactorImage = "localhost/nebula/echo-reactor:latest"
 	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
 	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
@@ -57,7 +57,7 @@ var images = map[string][]string{
 	"probe-fn-wasm.tar":  {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
 	"probe-fn.tar":       {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
 	"probe-reactor.tar":  {"probe-reactor.wasm", "--function", "-t", ProbeReactorImage},
-	"echo-reactor.tar":   {"reactor.wasm", "--function", "-t", EchoReactorImage},
+	"echo-reactor.tar":   {"echoreactor.wasm", "--function", "-t", EchoReactorImage},
 	"echo-fn-wasm.tar":   {"echo.wasm", "--function", "-t", EchoFnWasmImage},
 	"trap-fn-wasm.tar":   {"trap.wasm", "--function", "-t", TrapFnWasmImage},
 	"memhog-fn-wasm.tar": {"memhog.wasm", "--function", "-t", MemhogFnWasmImage},
