@@ -15,6 +15,8 @@ func TestDefaultImages(t *testing.T) {
 		{bench.DefaultProbeFnImage, harness.ProbeFnImage},
 		{bench.DefaultProbeFnWasmImage, harness.ProbeFnWasmImage},
 		{bench.DefaultEchoFnWasmImage, harness.EchoFnWasmImage},
+		{bench.DefaultProbeReactorImage, harness.ProbeReactorImage},
+		{bench.DefaultEchoReactorImage, harness.EchoReactorImage},
 	} {
 		if c.bench != c.harness {
 			t.Errorf("bench default %q != harness %q", c.bench, c.harness)

@@ -19,6 +19,12 @@ const (
 	DefaultProbeFnWasmImage = "localhost/nebula/probe-fn-wasm:latest"
 	// DefaultEchoFnWasmImage is the tiny WAT echo (entrypoint /echo.wasm).
 	DefaultEchoFnWasmImage = "localhost/nebula/echo-fn-wasm:latest"
+	// DefaultProbeReactorImage is the probe built as a reactor with package
+	// guest (entrypoint /probe-reactor.wasm, function mode).
+	DefaultProbeReactorImage = "localhost/nebula/probe-reactor:latest"
+	// DefaultEchoReactorImage is the tiny echo as a WAT reactor (entrypoint
+	// /echoreactor.wasm, function mode).
+	DefaultEchoReactorImage = "localhost/nebula/echo-reactor:latest"
 )
 
 // Shims (containerd runtime types) under comparison.
@@ -37,6 +43,10 @@ type Function struct {
 	// NativeImage and WasmImage name the images ("" when there is no such
 	// build). Each is run in function mode or run mode by annotation.
 	NativeImage, WasmImage string
+	// ReactorImage names the function built as a reactor (initialised once
+	// per task, each event in an instance restored from a snapshot), ""
+	// without one. It only runs in function mode.
+	ReactorImage string
 	// EventType is the CloudEvent type sent; Data the event's data.
 	EventType   string
 	ContentType string
@@ -58,14 +68,14 @@ func builtinFunction(name string) *Function {
 		return &Function{
 			Name:        "tiny",
 			Description: "WAT echo module (a few hundred bytes): stdin to stdout",
-			WasmImage:   DefaultEchoFnWasmImage,
-			EventType:   "probe.echo", ContentType: "application/json", Data: benchData, Echo: true,
+			WasmImage:   DefaultEchoFnWasmImage, ReactorImage: DefaultEchoReactorImage,
+			EventType: "probe.echo", ContentType: "application/json", Data: benchData, Echo: true,
 		}
 	case "go":
 		return &Function{
 			Name:        "go",
 			Description: "Go probe (`probe ce`, event type probe.echo): stdin to stdout, native static and wasip1",
-			NativeImage: DefaultProbeFnImage, WasmImage: DefaultProbeFnWasmImage,
+			NativeImage: DefaultProbeFnImage, WasmImage: DefaultProbeFnWasmImage, ReactorImage: DefaultProbeReactorImage,
 			EventType: "probe.echo", ContentType: "application/json", Data: benchData, Echo: true,
 		}
 	}
@@ -97,6 +107,8 @@ type Runtime struct {
 	// Wasm says the runtime runs the function's WasmImage, else its
 	// NativeImage.
 	Wasm bool
+	// Reactor says the runtime runs the function's ReactorImage.
+	Reactor bool
 	// Miss gives every task a module variant never compiled before.
 	Miss bool
 }
@@ -108,9 +120,11 @@ var Runtimes = []Runtime{
 	{ID: "container-wasm", Kind: KindContainer, Model: "container per event", Label: "container per event (Nebula, wasm)", Shim: NebulaShim, Wasm: true},
 	{ID: "process", Kind: KindFrontDoor, Model: "process per event", Label: "process per event", Shim: NebulaShim},
 	{ID: "wasm", Kind: KindFrontDoor, Model: "wasm instance per event", Label: "wasm instance per event", Shim: NebulaShim, Wasm: true},
+	{ID: "snapshot", Kind: KindFrontDoor, Model: "wasm instance per event", Label: "wasm instance per event, from a snapshot", Shim: NebulaShim, Wasm: true, Reactor: true},
 	{ID: "start-native", Kind: KindTaskStart, Model: "task start", Label: "task start (native)", Shim: NebulaShim},
 	{ID: "start-wasm", Kind: KindTaskStart, Model: "task start", Label: "task start (wasm, cache hit)", Shim: NebulaShim, Wasm: true},
 	{ID: "start-wasm-miss", Kind: KindTaskStart, Model: "task start", Label: "task start (wasm, cache miss)", Shim: NebulaShim, Wasm: true, Miss: true},
+	{ID: "start-snapshot", Kind: KindTaskStart, Model: "task start", Label: "task start (wasm reactor, cache hit)", Shim: NebulaShim, Wasm: true, Reactor: true},
 }
 
 // RuntimeIDs returns the IDs of Runtimes.
@@ -144,6 +158,9 @@ func (c *Cell) Name() string { return c.Runtime.ID + "/" + c.Function.Name }
 func (c *Cell) Label() string { return c.Runtime.Label + ", " + c.Function.Name }
 
 func (c *Cell) image() string {
+	if c.Runtime.Reactor {
+		return c.Function.ReactorImage
+	}
 	if c.Runtime.Wasm {
 		return c.Function.WasmImage
 	}

@@ -25,9 +25,11 @@ var runtimeColors = []color.RGBA{
 	{204, 121, 167, 255}, // container-wasm: purple
 	{213, 94, 0, 255},    // process: vermillion
 	{0, 114, 178, 255},   // wasm: blue
+	{0, 60, 100, 255},    // snapshot: dark blue
 	{0, 158, 115, 255},   // start-native: green
 	{86, 180, 233, 255},  // start-wasm: sky blue
 	{120, 120, 120, 255}, // start-wasm-miss: grey
+	{240, 228, 66, 255},  // start-snapshot: yellow
 }
 
 func cellColor(c *Cell) color.Color {

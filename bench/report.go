@@ -53,13 +53,18 @@ var ratioSpecs = []ratioSpec{
 	{num: "container-runc", den: "wasm", phase: PhaseStartup, note: "the study's question: start-up of a container per event ÷ a wasm instance per event"},
 	{num: "container-runc", den: "wasm", phase: PhaseTotal, note: "whole call, container per event ÷ wasm instance per event"},
 	{num: "container-runc", numFn: "go", den: "wasm", denFn: "tiny", phase: PhaseStartup, note: "the study's setting: a container (runc.v2) ÷ a minimal wasm function"},
+	{num: "container-runc", den: "snapshot", phase: PhaseStartup, note: "the study's question for a reactor: start-up of a container per event ÷ an instance restored from a snapshot"},
+	{num: "container-runc", den: "snapshot", phase: PhaseTotal, note: "whole call, container per event ÷ instance restored from a snapshot"},
 	{num: "container-wasm", den: "wasm", phase: PhaseStartup, note: "the same module in a fresh container ÷ in a fresh instance"},
 	{num: "container-runc", den: "process", phase: PhaseTotal, note: "whole call, container per event ÷ process per event (a process's start-up alone is bimodal: see Method)"},
 	{num: "process", den: "wasm", phase: PhaseServer, note: "invocation inside the task, process per event ÷ wasm instance per event"},
+	{num: "process", den: "snapshot", phase: PhaseServer, note: "invocation inside the task, process per event ÷ instance restored from a snapshot"},
+	{num: "wasm", den: "snapshot", phase: PhaseServer, note: "invocation inside the task, command instance ÷ reactor instance restored from a snapshot"},
 	{num: "container-nebula", den: "container-runc", phase: PhaseStartup, note: "Nebula's overhead on a native container (1 = none)"},
 	{num: "container-wasm", den: "container-runc", phase: PhaseStartup, note: "wasm module in a fresh container ÷ native container"},
 	{num: "start-wasm-miss", den: "start-wasm", phase: PhaseTotal, note: "task start, compile cache miss ÷ hit"},
 	{num: "start-native", den: "start-wasm", phase: PhaseTotal, note: "task start, native ÷ wasm (cache hit)"},
+	{num: "start-snapshot", den: "start-native", phase: PhaseTotal, note: "task start, wasm reactor (cache hit, initialisation and snapshot included) ÷ native"},
 }
 
 // Analyze computes the statistics of records (all of cells) and the
@@ -438,6 +443,16 @@ func headline(b *strings.Builder, rep *Report) {
 			fmt.Fprintf(b, "- A wasm instance per event (`%s`) starts in %s", fn, withCI(stat(c, PhaseStartup)))
 			if r := ratio(cont, c, PhaseStartup); r != "" {
 				fmt.Fprintf(b, ": the container takes %s as long", r)
+			}
+			b.WriteString(".\n")
+		}
+		if c := get("snapshot", fn); stat(c, PhaseStartup) != nil {
+			fmt.Fprintf(b, "- Built as a reactor (`%s`), an instance restored from its snapshot starts in %s and serves in %s", fn, withCI(stat(c, PhaseStartup)), withCI(stat(c, PhaseServer)))
+			if r := ratio(cont, c, PhaseStartup); r != "" {
+				fmt.Fprintf(b, ": the container takes %s as long to start", r)
+			}
+			if r := ratio(get("process", fn), c, PhaseServer); r != "" {
+				fmt.Fprintf(b, "; a process per event takes %s as long inside the task", r)
 			}
 			b.WriteString(".\n")
 		}

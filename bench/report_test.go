@@ -71,7 +71,8 @@ func TestSelectCells(t *testing.T) {
 	for _, c := range cells {
 		names = append(names, c.Name())
 	}
-	want := "container-runc/go container-nebula/go container-wasm/tiny container-wasm/go process/go wasm/tiny wasm/go start-native/go start-wasm/tiny start-wasm/go start-wasm-miss/tiny start-wasm-miss/go"
+	want := "container-runc/go container-nebula/go container-wasm/tiny container-wasm/go process/go wasm/tiny wasm/go snapshot/tiny snapshot/go " +
+		"start-native/go start-wasm/tiny start-wasm/go start-wasm-miss/tiny start-wasm-miss/go start-snapshot/tiny start-snapshot/go"
 	if got := strings.Join(names, " "); got != want {
 		t.Errorf("cells:\n got %s\nwant %s", got, want)
 	}

@@ -38,6 +38,11 @@
 //     so map iteration order and math/rand sequences repeat from event to
 //     event. Use crypto/rand for anything that must not repeat: it asks the
 //     host for fresh bytes every time.
+//   - The handler also runs once at task start, after init, on an empty
+//     Event (no attributes, no data): the host's warm-up call, so that the
+//     snapshot holds a Go runtime that has already served an event. What it
+//     writes and any error or panic are discarded. State it leaves in
+//     package variables is in every event.
 //   - os.Getenv returns the task's environment as it was during init; read
 //     per-event values from the Event.
 //   - Files opened during init are not open in an event.

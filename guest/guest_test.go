@@ -115,10 +115,43 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// The host's warm-up call (no variables) runs the handler, discards what
+// it writes and succeeds whatever the handler thought of an empty event.
+func TestServeWarmup(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		h    Handler
+	}{
+		{"reply", func(e *Event) (*Reply, error) { return &Reply{Data: []byte("x")}, nil }},
+		{"error", func(*Event) (*Reply, error) { return nil, errors.New("empty event") }},
+		{"panic", func(*Event) (*Reply, error) { panic("empty event") }},
+		{"bad status", func(*Event) (*Reply, error) { return &Reply{Status: 500}, nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			called := false
+			with(t, func(e *Event) (*Reply, error) {
+				called = true
+				if len(e.Data) != 0 || e.ID != "" || e.IsHTTP() || len(e.Environ()) != 0 {
+					t.Errorf("warm-up event %+v is not empty", e)
+				}
+				return tc.h(e)
+			})
+			var stdout, stderr bytes.Buffer
+			if status := serve(strings.NewReader(""), &stdout, &stderr, nil); status != 0 || !called || stdout.Len()+stderr.Len() != 0 {
+				t.Errorf("warm-up: status %d, handler called %v, stdout %q, stderr %q; want 0, true, nothing", status, called, stdout.String(), stderr.String())
+			}
+		})
+	}
+	handler = nil
+	if status := serve(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{}, nil); status != statusNoHandler {
+		t.Errorf("warm-up without a handler: status %d, want %d (the host then snapshots without it)", status, statusNoHandler)
+	}
+}
+
 func TestServeWithoutHandler(t *testing.T) {
 	handler = nil
 	var stderr bytes.Buffer
-	if status := serve(strings.NewReader(""), &bytes.Buffer{}, &stderr, nil); status != statusNoHandler || !strings.Contains(stderr.String(), "guest.Handle") {
+	if status := serve(strings.NewReader(""), &bytes.Buffer{}, &stderr, block("CE_ID=1")); status != statusNoHandler || !strings.Contains(stderr.String(), "guest.Handle") {
 		t.Errorf("serve = %d, %q", status, stderr.String())
 	}
 }

@@ -38,7 +38,22 @@ const (
 // serve runs the registered handler on one event: data read from stdin,
 // variables from the event_env block, the reply to stdout, failures to
 // stderr. It returns the invocation's exit status.
+//
+// An event without any variable is the host's warm-up call, made once
+// before the snapshot (every real event has CE_* or CGI variables): the
+// handler runs on it so that its code paths and the Go runtime are warm in
+// the snapshot, but its output and any failure are discarded and the call
+// succeeds, so that a handler that rejects an empty event does not lose
+// the warm-up.
 func serve(stdin io.Reader, stdout, stderr io.Writer, env []byte) (status int32) {
+	if len(env) == 0 {
+		defer func() {
+			if status != statusNoHandler {
+				status = statusOK
+			}
+		}()
+		stdout, stderr = io.Discard, io.Discard
+	}
 	if handler == nil {
 		fmt.Fprintln(stderr, "guest: no handler: call guest.Handle in init")
 		return statusNoHandler

@@ -54,13 +54,17 @@ build it needs — the tiny WAT function has no native build):
                      whose process runs the module once
   process            a process per event, spawned by a function-mode task
   wasm               a wasm instance per event in a function-mode task
+  snapshot           the reactor build: each event in a fresh instance
+                     restored from the state initialisation left
   start-native       a function-mode task's start until its front door serves
   start-wasm         the same for the wasm image, compile cache hit
   start-wasm-miss    the same with a never-compiled variant of the module
                      (the shim compiles it: a cache miss)
+  start-snapshot     the same for the reactor build, cache hit (its
+                     initialisation and snapshot included)
 
-Functions (--functions): tiny (a WAT echo), go (the Go probe, natively and
-as wasip1), and user: your module (--wasm FILE, which bench packages and
+Functions (--functions): tiny (a WAT echo, also as a WAT reactor), go (the
+Go probe, natively, as a wasip1 command and as a reactor), and user: your module (--wasm FILE, which bench packages and
 imports) or image (--image REF, already imported), following Nebula's
 function ABI. The default images are those 'make bench' builds and imports;
 import them yourself with 'nebula build' and 'ctr images import'.

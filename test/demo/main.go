@@ -1,8 +1,9 @@
 // Command demo is `make demo`: it starts a private containerd with Nebula's
 // shim; runs the same program natively under runc.v2 and Nebula and as
 // WebAssembly under Nebula, printing what each printed and how long each
-// `ctr run --rm` took; then starts the same function in function mode as
-// wasm and as a process per event, sends each one event and a burst with
+// `ctr run --rm` took; then starts the same function in function mode as a
+// wasm reactor (package guest), as a wasm command and as a process per
+// event, sends each one event and a burst with
 // `nebula invoke`, and shows the phases side by side and a few lines of
 // /metrics.
 package main
@@ -63,10 +64,11 @@ func main() {
 // functionMode shows the heart of Nebula: a CloudEvent per fresh instance.
 func functionMode(t *harness.ProgramT, d *harness.Daemon) {
 	invoke := filepath.Join(d.BinDir, "nebula")
-	fmt.Println("\nfunction mode: the Go probe as wasm and as a process per event, and a tiny WAT echo as wasm")
+	fmt.Println("\nfunction mode: the Go probe as a wasm reactor (package guest), as a wasm command and as a process per event, and a tiny WAT echo as wasm")
 	fns := []struct {
 		label, image string
 	}{
+		{"wasm-reactor", harness.ProbeReactorImage},
 		{"wasm", harness.ProbeFnWasmImage},
 		{"process", harness.ProbeFnImage},
 		{"tiny-wasm", harness.EchoFnWasmImage},

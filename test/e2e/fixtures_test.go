@@ -18,6 +18,7 @@ const (
 	helloWasmImage = harness.HelloWasmImage
 	exit7WasmImage = harness.Exit7WasmImage
 	probeFnWasm    = harness.ProbeFnWasmImage
+	probeReactor   = harness.ProbeReactorImage
 	probeFnNative  = harness.ProbeFnImage
 )
 

@@ -76,12 +76,14 @@ func TestFunction(t *testing.T) {
 	d := startWithProbe(t)
 	// A wasm instance's memory is limited by the memory-limit knob; a
 	// process's by the container's cgroup, which the kernel enforces.
+	// The reactor build (package guest) must behave exactly as the command.
 	for _, rt := range []struct {
-		name, image string
-		limit       []string
+		name, image, runtime string
+		limit                []string
 	}{
-		{"wasm", probeFnWasm, []string{"--annotation", "nebula.dev/memory-limit=64Mi"}},
-		{"process", probeFnNative, []string{"--memory-limit", strconv.Itoa(256 << 20)}},
+		{"wasm", probeFnWasm, "wasm", []string{"--annotation", "nebula.dev/memory-limit=64Mi"}},
+		{"reactor", probeReactor, "wasm", []string{"--annotation", "nebula.dev/memory-limit=64Mi"}},
+		{"process", probeFnNative, "process", []string{"--memory-limit", strconv.Itoa(256 << 20)}},
 	} {
 		t.Run(rt.name, func(t *testing.T) {
 			f := startFunction(t, d, rt.image, "fn-"+rt.name, append(rt.limit,
@@ -201,7 +203,7 @@ func TestFunction(t *testing.T) {
 			// /metrics counts exactly what was sent, per status code.
 			fams := scrape(t, f.Metrics)
 			for code, n := range codes {
-				if got := counter(fams, "nebula_invocations_total", map[string]string{"function": f.ID, "runtime": rt.name, "code": strconv.Itoa(code)}); got != float64(n) {
+				if got := counter(fams, "nebula_invocations_total", map[string]string{"function": f.ID, "runtime": rt.runtime, "code": strconv.Itoa(code)}); got != float64(n) {
 					t.Errorf("nebula_invocations_total{code=%d} = %v, want %d", code, got, n)
 				}
 			}
@@ -210,7 +212,7 @@ func TestFunction(t *testing.T) {
 					t.Errorf("%s has no observations", h)
 				}
 			}
-			if rt.name == "wasm" && histogramCount(fams, "nebula_module_compile_seconds", f.ID) != 1 {
+			if rt.runtime == "wasm" && histogramCount(fams, "nebula_module_compile_seconds", f.ID) != 1 {
 				t.Errorf("nebula_module_compile_seconds: want one observation")
 			}
 			if fams["nebula_task_ready_seconds"] == nil {

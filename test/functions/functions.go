@@ -25,16 +25,17 @@ import (
 
 // The files Build writes into its output directory.
 const (
-	Hello     = "hello.wasm"     // prints "hello from wasm\n", exits 0
-	Exit7     = "exit7.wasm"     // proc_exit(7)
-	Echo      = "echo.wasm"      // copies stdin to stdout
-	Scratch   = "scratch.wasm"   // with no stdin, prints 64 bytes of its memory
-	Trap      = "trap.wasm"      // executes unreachable
-	BadImport = "badimport.wasm" // imports env.nope
-	NoStart   = "nostart.wasm"   // exports no _start
-	Memhog    = "memhog.wasm"    // exhausts memory, its table or stdout, by stdin's first byte
-	Probe     = "probe.wasm"     // probe/main.go for GOOS=wasip1 GOARCH=wasm
-	ProbeExe  = "probe"          // probe/main.go as a static native binary
+	Hello       = "hello.wasm"       // prints "hello from wasm\n", exits 0
+	Exit7       = "exit7.wasm"       // proc_exit(7)
+	Echo        = "echo.wasm"        // copies stdin to stdout
+	Scratch     = "scratch.wasm"     // with no stdin, prints 64 bytes of its memory
+	Trap        = "trap.wasm"        // executes unreachable
+	BadImport   = "badimport.wasm"   // imports env.nope
+	NoStart     = "nostart.wasm"     // exports no _start
+	Memhog      = "memhog.wasm"      // exhausts memory, its table or stdout, by stdin's first byte
+	EchoReactor = "echoreactor.wasm" // echo.wasm as a reactor (nebula_handle)
+	Probe       = "probe.wasm"       // probe/main.go for GOOS=wasip1 GOARCH=wasm
+	ProbeExe    = "probe"            // probe/main.go as a static native binary
 	// ProbeReactor is the probe built as a reactor with package guest
 	// (-tags reactor -buildmode=c-shared): each event runs "ce" mode's
 	// command in an instance restored from the post-initialisation state.

@@ -28,8 +28,11 @@ const (
 	// ProbeReactorImage is the probe's reactor build (package guest): the
 	// same commands, each event in an instance restored from a snapshot.
 	ProbeReactorImage = "localhost/nebula/probe-reactor:latest"
-	EchoFnWasmImage   = "localhost/nebula/echo-fn-wasm:latest"
-	TrapFnWasmImage   = "localhost/nebula/trap-fn-wasm:latest"
+	// EchoReactorImage is the tiny echo as a WAT reactor
+	// (test/functions/echoreactor.wat).
+	EchoReactorImage = "localhost/nebula/echo-reactor:latest"
+	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
+	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
 	// MemhogFnWasmImage exhausts memory, its table or stdout, chosen by the
 	// event's data (test/functions/memhog.wat).
 	MemhogFnWasmImage = "localhost/nebula/memhog-fn-wasm:latest"
@@ -54,6 +57,7 @@ var images = map[string][]string{
 	"probe-fn-wasm.tar":  {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
 	"probe-fn.tar":       {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
 	"probe-reactor.tar":  {"probe-reactor.wasm", "--function", "-t", ProbeReactorImage},
+	"echo-reactor.tar":   {"echoreactor.wasm", "--function", "-t", EchoReactorImage},
 	"echo-fn-wasm.tar":   {"echo.wasm", "--function", "-t", EchoFnWasmImage},
 	"trap-fn-wasm.tar":   {"trap.wasm", "--function", "-t", TrapFnWasmImage},
 	"memhog-fn-wasm.tar": {"memhog.wasm", "--function", "-t", MemhogFnWasmImage},

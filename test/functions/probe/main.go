@@ -53,10 +53,12 @@ import (
 )
 
 // The invocation's data and per-event variables: the process's own stdin
-// and environment, or in the reactor build the event's (reactor.go).
+// and environment, or in the reactor build the event's data and the task's
+// environment plus the event's variables (reactor.go).
 var (
-	stdin  io.Reader = os.Stdin
-	getenv           = os.Getenv
+	stdin   io.Reader = os.Stdin
+	getenv            = os.Getenv
+	environ           = os.Environ
 )
 
 // counter is global state: a fresh instance (or process) always prints 1.
@@ -120,7 +122,7 @@ func run(cmd string, args []string) error {
 			fmt.Fprintln(out, a)
 		}
 	case "env":
-		for _, kv := range os.Environ() {
+		for _, kv := range environ() {
 			fmt.Fprintln(out, kv)
 		}
 	case "pwd":

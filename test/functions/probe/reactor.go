@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 
 	"nebula.dev/nebula/guest"
 )
@@ -15,6 +16,7 @@ import (
 func init() {
 	guest.Handle(func(e *guest.Event) (*guest.Reply, error) {
 		stdin, getenv = bytes.NewReader(e.Data), e.Getenv
+		environ = func() []string { return append(os.Environ(), e.Environ()...) }
 		return nil, run("ce", nil)
 	})
 }
