@@ -73,7 +73,7 @@ func BenchmarkCompileCached(b *testing.B) {
 			dir := filepath.Join(b.TempDir(), "cache")
 			if bm.file == functions.Probe {
 				dir = sharedProbeCache(b)
-			} else if _, _, err := CompileToCache(ctx, wasm, dir, nil); err != nil {
+			} else if _, _, err := CompileToCache(ctx, wasm, dir, Config{}); err != nil {
 				b.Fatal(err)
 			}
 			h := newHost(b, NewConfig().WithCacheDir(dir))
@@ -105,7 +105,7 @@ func BenchmarkCheck(b *testing.B) {
 			wasm := wasmFile(b, bm.file)
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := Check(ctx, wasm, nil); err != nil {
+				if err := Check(ctx, wasm, Config{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -119,7 +119,7 @@ func BenchmarkInstantiate(b *testing.B) {
 	ctx := context.Background()
 	for _, bm := range benchModules {
 		b.Run(bm.name, func(b *testing.B) {
-			mod := compile(b, nil, bm.file)
+			mod := compile(b, Config{}, bm.file)
 			cfg := mod.moduleConfig(&RunConfig{Args: append([]string{bm.file}, bm.args...)})
 			b.ReportAllocs()
 			for b.Loop() {
@@ -138,7 +138,7 @@ func BenchmarkRun(b *testing.B) {
 	ctx := context.Background()
 	for _, bm := range benchModules {
 		b.Run(bm.name, func(b *testing.B) {
-			mod := compile(b, nil, bm.file)
+			mod := compile(b, Config{}, bm.file)
 			rc := RunConfig{Args: append([]string{bm.file}, bm.args...), Stdout: io.Discard}
 			b.ReportAllocs()
 			for b.Loop() {
@@ -160,7 +160,7 @@ func BenchmarkInvoke(b *testing.B) {
 			continue
 		}
 		b.Run(bm.name, func(b *testing.B) {
-			inv := NewInvoker(compile(b, nil, bm.file), RunConfig{Args: append([]string{bm.file}, bm.args...)})
+			inv := NewInvoker(compile(b, Config{}, bm.file), RunConfig{Args: append([]string{bm.file}, bm.args...)})
 			var startup, exec time.Duration
 			b.ReportAllocs()
 			for b.Loop() {
@@ -175,7 +175,7 @@ func BenchmarkInvoke(b *testing.B) {
 			b.ReportMetric(float64(exec.Nanoseconds())/float64(b.N), "exec-ns/op")
 		})
 		b.Run(bm.name+"/parallel", func(b *testing.B) {
-			inv := NewInvoker(compile(b, nil, bm.file), RunConfig{Args: append([]string{bm.file}, bm.args...)})
+			inv := NewInvoker(compile(b, Config{}, bm.file), RunConfig{Args: append([]string{bm.file}, bm.args...)})
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -192,7 +192,7 @@ func BenchmarkInvoke(b *testing.B) {
 // BenchmarkFib runs a CPU-bound guest: fib(27) in the Go probe.
 func BenchmarkFib(b *testing.B) {
 	ctx := context.Background()
-	mod := compile(b, nil, functions.Probe)
+	mod := compile(b, Config{}, functions.Probe)
 	rc := RunConfig{Args: []string{"probe", "fib", "27"}, Stdout: io.Discard}
 	for b.Loop() {
 		if code, err := mod.Run(ctx, rc); code != 0 || err != nil {

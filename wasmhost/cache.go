@@ -35,7 +35,7 @@ var ErrCache = errors.New("module cache unusable")
 // CompileToCache compiles wasm to native code into the cache directory dir,
 // creating it if needed, for a Host configured WithCacheDir(dir) (possibly
 // read-only, possibly in another process) to load without compiling. It
-// checks wasm as Compile does with cfg (nil means NewConfig(); its cache
+// checks wasm as Compile does with cfg (its cache
 // directory is ignored), and compiling validates it fully, so a caller that
 // compiles at task Create need not call Check as well.
 //
@@ -52,7 +52,7 @@ var ErrCache = errors.New("module cache unusable")
 // writable by the shim only (see docs/rationale.md).
 func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (hit bool, dur time.Duration, err error) {
 	start := time.Now()
-	info, err := preflight(wasm, toConfig(cfg))
+	info, err := preflight(wasm, cfg)
 	if err != nil {
 		return false, time.Since(start), err
 	}

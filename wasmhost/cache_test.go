@@ -42,7 +42,7 @@ func TestCompileToCache(t *testing.T) {
 	hello := wasmFile(t, functions.Hello)
 	dir := filepath.Join(t.TempDir(), "cache")
 
-	hit, _, err := CompileToCache(ctx, hello, dir, nil)
+	hit, _, err := CompileToCache(ctx, hello, dir, Config{})
 	if err != nil || hit {
 		t.Fatalf("first CompileToCache: hit %v, err %v; want a miss", hit, err)
 	}
@@ -54,7 +54,7 @@ func TestCompileToCache(t *testing.T) {
 	if entries, err := listEntries(dir); err != nil || !hasEntryFor(entries, wazeroCacheSubdir()) {
 		t.Fatalf("entries %v (%v) hold none in %q", entries, err, wazeroCacheSubdir())
 	}
-	hit, _, err = CompileToCache(ctx, hello, dir, nil)
+	hit, _, err = CompileToCache(ctx, hello, dir, Config{})
 	if err != nil || !hit {
 		t.Fatalf("second CompileToCache: hit %v, err %v; want a hit", hit, err)
 	}
@@ -69,14 +69,14 @@ func TestCompileToCache(t *testing.T) {
 
 	// The Go probe: the shared cache was filled by a miss.
 	probe := wasmFile(t, functions.Probe)
-	hit, dur, err := CompileToCache(ctx, probe, sharedProbeCache(t), nil)
+	hit, dur, err := CompileToCache(ctx, probe, sharedProbeCache(t), Config{})
 	if err != nil || !hit {
 		t.Fatalf("CompileToCache(probe): hit %v, err %v; want a hit", hit, err)
 	}
 	t.Logf("probe.wasm: cache hit in %v", dur)
 
 	// Errors name the reason.
-	if _, _, err = CompileToCache(ctx, wasmFile(t, functions.BadImport), filepath.Join(t.TempDir(), "c"), nil); err == nil ||
+	if _, _, err = CompileToCache(ctx, wasmFile(t, functions.BadImport), filepath.Join(t.TempDir(), "c"), Config{}); err == nil ||
 		!strings.Contains(err.Error(), "env.nope") {
 		t.Fatalf("CompileToCache(badimport): %v", err)
 	}
@@ -117,7 +117,7 @@ func TestCacheCorrupt(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "cache")
-			if _, _, err := CompileToCache(ctx, hello, dir, nil); err != nil {
+			if _, _, err := CompileToCache(ctx, hello, dir, Config{}); err != nil {
 				t.Fatal(err)
 			}
 			tc.mutate(t, dir, entryPath(t, dir))
@@ -132,10 +132,10 @@ func TestCacheCorrupt(t *testing.T) {
 			runHello(t, mod)
 
 			// CompileToCache repairs the directory.
-			if hit, _, err := CompileToCache(ctx, hello, dir, nil); err != nil || hit {
+			if hit, _, err := CompileToCache(ctx, hello, dir, Config{}); err != nil || hit {
 				t.Fatalf("CompileToCache after corruption: hit %v, err %v; want a miss", hit, err)
 			}
-			if hit, _, err := CompileToCache(ctx, hello, dir, nil); err != nil || !hit {
+			if hit, _, err := CompileToCache(ctx, hello, dir, Config{}); err != nil || !hit {
 				t.Fatalf("CompileToCache after repair: hit %v, err %v; want a hit", hit, err)
 			}
 		})
@@ -224,7 +224,7 @@ func TestCacheReadOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		if d != "empty" {
-			if _, _, err := CompileToCache(ctx, hello, filepath.Join(ro, d), nil); err != nil {
+			if _, _, err := CompileToCache(ctx, hello, filepath.Join(ro, d), Config{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -344,16 +344,16 @@ func TestCompileToCacheErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := filepath.Join(file, "cache") // below a regular file: ENOTDIR
-	_, _, err := CompileToCache(ctx, wasmFile(t, functions.Hello), bad, nil)
+	_, _, err := CompileToCache(ctx, wasmFile(t, functions.Hello), bad, Config{})
 	if !errors.Is(err, ErrCache) || errors.Is(err, ErrInvalid) || !errors.Is(err, syscall.ENOTDIR) {
 		t.Fatalf("valid module, unusable directory: %v; want ErrCache wrapping ENOTDIR", err)
 	}
 	invalidBody := wat(t, `(module (func (export "_start") i32.add))`)
-	if _, _, err = CompileToCache(ctx, invalidBody, bad, nil); !errors.Is(err, ErrInvalid) || errors.Is(err, ErrCache) {
+	if _, _, err = CompileToCache(ctx, invalidBody, bad, Config{}); !errors.Is(err, ErrInvalid) || errors.Is(err, ErrCache) {
 		t.Fatalf("invalid module, unusable directory: %v; want ErrInvalid", err)
 	}
 	dir := filepath.Join(t.TempDir(), "cache")
-	if _, _, err = CompileToCache(ctx, invalidBody, dir, nil); !errors.Is(err, ErrInvalid) {
+	if _, _, err = CompileToCache(ctx, invalidBody, dir, Config{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("invalid module: %v; want ErrInvalid", err)
 	}
 	if entries, _ := listEntries(dir); len(entries) != 0 {
@@ -369,7 +369,7 @@ func TestPruneCache(t *testing.T) {
 	root := t.TempDir()
 	fill := func(name, fn string, age time.Duration) string {
 		dir := filepath.Join(root, name)
-		if _, _, err := CompileToCache(ctx, wasmFile(t, fn), dir, nil); err != nil {
+		if _, _, err := CompileToCache(ctx, wasmFile(t, fn), dir, Config{}); err != nil {
 			t.Fatal(err)
 		}
 		when := time.Now().Add(-age)

@@ -72,7 +72,7 @@ const (
 // tenth of compiling (0.15-0.2 s for a 3 MB Go module, see BenchmarkCheck).
 // CompileToCache validates as well: a caller that compiles need not Check.
 func Check(ctx context.Context, wasm []byte, cfg Config) error {
-	c := toConfig(cfg)
+	c := cfg
 	if _, err := preflight(wasm, c); err != nil {
 		return err
 	}
@@ -92,12 +92,12 @@ func Check(ctx context.Context, wasm []byte, cfg Config) error {
 // pass over the module's bytes, cheap enough for the shim to run in its own
 // process before it hands the module to a bounded compile.
 func Preflight(wasm []byte, cfg Config) error {
-	_, err := preflight(wasm, toConfig(cfg))
+	_, err := preflight(wasm, cfg)
 	return err
 }
 
 // preflight parses wasm and checks what Nebula requires of a module.
-func preflight(wasm []byte, c *config) (*moduleInfo, error) {
+func preflight(wasm []byte, c Config) (*moduleInfo, error) {
 	info, err := parseModule(wasm)
 	if err != nil {
 		return nil, err
@@ -623,7 +623,7 @@ func (m *moduleInfo) checkStart() error {
 }
 
 // checkMemory requires the minimum memory to fit the limit.
-func (m *moduleInfo) checkMemory(c *config) error {
+func (m *moduleInfo) checkMemory(c Config) error {
 	limit, ok := c.limit()
 	if !ok {
 		return nil // wazero checks the 4 GiB maximum

@@ -142,7 +142,7 @@ func TestLimits(t *testing.T) {
 		{"locals over the limit", functions.ManyLocals(MaxLocals + 1), "function 0 declares 50001 locals, the limit is 50000 (MaxLocals)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := preflight(tc.wasm, toConfig(nil))
+			_, err := preflight(tc.wasm, Config{})
 			if tc.msg == "" {
 				if err != nil {
 					t.Fatalf("preflight: %v", err)
@@ -150,7 +150,7 @@ func TestLimits(t *testing.T) {
 				if len(tc.wasm) > 1<<20 {
 					return // validating 4 MiB takes seconds
 				}
-				if err := Check(ctx, tc.wasm, nil); err != nil {
+				if err := Check(ctx, tc.wasm, Config{}); err != nil {
 					t.Fatalf("Check: %v (the generated module must be valid)", err)
 				}
 				return
@@ -158,7 +158,7 @@ func TestLimits(t *testing.T) {
 			if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("got %v; want ErrTooLarge with %q", err, tc.msg)
 			}
-			if err := Check(ctx, tc.wasm, nil); !errors.Is(err, ErrTooLarge) {
+			if err := Check(ctx, tc.wasm, Config{}); !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("Check: %v; want ErrTooLarge", err)
 			}
 		})
@@ -169,7 +169,7 @@ func TestLimits(t *testing.T) {
 // them, are far within the limits; it logs their largest values.
 func TestLimitsOfRealModules(t *testing.T) {
 	for _, name := range []string{functions.Probe, functions.Hello, functions.Echo, functions.Trap, functions.Scratch} {
-		info, err := preflight(wasmFile(t, name), toConfig(nil))
+		info, err := preflight(wasmFile(t, name), Config{})
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -216,16 +216,16 @@ func TestVectorCounts(t *testing.T) {
 		{"code", append([]byte("\x00asm\x01\x00\x00\x00\x0a\x05"), huge...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := preflight(tc.wasm, toConfig(nil))
+			_, err := preflight(tc.wasm, Config{})
 			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "entries in") {
 				t.Fatalf("preflight: %v; want ErrInvalid naming the count", err)
 			}
-			if err := Check(ctx, tc.wasm, nil); !errors.Is(err, ErrInvalid) {
+			if err := Check(ctx, tc.wasm, Config{}); !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Check: %v; want ErrInvalid", err)
 			}
 		})
 	}
-	if err := Check(ctx, append(append([]byte{}, valid...), 11, 1, 0), nil); err != nil {
+	if err := Check(ctx, append(append([]byte{}, valid...), 11, 1, 0), Config{}); err != nil {
 		t.Fatalf("a command with an empty data section: %v", err)
 	}
 }

@@ -42,7 +42,7 @@ func TestDeadlineStopsGuest(t *testing.T) {
 					t.Fatalf("the instrumented module does not parse: %v", err)
 				}
 			}
-			mod, err := newHost(t, nil).Compile(context.Background(), wasm)
+			mod, err := newHost(t, Config{}).Compile(context.Background(), wasm)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +71,7 @@ func TestDeadlineStopsGuest(t *testing.T) {
 func TestDeadlineYields(t *testing.T) {
 	wasm := wat(t, `(module (import "wasi_snapshot_preview1" "sched_yield" (func $y (result i32)))
 		(func (export "_start") (loop (br 0))))`)
-	mod, err := newHost(t, nil).Compile(context.Background(), wasm)
+	mod, err := newHost(t, Config{}).Compile(context.Background(), wasm)
 	if err != nil {
 		t.Fatal(err)
 	}

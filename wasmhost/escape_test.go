@@ -94,7 +94,7 @@ func containerRoot(tb testing.TB) (string, *GuestFS) {
 // package doc promises, and the controls still work.
 func TestEscape(t *testing.T) {
 	_, fsys := containerRoot(t)
-	mod := compile(t, nil, functions.Escape)
+	mod := compile(t, Config{}, functions.Escape)
 	// A host that lets the guest into /proc can also let it spin there:
 	// the deadline turns that into a failure (no "done" line).
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

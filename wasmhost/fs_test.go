@@ -17,7 +17,7 @@ import (
 // /dev/.nebula do not exist for it.
 func TestHiddenFromGuest(t *testing.T) {
 	ctx := context.Background()
-	probe := compile(t, nil, functions.Probe)
+	probe := compile(t, Config{}, functions.Probe)
 	tests := []struct {
 		name   string
 		args   []string

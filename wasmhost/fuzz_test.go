@@ -100,7 +100,7 @@ func FuzzParseModule(f *testing.F) {
 	f.Fuzz(func(t *testing.T, wasm []byte) {
 		before := allocatedBytes()
 		info, perr := parseModule(wasm)
-		_, err := preflight(wasm, toConfig(NewConfig().WithMemoryLimit(64<<20)))
+		_, err := preflight(wasm, NewConfig().WithMemoryLimit(64<<20))
 		if allocated, bound := allocatedBytes()-before, uint64(fuzzAllocSlack+2*fuzzAllocPerByte*len(wasm)); allocated > bound {
 			t.Fatalf("parsing %d bytes allocated %d bytes, more than %d", len(wasm), allocated, bound)
 		}
@@ -153,7 +153,7 @@ func FuzzBoundTables(f *testing.F) {
 		if again := boundTables(out, outInfo); !bytes.Equal(again, out) {
 			t.Fatal("bounding a bounded module changed it")
 		}
-		if _, perr := preflight(wasm, toConfig(nil)); perr == nil && len(wasm) <= fuzzCompileMax && interpreterCompile(wasm) == nil {
+		if _, perr := preflight(wasm, Config{}); perr == nil && len(wasm) <= fuzzCompileMax && interpreterCompile(wasm) == nil {
 			if err := interpreterCompile(out); err != nil {
 				t.Fatalf("wazero compiles the module but not its bounded form: %v", err)
 			}
@@ -168,7 +168,7 @@ func FuzzBoundTables(f *testing.F) {
 func FuzzPlanReactor(f *testing.F) {
 	addModuleSeeds(f)
 	f.Fuzz(func(t *testing.T, wasm []byte) {
-		info, err := preflight(wasm, toConfig(nil))
+		info, err := preflight(wasm, Config{})
 		if err != nil || !info.isReactor() {
 			return
 		}
@@ -208,7 +208,7 @@ func FuzzPlanReactor(f *testing.F) {
 func FuzzInstrumentDeadline(f *testing.F) {
 	addModuleSeeds(f)
 	f.Fuzz(func(t *testing.T, wasm []byte) {
-		info, err := preflight(wasm, toConfig(nil))
+		info, err := preflight(wasm, Config{})
 		if err != nil {
 			return
 		}

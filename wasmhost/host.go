@@ -21,7 +21,7 @@ const startFunction = "_start"
 
 // Host compiles modules with one Config. It is safe for concurrent use.
 type Host struct {
-	cfg *config
+	cfg Config
 
 	mu      sync.Mutex
 	modules map[*Module]struct{}
@@ -34,7 +34,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	if _, err := wasiFunctions(); err != nil {
 		return nil, fmt.Errorf("wasmhost: %w", err)
 	}
-	return &Host{cfg: toConfig(cfg), modules: map[*Module]struct{}{}}, nil
+	return &Host{cfg: cfg, modules: map[*Module]struct{}{}}, nil
 }
 
 // Close closes every Module the Host compiled, stopping their instances.
@@ -90,7 +90,7 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Module{host: h, stdoutLimit: c.stdoutLimit, warmup: c.warmup}
+	m := &Module{host: h, stdoutLimit: c.stdout(), warmup: !c.noWarmup}
 	if info.isReactor() {
 		m.reactor = planReactor(wasm, info)
 		wasm = m.reactor.wasm

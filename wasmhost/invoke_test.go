@@ -128,7 +128,7 @@ func TestInvoker(t *testing.T) {
 		}
 	})
 	t.Run("trap", func(t *testing.T) {
-		inv := NewInvoker(compile(t, nil, functions.Trap), RunConfig{})
+		inv := NewInvoker(compile(t, Config{}, functions.Trap), RunConfig{})
 		_, _, err := invoke(t, ctx, inv, "")
 		if !errors.Is(err, abi.ErrTrap) || !strings.Contains(err.Error(), "guest trapped: unreachable") {
 			t.Fatalf("err %v", err)
@@ -152,7 +152,7 @@ func TestInvokerConcurrent(t *testing.T) {
 	ctx := context.Background()
 	for _, name := range []string{functions.Echo, functions.Probe} {
 		t.Run(name, func(t *testing.T) {
-			inv := NewInvoker(compile(t, nil, name), RunConfig{Args: []string{name, "echo"}})
+			inv := NewInvoker(compile(t, Config{}, name), RunConfig{Args: []string{name, "echo"}})
 			n := 20
 			if testing.Short() || name == functions.Probe {
 				n = 5
@@ -181,7 +181,7 @@ func TestInvokerConcurrent(t *testing.T) {
 // and no byte of one guest's memory reaches the next.
 func TestInvokeMemoryCleared(t *testing.T) {
 	ctx := context.Background()
-	inv := NewInvoker(compile(t, nil, functions.Scratch), RunConfig{Args: []string{functions.Scratch}})
+	inv := NewInvoker(compile(t, Config{}, functions.Scratch), RunConfig{Args: []string{functions.Scratch}})
 	for i := 0; i < 3; i++ {
 		if _, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte("SECRET from the previous event")}); err != nil {
 			t.Fatal(err)

@@ -87,10 +87,7 @@ func newHost(tb testing.TB, cfg Config) *Host {
 func compile(tb testing.TB, cfg Config, name string) *Module {
 	tb.Helper()
 	wasm := wasmFile(tb, name)
-	if cfg == nil {
-		cfg = NewConfig()
-	}
-	if name == functions.Probe && toConfig(cfg).cacheDir == "" {
+	if name == functions.Probe && cfg.cacheDir == "" {
 		cfg = cfg.WithCacheDir(sharedProbeCache(tb))
 	}
 	mod, err := newHost(tb, cfg).Compile(context.Background(), wasm)
@@ -106,7 +103,7 @@ func sharedProbeCache(tb testing.TB) string {
 		probeCache = filepath.Join(fnDir, "probe-cache")
 		var wasm []byte
 		if wasm, probeCacheErr = os.ReadFile(filepath.Join(fnDir, functions.Probe)); probeCacheErr == nil {
-			_, _, probeCacheErr = CompileToCache(context.Background(), wasm, probeCache, nil)
+			_, _, probeCacheErr = CompileToCache(context.Background(), wasm, probeCache, Config{})
 		}
 	})
 	if probeCacheErr != nil {

@@ -41,7 +41,7 @@ func BenchmarkEvent(b *testing.B) {
 			if c.file == goReactor {
 				needGoReactor(b)
 			}
-			mod := compile(b, nil, c.file)
+			mod := compile(b, Config{}, c.file)
 			rc := RunConfig{Args: append([]string{c.file}, c.args...)}
 			var inv abi.Invoker = NewInvoker(mod, rc)
 			if c.reactor {
@@ -120,7 +120,7 @@ func BenchmarkSnapshot(b *testing.B) {
 			if file == goReactor {
 				needGoReactor(b)
 			}
-			mod := compile(b, nil, file)
+			mod := compile(b, Config{}, file)
 			for b.Loop() {
 				if _, err := NewReactorInvoker(ctx, mod, RunConfig{Args: []string{file}}); err != nil {
 					b.Fatal(err)

@@ -35,7 +35,7 @@ func newReactorInvoker(tb testing.TB, cfg Config, name string) *ReactorInvoker {
 }
 
 func TestReactorEcho(t *testing.T) {
-	inv := newReactorInvoker(t, nil, functions.Reactor)
+	inv := newReactorInvoker(t, Config{}, functions.Reactor)
 	for i, data := range []string{"hello", "", "second event"} {
 		env := []string{"CE_ID=" + data, "CE_TYPE=t"}
 		resp, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte(data), Env: env})
@@ -52,10 +52,10 @@ func TestReactorEcho(t *testing.T) {
 func TestReactorWarmup(t *testing.T) {
 	// reactor.wat fails an event with neither data nor variables: the
 	// warm-up event fails and the snapshot is taken without it.
-	if inv := newReactorInvoker(t, nil, functions.Reactor); inv.WarmupErr == nil || !strings.Contains(inv.WarmupErr.Error(), "status 9") {
+	if inv := newReactorInvoker(t, Config{}, functions.Reactor); inv.WarmupErr == nil || !strings.Contains(inv.WarmupErr.Error(), "status 9") {
 		t.Errorf("reactor.wat: WarmupErr %v, want status 9", inv.WarmupErr)
 	}
-	if inv := newReactorInvoker(t, nil, functions.ReactorState); inv.WarmupErr != nil {
+	if inv := newReactorInvoker(t, Config{}, functions.ReactorState); inv.WarmupErr != nil {
 		t.Errorf("reactorstate.wat: WarmupErr %v", inv.WarmupErr)
 	}
 	if inv := newReactorInvoker(t, NewConfig().WithReactorWarmup(false), functions.Reactor); inv.WarmupErr != nil {
@@ -181,7 +181,7 @@ func TestReactorFreshState(t *testing.T) {
 }
 
 func TestReactorRunRefused(t *testing.T) {
-	mod := compile(t, nil, functions.Reactor)
+	mod := compile(t, Config{}, functions.Reactor)
 	if _, err := mod.Run(context.Background(), RunConfig{}); !errors.Is(err, ErrReactorRun) {
 		t.Errorf("Run: %v, want ErrReactorRun", err)
 	}
@@ -214,7 +214,7 @@ func needGoReactor(tb testing.TB) {
 
 func TestReactorGo(t *testing.T) {
 	needGoReactor(t)
-	inv := newReactorInvoker(t, nil, goReactor)
+	inv := newReactorInvoker(t, Config{}, goReactor)
 	ctx := context.Background()
 	invoke := func(data string, env ...string) string {
 		t.Helper()
@@ -291,7 +291,7 @@ func TestCheckReactor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := Check(context.Background(), wat(t, tt.src), nil)
+			err := Check(context.Background(), wat(t, tt.src), Config{})
 			if tt.err == nil {
 				if err != nil {
 					t.Fatalf("Check: %v", err)
@@ -361,7 +361,7 @@ func TestReactorInitFailures(t *testing.T) {
 		})
 	}
 	t.Run("deadline", func(t *testing.T) {
-		mod, err := newHost(t, nil).Compile(context.Background(), wat(t, `(module (func (export "_initialize") (loop (br 0))) `+handle+`)`))
+		mod, err := newHost(t, Config{}).Compile(context.Background(), wat(t, `(module (func (export "_initialize") (loop (br 0))) `+handle+`)`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -396,7 +396,7 @@ func TestReactorMemoryLimit(t *testing.T) {
 func TestReactorCache(t *testing.T) {
 	wasm := wasmFile(t, functions.Reactor)
 	dir := filepath.Join(t.TempDir(), "cache")
-	if _, _, err := CompileToCache(context.Background(), wasm, dir, nil); err != nil {
+	if _, _, err := CompileToCache(context.Background(), wasm, dir, Config{}); err != nil {
 		t.Fatal(err)
 	}
 	mod, err := newHost(t, NewConfig().WithCacheDir(dir)).Compile(context.Background(), wasm)

@@ -79,9 +79,9 @@ func TestRunExitCodes(t *testing.T) {
 		stdout string
 		stderr string // a substring
 	}{
-		{name: "hello", mod: compile(t, nil, functions.Hello), code: 0, stdout: "hello from wasm\n"},
-		{name: "exit7", mod: compile(t, nil, functions.Exit7), code: 7},
-		{name: "trap", mod: compile(t, nil, functions.Trap), code: ExitCodeTrap,
+		{name: "hello", mod: compile(t, Config{}, functions.Hello), code: 0, stdout: "hello from wasm\n"},
+		{name: "exit7", mod: compile(t, Config{}, functions.Exit7), code: 7},
+		{name: "trap", mod: compile(t, Config{}, functions.Trap), code: ExitCodeTrap,
 			stderr: "nebula: wasm trap: unreachable\nwasm stack trace:\n"},
 		{name: "probe hello", mod: probe, args: []string{"hello"}, code: 0, stdout: "hello from probe\n"},
 		{name: "probe exit 3", mod: probe, args: []string{"exit", "3"}, code: 3},
@@ -134,7 +134,7 @@ func TestRunMemoryLimitWAT(t *testing.T) {
 // TestRunCancel: a signal stops a spinning or sleeping guest promptly with
 // 128+signal; a deadline gives 124.
 func TestRunCancel(t *testing.T) {
-	probe := compile(t, nil, functions.Probe)
+	probe := compile(t, Config{}, functions.Probe)
 	tests := []struct {
 		name  string
 		args  []string
@@ -179,7 +179,7 @@ func TestRunCancel(t *testing.T) {
 
 func TestRunArgsEnvDir(t *testing.T) {
 	ctx := context.Background()
-	probe := compile(t, nil, functions.Probe)
+	probe := compile(t, Config{}, functions.Probe)
 	_, fsys := guestRoot(t)
 	rc := RunConfig{
 		Args: []string{"/app/probe.wasm"},
@@ -207,7 +207,7 @@ func TestRunArgsEnvDir(t *testing.T) {
 
 func TestRunFiles(t *testing.T) {
 	ctx := context.Background()
-	probe := compile(t, nil, functions.Probe)
+	probe := compile(t, Config{}, functions.Probe)
 	root, fsys := guestRoot(t)
 	rc := RunConfig{FS: fsys}
 	if r := run(t, ctx, probe, rc, "cat", "/etc/hostname"); r.code != 0 || r.stdout != "nebula-test\n" {

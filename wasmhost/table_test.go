@@ -77,7 +77,7 @@ func TestTableGrowthBounded(t *testing.T) {
 	if err != nil || info.tableBytes() != TableElementsMax*tableElementCost {
 		t.Fatalf("tableBytes = %d, %v; want %d", info.tableBytes(), err, TableElementsMax*tableElementCost)
 	}
-	inv := NewInvoker(compile(t, nil, functions.Memhog), RunConfig{Args: []string{functions.Memhog}})
+	inv := NewInvoker(compile(t, Config{}, functions.Memhog), RunConfig{Args: []string{functions.Memhog}})
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	_, err = inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("t")})

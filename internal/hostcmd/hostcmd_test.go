@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 		probeCache = filepath.Join(dir, "probe-cache")
 		var wasm []byte
 		if wasm, fnErr = os.ReadFile(filepath.Join(dir, functions.Probe)); fnErr == nil {
-			_, _, fnErr = wasmhost.CompileToCache(context.Background(), wasm, probeCache, nil)
+			_, _, fnErr = wasmhost.CompileToCache(context.Background(), wasm, probeCache, wasmhost.NewConfig())
 		}
 	}
 	code := m.Run()
