@@ -62,6 +62,9 @@ that qualify short names with a default registry (nerdctl, Kubernetes) do
 not find an image stored under a short name; they need a fully-qualified
 name. For local images use the form localhost/NAME:TAG, as podman does:
 ctr, nerdctl and Kubernetes all take -t localhost/nebula/hello:v1 as it is.
+Knative resolves an image's digest through its registry unless the name is
+under dev.local (or ko.local, kind.local): name images for Knative Services
+dev.local/NAME:TAG.
 
 The output is reproducible: all times are SOURCE_DATE_EPOCH when set, else
 the Unix epoch, so the same inputs give the same digest.`,
