@@ -150,6 +150,12 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	r := classify(ctx, err, &s.mem)
 	mod.Close(context.Background())
 
+	return s.finish(ctx, resp, r)
+}
+
+// finish completes resp with the guest's stdout and turns the invocation's
+// outcome into the Invoker's error, the same for commands and reactors.
+func (s *slot) finish(ctx context.Context, resp *abi.Response, r outcome) (*abi.Response, error) {
 	if s.stdout.over {
 		return resp, abi.ErrOutputLimit
 	}

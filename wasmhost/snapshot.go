@@ -355,25 +355,7 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 		r = outcome{kind: outcomeExit, code: int(int32(s.stack[0]))}
 	}
 
-	if s.stdout.over {
-		return resp, abi.ErrOutputLimit
-	}
-	if len(s.stdout.buf) > 0 {
-		resp.Stdout = bytes.Clone(s.stdout.buf)
-	}
-	switch r.kind {
-	case outcomeExit:
-		if r.code != 0 {
-			return resp, &abi.ExitError{Code: r.code}
-		}
-		return resp, nil
-	case outcomeCanceled:
-		return resp, invokeCanceled(ctx)
-	case outcomeMemoryLimit:
-		return resp, fmt.Errorf("%w: memory limit of %d bytes reached", abi.ErrMemoryLimit, r.limit)
-	default:
-		return resp, fmt.Errorf("%w: %s", abi.ErrTrap, r.msg)
-	}
+	return s.finish(ctx, resp, r)
 }
 
 // restore gives a new instance the snapshot's memory size (its bytes are
