@@ -87,7 +87,9 @@ func (r *Reply) cgiHeader() (string, error) {
 	return b.String(), nil
 }
 
-// validHeaderName tells an HTTP field name (RFC 9110 §5.6.2 token).
+// validHeaderName tells an HTTP field name (RFC 9110 §5.6.2 token). The
+// front door checks the same (package events); a guest must not link the
+// front door, nor net/http, into every function's module.
 func validHeaderName(name string) bool {
 	if name == "" {
 		return false
