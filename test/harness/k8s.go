@@ -157,6 +157,22 @@ func StartKubernetes(t T, opts ...Option) *Cluster {
 		sysctls:    map[string][]byte{},
 	}
 	k.APIServer = "https://" + net.JoinHostPort(k.NodeIP.String(), fmt.Sprint(apiServerPort))
+	k.recordHostState()
+	// Registered after StartCRI's teardown, so it runs before it.
+	t.Cleanup(func() { k.teardown(t) })
+
+	k.setUpNetwork(t)
+	k.setUpCgroupRoot(t)
+	k.writeConfigs(t)
+	k.startControlPlane(t)
+	k.startNode(t)
+	t.Logf("Kubernetes %s up in %v: node %s (%s), services %s", k.Version, time.Since(began).Round(time.Second), k.NodeName, k.NodeIP, k.ServiceCIDR)
+	return k
+}
+
+// recordHostState notes what the teardown must find again on the host: the
+// sysctls the kubelet sets, the KUBE- chains, the kubelet's host files.
+func (k *Cluster) recordHostState() {
 	for _, s := range kernelTunables {
 		if b, err := os.ReadFile(filepath.Join("/proc/sys", s)); err == nil {
 			k.sysctls[s] = b
@@ -172,12 +188,13 @@ func StartKubernetes(t T, opts ...Option) *Cluster {
 			k.hostFiles[filepath.Join(d, f)] = true
 		}
 	}
-	// Registered after StartCRI's teardown, so it runs before it.
-	t.Cleanup(func() { k.teardown(t) })
+}
 
-	k.setUpNetwork(t)
-	k.setUpCgroupRoot(t)
-	k.writeConfigs(t)
+// startControlPlane starts etcd, the API server (waiting until it is
+// ready), the controller manager and the scheduler.
+func (k *Cluster) startControlPlane(t T) {
+	t.Helper()
+	dir := k.Dir
 	k.start(t, "etcd",
 		"--name", k.NodeName, "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", k.url("http", etcdClientPort), "--advertise-client-urls", k.url("http", etcdClientPort),
@@ -210,6 +227,13 @@ func StartKubernetes(t T, opts ...Option) *Cluster {
 	k.start(t, "kube-scheduler",
 		"--kubeconfig", filepath.Join(dir, "scheduler.conf"),
 		"--secure-port", "0", "--leader-elect=false", "--profiling=false", "-v", "1")
+}
+
+// startNode starts the kubelet and kube-proxy and waits until the node is
+// Ready and the default service account exists.
+func (k *Cluster) startNode(t T) {
+	t.Helper()
+	dir := k.Dir
 	k.start(t, "kubelet",
 		"--config", filepath.Join(dir, "kubelet.yaml"), "--kubeconfig", filepath.Join(dir, "kubelet.conf"),
 		"--root-dir", k.kubeletDir, "--hostname-override", k.NodeName, "--node-ip", k.NodeIP.String(), "-v", "2")
@@ -223,8 +247,6 @@ func StartKubernetes(t T, opts ...Option) *Cluster {
 		r := k.Kubectl(t, "get", "serviceaccount", "default")
 		return r.ExitCode == 0, r.Stderr
 	})
-	t.Logf("Kubernetes %s up in %v: node %s (%s), services %s", k.Version, time.Since(began).Round(time.Second), k.NodeName, k.NodeIP, k.ServiceCIDR)
-	return k
 }
 
 // url is scheme://NodeIP:port.
@@ -320,6 +342,20 @@ func (k *Cluster) setUpCgroupRoot(t T) {
 // kube-proxy's configuration files.
 func (k *Cluster) writeConfigs(t T) {
 	t.Helper()
+	k.issueCredentials(t)
+	for _, d := range []string{k.kubeletDir, filepath.Join(k.Dir, "pod-logs"), filepath.Join(k.Dir, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+	k.writeKubeletConfig(t)
+	k.writeKubeProxyConfig(t)
+}
+
+// issueCredentials makes the cluster's CA, a certificate for each
+// component and user, and their kubeconfigs.
+func (k *Cluster) issueCredentials(t T) {
+	t.Helper()
 	pki, err := newClusterPKI(filepath.Join(k.Dir, "pki"))
 	if err != nil {
 		t.Fatalf("cluster PKI: %v", err)
@@ -358,11 +394,12 @@ func (k *Cluster) writeConfigs(t T) {
 			t.Fatalf("%v", err)
 		}
 	}
-	for _, d := range []string{k.kubeletDir, filepath.Join(k.Dir, "pod-logs"), filepath.Join(k.Dir, "logs")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatalf("%v", err)
-		}
-	}
+}
+
+// writeKubeletConfig writes the kubelet's KubeletConfiguration.
+func (k *Cluster) writeKubeletConfig(t T) {
+	t.Helper()
+	pki := k.pki
 	// The kubelet on this cgroup v1 host: failCgroupV1 false, the cgroupfs
 	// driver (containerd's runc default), pods under /<namespace>. No
 	// iptables chains of its own (kube-proxy has them), no image garbage
@@ -406,6 +443,11 @@ staticPodPath: ""
 `, k.Namespace, k.NodeIP, kubeletPort, pki.path("kubelet.crt"), pki.path("kubelet.key"), pki.path("ca.crt"),
 		k.Address, filepath.Join(k.Dir, "pod-logs"))
 	writeFile(t, filepath.Join(k.Dir, "kubelet.yaml"), kubelet)
+}
+
+// writeKubeProxyConfig writes kube-proxy's KubeProxyConfiguration.
+func (k *Cluster) writeKubeProxyConfig(t T) {
+	t.Helper()
 	// kube-proxy in iptables mode, listening on the node's IP only, leaving
 	// the host's conntrack and route_localnet sysctls alone (0 = as is).
 	proxy := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -577,10 +619,28 @@ func (k *Cluster) teardown(t T) {
 		k.stop(t, k.procs[i].name)
 	}
 	k.checkProcesses(t)
+	k.removeSandboxes(t)
+	k.removeMounts(t)
+	k.removeKubepods(t)
+	k.removeKubeChains(t)
+	if k.ServiceCIDR != nil {
+		exec.Command("ip", "route", "del", k.ServiceCIDR.String(), "dev", k.Net.Name).Run()
+		if out, _ := exec.Command("ip", "route", "show", k.ServiceCIDR.String()).Output(); len(bytes.TrimSpace(out)) > 0 {
+			t.Errorf("leak: route %s", out)
+		}
+	}
+	k.removeHostFiles(t)
+	k.restoreSysctls(t)
+	if err := os.RemoveAll(k.Dir); err != nil {
+		t.Errorf("removing %s: %v", k.Dir, err)
+	}
+}
 
-	// Stopped sandboxes of deleted pods are the kubelet's garbage (its
-	// collector removes them within a minute or so, with their containers'
-	// log links); a ready one is a pod that was not deleted.
+// removeSandboxes fails t for a pod sandbox still ready and removes the
+// stopped ones. Stopped sandboxes of deleted pods are the kubelet's
+// garbage (its collector removes them within a minute or so, with their
+// containers' log links); a ready one is a pod that was not deleted.
+func (k *Cluster) removeSandboxes(t T) {
 	if k.cmd != nil {
 		if ready := strings.Fields(k.Crictl(t, "pods", "--state", "ready", "-q").Stdout); len(ready) > 0 {
 			t.Errorf("leak: pod sandboxes %v still ready after the workloads were deleted", ready)
@@ -592,6 +652,11 @@ func (k *Cluster) teardown(t T) {
 			k.Crictl(t, "rmp", "-f", id)
 		}
 	}
+}
+
+// removeMounts fails t for a mount a pod left below the cluster's
+// directory and unmounts everything there.
+func (k *Cluster) removeMounts(t T) {
 	for _, m := range MountsUnder(k.Dir) {
 		// The kubelet bind-mounts its root directory onto itself to make
 		// it rshared; anything below it is a pod's volume.
@@ -602,15 +667,10 @@ func (k *Cluster) teardown(t T) {
 	if err := mount.UnmountRecursive(k.Dir, 0); err != nil {
 		t.Errorf("unmounting %s: %v", k.Dir, err)
 	}
-	k.removeKubepods(t)
-	k.removeKubeChains(t)
-	if k.ServiceCIDR != nil {
-		exec.Command("ip", "route", "del", k.ServiceCIDR.String(), "dev", k.Net.Name).Run()
-		if out, _ := exec.Command("ip", "route", "show", k.ServiceCIDR.String()).Output(); len(bytes.TrimSpace(out)) > 0 {
-			t.Errorf("leak: route %s", out)
-		}
-	}
-	k.removeHostFiles(t)
+}
+
+// restoreSysctls puts back the kernel tunables the kubelet changed.
+func (k *Cluster) restoreSysctls(t T) {
 	for s, orig := range k.sysctls {
 		p := filepath.Join("/proc/sys", s)
 		if cur, err := os.ReadFile(p); err == nil && !bytes.Equal(cur, orig) {
@@ -619,9 +679,6 @@ func (k *Cluster) teardown(t T) {
 				t.Errorf("restoring %s: %v", s, err)
 			}
 		}
-	}
-	if err := os.RemoveAll(k.Dir); err != nil {
-		t.Errorf("removing %s: %v", k.Dir, err)
 	}
 }
 

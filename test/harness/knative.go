@@ -113,26 +113,48 @@ func InstallKnative(t T, k *Cluster) *Knative {
 	kn := &Knative{Version: KnativeVersion(), Images: map[string]string{}, cluster: k, dir: dir}
 	t.Cleanup(func() { kn.uninstall(t) })
 
+	kn.importImages(t, root)
+	objs, err := knativeObjects(filepath.Join(root, "config"), kn.Images)
+	if err != nil {
+		t.Fatalf("Knative's manifests: %v", err)
+	}
+	crds := kn.split(objs)
+	base, workloads, webhooks := kn.phases[0], kn.phases[1], kn.phases[2]
+	kn.apply(t, base)
+	k.MustKubectl(t, append([]string{"wait", "--for=condition=Established", "--timeout=100s"}, crds...)...)
+	kn.addAutoscalerAlias(t, workloads)
+	kn.apply(t, workloads)
+	kn.apply(t, webhooks)
+	kn.waitReady(t)
+	t.Logf("Knative Serving %s installed in %v", kn.Version, time.Since(began).Round(time.Second))
+	return kn
+}
+
+// importImages makes an image of each of Knative's binaries with nebula
+// build (a numeric non-root user, as its pods' runAsNonRoot requires) and
+// imports it into the node's containerd.
+func (kn *Knative) importImages(t T, root string) {
+	t.Helper()
+	k := kn.cluster
 	for _, c := range knativeComponents {
 		kn.Images[c] = KnativeImage(c)
-		archive := filepath.Join(dir, c+".tar")
+		archive := filepath.Join(kn.dir, c+".tar")
 		args := []string{"build", filepath.Join(root, "bin", c), "-t", kn.Images[c], "--user", "65532:65532", "-o", archive}
 		if out, err := exec.Command(filepath.Join(k.BinDir, "nebula"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("nebula %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 		k.mustCtrCRI(t, "images", "import", archive)
 	}
+}
 
-	objs, err := knativeObjects(filepath.Join(root, "config"), kn.Images)
-	if err != nil {
-		t.Fatalf("Knative's manifests: %v", err)
-	}
+// split sorts the manifests' objects into kn.phases and returns the CRDs'
+// names.
+func (kn *Knative) split(objs []map[string]any) (crds []string) {
 	// Phases: what the controllers need (CRDs, RBAC, ConfigMaps,
 	// Services); the controllers and the custom resources of the
 	// manifests; last the webhooks, which refuse every request until the
 	// webhook's pod serves them.
 	var base, workloads, webhooks []map[string]any
-	var crds []string
 	for _, o := range objs {
 		switch objKind(o) {
 		case "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Image", "Certificate":
@@ -147,10 +169,14 @@ func InstallKnative(t T, k *Cluster) *Knative {
 		}
 	}
 	kn.phases = [][]map[string]any{base, workloads, webhooks}
+	return crds
+}
 
-	kn.apply(t, base)
-	k.MustKubectl(t, append([]string{"wait", "--for=condition=Established", "--timeout=100s"}, crds...)...)
-	autoscalerIP := strings.TrimSpace(k.MustKubectl(t, "-n", KnativeNamespace, "get", "service", "autoscaler", "-o", "jsonpath={.spec.clusterIP}"))
+// addAutoscalerAlias gives the activator a hosts entry for the
+// autoscaler's Service: there is no cluster DNS.
+func (kn *Knative) addAutoscalerAlias(t T, workloads []map[string]any) {
+	t.Helper()
+	autoscalerIP := strings.TrimSpace(kn.cluster.MustKubectl(t, "-n", KnativeNamespace, "get", "service", "autoscaler", "-o", "jsonpath={.spec.clusterIP}"))
 	for _, o := range workloads {
 		if objKind(o) == "Deployment" && objName(o) == "activator" {
 			spec := o["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
@@ -159,8 +185,14 @@ func InstallKnative(t T, k *Cluster) *Knative {
 			}}
 		}
 	}
-	kn.apply(t, workloads)
-	kn.apply(t, webhooks)
+}
+
+// waitReady waits for the controllers' rollouts and for the webhook's
+// certificate.
+func (kn *Knative) waitReady(t T) {
+	t.Helper()
+	k := kn.cluster
+	workloads, webhooks := kn.phases[1], kn.phases[2]
 	for _, o := range workloads {
 		if objKind(o) == "Deployment" {
 			k.MustKubectl(t, "-n", KnativeNamespace, "rollout", "status", "deployment/"+objName(o), "--timeout=5m")
@@ -174,8 +206,6 @@ func InstallKnative(t T, k *Cluster) *Knative {
 			return r.ExitCode == 0 && strings.TrimSpace(r.Stdout) != "", r.Stderr
 		})
 	}
-	t.Logf("Knative Serving %s installed in %v", kn.Version, time.Since(began).Round(time.Second))
-	return kn
 }
 
 // apply applies objs as one List with kubectl.
@@ -206,8 +236,16 @@ func (kn *Knative) uninstall(t T) {
 			t.Logf("knative %s log (tail):\n%s", c, kn.ControllerLog(t, c, 30))
 		}
 	}
-	// Knative's own objects first, while its controllers and webhook run:
-	// their finalizers and the webhook's DELETE validation need them.
+	kn.deleteLeftServices(t)
+	kn.deleteManifests(t)
+}
+
+// deleteLeftServices deletes the Knative Services, Configurations and
+// Routes a test left, failing it, and waits for their Revisions' pods.
+// Knative's own objects go first, while its controllers and webhook run:
+// their finalizers and the webhook's DELETE validation need them.
+func (kn *Knative) deleteLeftServices(t T) {
+	k := kn.cluster
 	left := strings.Fields(k.Kubectl(t, "get", "services.serving.knative.dev,configurations.serving.knative.dev,routes.serving.knative.dev",
 		"--all-namespaces", "--no-headers", "-o", "custom-columns=NS:.metadata.namespace,NAME:.metadata.name").Stdout)
 	if len(left) > 0 {
@@ -228,6 +266,12 @@ func (kn *Knative) uninstall(t T) {
 			time.Sleep(time.Second)
 		}
 	}
+}
+
+// deleteManifests deletes every object of the manifests, the namespace
+// last, and fails t for any left.
+func (kn *Knative) deleteManifests(t T) {
+	k := kn.cluster
 	webhooks, workloads, base := kn.phases[2], kn.phases[1], kn.phases[0]
 	kn.delete(t, webhooks)
 	// The controllers' pods, quickly: the activator's grace period (600 s)
