@@ -407,31 +407,7 @@ func writeMethod(b *strings.Builder, rep *Report, info summaryInfo) {
 // headline writes the findings: the study's question and the original
 // figures beside this machine's.
 func headline(b *strings.Builder, rep *Report) {
-	get := func(rt, fn string) *Cell {
-		for _, c := range rep.Cells {
-			if c.Runtime.ID == rt && c.Function.Name == fn {
-				return c
-			}
-		}
-		return nil
-	}
-	stat := func(c *Cell, p Phase) *stats.Stats {
-		if c == nil {
-			return nil
-		}
-		return rep.Stats[c][p]
-	}
-	ratio := func(num, den *Cell, p Phase) string {
-		for _, r := range rep.Ratios {
-			if r.Num == num && r.Den == den && r.Phase == p {
-				return fmt.Sprintf("%s (95 %% CI %s – %s)", stats.FormatRatio(r.Value), stats.FormatRatio(r.CILo), stats.FormatRatio(r.CIHi))
-			}
-		}
-		return ""
-	}
-	withCI := func(st *stats.Stats) string {
-		return fmt.Sprintf("**%s** (95 %% CI %s – %s)", stats.FormatSeconds(st.P50), stats.FormatSeconds(st.CILo), stats.FormatSeconds(st.CIHi))
-	}
+	get, stat, ratio := rep.cell, rep.stat, rep.ratioText
 	fmt.Fprintf(b, "- The original study measured start-up per call: Docker container ≈ %s, WebAssembly instance ≈ %s: %s.\n",
 		stats.FormatSeconds(seedContainerStartup), stats.FormatSeconds(seedWasmStartup), stats.FormatRatio(seedContainerStartup/seedWasmStartup))
 	cont := get("container-runc", "go")
@@ -470,6 +446,40 @@ func headline(b *strings.Builder, rep *Report) {
 				withCI(hit), withCI(miss))
 		}
 	}
+}
+
+// cell returns the cell of runtime rt and function fn, or nil.
+func (rep *Report) cell(rt, fn string) *Cell {
+	for _, c := range rep.Cells {
+		if c.Runtime.ID == rt && c.Function.Name == fn {
+			return c
+		}
+	}
+	return nil
+}
+
+// stat returns c's statistics of phase p, nil without any (or a nil c).
+func (rep *Report) stat(c *Cell, p Phase) *stats.Stats {
+	if c == nil {
+		return nil
+	}
+	return rep.Stats[c][p]
+}
+
+// ratioText renders the ratio num ÷ den of phase p with its interval, ""
+// if it was not computed.
+func (rep *Report) ratioText(num, den *Cell, p Phase) string {
+	for _, r := range rep.Ratios {
+		if r.Num == num && r.Den == den && r.Phase == p {
+			return fmt.Sprintf("%s (95 %% CI %s – %s)", stats.FormatRatio(r.Value), stats.FormatRatio(r.CILo), stats.FormatRatio(r.CIHi))
+		}
+	}
+	return ""
+}
+
+// withCI renders a median in bold with its interval.
+func withCI(st *stats.Stats) string {
+	return fmt.Sprintf("**%s** (95 %% CI %s – %s)", stats.FormatSeconds(st.P50), stats.FormatSeconds(st.CILo), stats.FormatSeconds(st.CIHi))
 }
 
 // firstField is s up to its first ';' (runc's version without its commit,

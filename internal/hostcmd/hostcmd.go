@@ -128,19 +128,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 		return code
 	}
 	defer release()
-	hide := a.Hide
-	if len(hide) == 0 {
-		hide = []string{wasmhost.DefaultHiddenPath}
-	}
-	root, err := wasmhost.NewGuestFS("/", hide...)
+	rc, err := guestWorld(a)
 	if err != nil {
 		return fail(stderr, ExitHostError, "%v", err)
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		wd = "/"
-	}
-	rc := wasmhost.RunConfig{Args: a.Command, Env: os.Environ(), Dir: wd, FS: root}
 	if mod.IsReactor() {
 		if a.Mode != hostargs.ModeFunction {
 			return fail(stderr, ExitCannotRun, "%s: %v", a.Command[0], wasmhost.ErrReactorRun)
@@ -157,6 +148,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 	}
 	rc.Stdin, rc.Stdout, rc.Stderr = stdin, stdout, stderr
 	return runOnce(ctx, cancel, mod, rc, sigs)
+}
+
+// guestWorld is what a wasm guest sees: the task's arguments, environment
+// and working directory, and its root file system without the host's
+// hidden paths.
+func guestWorld(a hostargs.Args) (wasmhost.RunConfig, error) {
+	hide := a.Hide
+	if len(hide) == 0 {
+		hide = []string{wasmhost.DefaultHiddenPath}
+	}
+	root, err := wasmhost.NewGuestFS("/", hide...)
+	if err != nil {
+		return wasmhost.RunConfig{}, err
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		wd = "/"
+	}
+	return wasmhost.RunConfig{Args: a.Command, Env: os.Environ(), Dir: wd, FS: root}, nil
 }
 
 // fail reports a failure of the host itself on stderr and returns code.
