@@ -162,7 +162,7 @@ func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
 // stdout and stderr are separate pipes, so their order is not defined.
 func readLines(t *testing.T, p string, n int) string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second) // the shim copies stdout and stderr on its own time; generous on a loaded machine
 	for {
 		b, _ := os.ReadFile(p)
 		lines := strings.SplitAfter(string(b), "\n")
