@@ -62,9 +62,16 @@ func BenchmarkCompile(b *testing.B) {
 
 // BenchmarkCompileCached loads from a verified cache directory, as the host
 // in the container does; verify-ns/op is the SHA-256 check of the entries.
+//
+//	go test -run '^$' -bench BenchmarkCompileCached -benchtime 20x ./wasmhost/
 func BenchmarkCompileCached(b *testing.B) {
 	ctx := context.Background()
-	for _, bm := range benchModules {
+	modules := append(benchModules, struct {
+		name string
+		file string
+		args []string
+	}{"probe-reactor.wasm", functions.ProbeReactor, nil})
+	for _, bm := range modules {
 		if bm.file == functions.Echo {
 			continue
 		}

@@ -20,9 +20,15 @@ import (
 // entryPath returns the only wazero entry in a cache directory.
 func entryPath(tb testing.TB, dir string) string {
 	tb.Helper()
-	entries, err := listEntries(dir)
+	all, err := listEntries(dir)
+	var entries []string
+	for _, e := range all {
+		if strings.HasPrefix(e, wazeroCacheSubdir()+"/") {
+			entries = append(entries, e)
+		}
+	}
 	if err != nil || len(entries) != 1 {
-		tb.Fatalf("entries in %s: %v, %v; want one", dir, entries, err)
+		tb.Fatalf("entries in %s: %v, %v; want one of wazero's", dir, all, err)
 	}
 	return filepath.Join(dir, entries[0])
 }
