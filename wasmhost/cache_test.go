@@ -108,6 +108,10 @@ func TestCacheCorrupt(t *testing.T) {
 			flipByte(t, entry, offsetTable(t, entry))
 		}, "SHA-256 mismatch"},
 		{"missing entry", func(t *testing.T, dir, entry string) { os.Remove(entry) }, "missing entry"},
+		{"flipped prepared byte", func(t *testing.T, dir, entry string) {
+			flipByte(t, filepath.Join(dir, preparedName), -10) // in the finalized module
+		}, "SHA-256 mismatch"},
+		{"missing prepared file", func(t *testing.T, dir, entry string) { os.Remove(filepath.Join(dir, preparedName)) }, "missing entry " + preparedName},
 		{"missing manifest", func(t *testing.T, dir, entry string) { os.Remove(filepath.Join(dir, ManifestName)) }, "no entry"},
 		{"garbage manifest", func(t *testing.T, dir, entry string) {
 			os.WriteFile(filepath.Join(dir, ManifestName), []byte("xyz\n"), 0o600)
