@@ -306,3 +306,30 @@ func BenchmarkInvokeGrow(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPreflightNeeds is what the shim's Create does with a module
+// before it looks at the cache: Preflight and MemoryNeeds, two parses
+// (separate, as before PreflightNeeds), or PreflightNeeds, one.
+//
+//	go test -run '^$' -bench BenchmarkPreflightNeeds -benchtime 20x ./wasmhost/
+func BenchmarkPreflightNeeds(b *testing.B) {
+	wasm := wasmFile(b, functions.Probe)
+	dir := sharedProbeCache(b)
+	b.Run("separate", func(b *testing.B) {
+		for b.Loop() {
+			if err := Preflight(wasm, Config{}); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, _, err := MemoryNeeds(wasm, dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("together", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, _, err := PreflightNeeds(wasm, Config{}, dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
