@@ -48,6 +48,9 @@ var ErrCache = errors.New("module cache unusable")
 // memory and is valid), one of Check's errors when the module is at fault,
 // or the context's error.
 //
+// Besides wazero's entry, dir gets the module as the host rewrites it before
+// compiling, so that a Host loading the entry need not rewrite it again.
+//
 // Entries are native code that the host loads and runs: dir must be
 // writable by the shim only (see docs/rationale.md).
 func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (hit bool, dur time.Duration, err error) {

@@ -83,7 +83,9 @@ type Module struct {
 // by CompileToCache is loaded instead of compiling; a missing, stale or
 // corrupt entry, or a read-only directory without an entry, makes Compile
 // compile the module in memory instead, never fail. CacheHit and
-// CompileTime report what happened.
+// CompileTime report what happened. A verified entry also spares Compile
+// rewriting the module (see docs/rationale.md); the checks that depend on
+// the Config, such as the memory limit, are made on every call.
 func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	start := time.Now()
 	c := h.cfg
