@@ -98,14 +98,16 @@ func (s *service) checkHostBinary() error {
 // cannot be made (the host then compiles at start).
 func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error), host *oci.Host) (*compileJob, error) {
 	logger := log.G(ctx).WithField("id", host.ID)
-	module, wasm, err := readModule(spec, knobs, openRootfs)
+	module, wasm, err := readModule(spec, openRootfs)
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(wasm)
 	digest := hex.EncodeToString(sum[:])
 	dir := filepath.Join(s.cacheRoot, digest)
-	host.Memory = moduleMemory(wasm, dir)
+	if host.Memory, err = preflightModule(wasm, knobs, dir); err != nil {
+		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
+	}
 	start := time.Now()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		logger.WithError(err).WithField("module", module).Warn("nebula: module cache unusable; the host compiles at start")
@@ -123,8 +125,8 @@ func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci
 }
 
 // readModule reads the module the spec's entrypoint names from the root
-// file system and checks what needs no compiling (wasmhost.Preflight).
-func readModule(spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error)) (module string, wasm []byte, err error) {
+// file system.
+func readModule(spec *specs.Spec, openRootfs func() (*rootfsFiles, error)) (module string, wasm []byte, err error) {
 	module = oci.EntrypointPath(spec)
 	if module == "" {
 		return "", nil, invalidArgument(fmt.Errorf("wasm entrypoint %q must be a path to the module", firstArg(spec)))
@@ -135,13 +137,6 @@ func readModule(spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFil
 	}
 	wasm, err = f.readFile(module, maxModuleSize)
 	if err != nil {
-		return "", nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
-	}
-	cfg := wasmhost.NewConfig()
-	if knobs.MemoryLimit > 0 {
-		cfg = cfg.WithMemoryLimit(knobs.MemoryLimit)
-	}
-	if err := wasmhost.Preflight(wasm, cfg); err != nil {
 		return "", nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
 	}
 	return module, wasm, nil

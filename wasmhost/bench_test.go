@@ -62,9 +62,16 @@ func BenchmarkCompile(b *testing.B) {
 
 // BenchmarkCompileCached loads from a verified cache directory, as the host
 // in the container does; verify-ns/op is the SHA-256 check of the entries.
+//
+//	go test -run '^$' -bench BenchmarkCompileCached -benchtime 20x ./wasmhost/
 func BenchmarkCompileCached(b *testing.B) {
 	ctx := context.Background()
-	for _, bm := range benchModules {
+	modules := append(benchModules, struct {
+		name string
+		file string
+		args []string
+	}{"probe-reactor.wasm", functions.ProbeReactor, nil})
+	for _, bm := range modules {
 		if bm.file == functions.Echo {
 			continue
 		}
@@ -298,4 +305,31 @@ func BenchmarkInvokeGrow(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkPreflightNeeds is what the shim's Create does with a module
+// before it looks at the cache: Preflight and MemoryNeeds, two parses
+// (separate, as before PreflightNeeds), or PreflightNeeds, one.
+//
+//	go test -run '^$' -bench BenchmarkPreflightNeeds -benchtime 20x ./wasmhost/
+func BenchmarkPreflightNeeds(b *testing.B) {
+	wasm := wasmFile(b, functions.Probe)
+	dir := sharedProbeCache(b)
+	b.Run("separate", func(b *testing.B) {
+		for b.Loop() {
+			if err := Preflight(wasm, Config{}); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, _, err := MemoryNeeds(wasm, dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("together", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, _, err := PreflightNeeds(wasm, Config{}, dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -48,6 +48,9 @@ var ErrCache = errors.New("module cache unusable")
 // memory and is valid), one of Check's errors when the module is at fault,
 // or the context's error.
 //
+// Besides wazero's entry, dir gets the module as the host rewrites it before
+// compiling, so that a Host loading the entry need not rewrite it again.
+//
 // Entries are native code that the host loads and runs: dir must be
 // writable by the shim only (see docs/rationale.md).
 func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (hit bool, dur time.Duration, err error) {
@@ -56,13 +59,15 @@ func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (h
 	if err != nil {
 		return false, time.Since(start), err
 	}
+	input := wasm // what Compile finalizes
 	if info.isReactor() {
-		wasm = planReactor(wasm, info).wasm // what Compile compiles
+		input = planReactor(wasm, info).wasm
 	}
-	hit, err = compileToCache(ctx, wasm, dir)
+	final, instrumented := finalize(input)
+	hit, err = compileToCache(ctx, input, final, instrumented, dir)
 	if err != nil && errors.Is(err, ErrCache) && ctx.Err() == nil {
 		// Tell a broken directory from a broken module: compile in memory.
-		r, _, _, cerr := compileIn(ctx, wasm, "")
+		r, _, _, cerr := compileFinal(ctx, final, instrumented, "")
 		if cerr != nil {
 			err = fmt.Errorf("%w: %v", ErrInvalid, cerr)
 		} else {
@@ -75,7 +80,9 @@ func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (h
 	return hit, time.Since(start), err
 }
 
-func compileToCache(ctx context.Context, wasm []byte, dir string) (hit bool, err error) {
+// compileToCache fills dir with wazero's entry for final and the prepared
+// file recording that input finalizes to final, and the manifest of both.
+func compileToCache(ctx context.Context, input, final []byte, instrumented bool, dir string) (hit bool, err error) {
 	cacheErr := func(err error) error { return fmt.Errorf("%w: %s: %w", ErrCache, dir, err) }
 	if err = os.MkdirAll(dir, 0o700); err != nil {
 		return false, cacheErr(err)
@@ -96,36 +103,48 @@ func compileToCache(ctx context.Context, wasm []byte, dir string) (hit bool, err
 	if err != nil {
 		return false, cacheErr(err)
 	}
-	if verified && hasEntryFor(before, wazeroCacheSubdir()) {
+	prepared := verified && hasCurrentPrepared(dir, input)
+	compiled := verified && hasEntryFor(before, wazeroCacheSubdir())
+	if compiled && prepared {
 		// Verified bytes of this wazero's entry: loading them here as well
 		// would only repeat, outside the container, what the host does.
 		return true, nil
 	}
-	r, cc, _, err := compileIn(ctx, wasm, dir)
-	if err != nil && verified {
-		// The entry was intact but wazero refused it: start afresh.
-		verified = false
-		if err = clearDir(dir); err == nil {
-			r, cc, _, err = compileIn(ctx, wasm, dir)
+	after := before
+	if !compiled {
+		r, cc, _, err := compileFinal(ctx, final, instrumented, dir)
+		if err != nil && verified {
+			// The entry was intact but wazero refused it: start afresh.
+			verified = false
+			if err = clearDir(dir); err == nil {
+				r, cc, _, err = compileFinal(ctx, final, instrumented, dir)
+			}
 		}
-	}
-	if err != nil {
-		// Either the module or the directory: CompileToCache tells which.
-		clearDir(dir)
-		return false, cacheErr(err)
-	}
-	r.Close(ctx)
-	cc.Close(ctx)
-	after, err := listEntries(dir)
-	if err != nil {
-		return false, cacheErr(err)
-	}
-	hit = verified && len(after) == len(before)
-	if !hit {
-		if err = writeManifest(dir, after); err != nil {
+		if err != nil {
+			// Either the module or the directory: CompileToCache tells which.
 			clearDir(dir)
 			return false, cacheErr(err)
 		}
+		r.Close(ctx)
+		cc.Close(ctx)
+		if after, err = listEntries(dir); err != nil {
+			return false, cacheErr(err)
+		}
+	}
+	hit = verified && len(after) == len(before)
+	if hit && prepared {
+		return true, nil
+	}
+	// An entry written before the prepared file existed, or by other code,
+	// gets a current one.
+	if err = writePrepared(dir, input, final, instrumented); err == nil {
+		if after, err = listEntries(dir); err == nil {
+			err = writeManifest(dir, after)
+		}
+	}
+	if err != nil {
+		clearDir(dir)
+		return false, cacheErr(err)
 	}
 	return hit, nil
 }
@@ -364,19 +383,25 @@ func writeManifest(dir string, entries []string) error {
 		}
 		fmt.Fprintf(&b, "%s  %s\n", sum, e)
 	}
-	f, err := os.CreateTemp(dir, ManifestName+".*.tmp")
+	return writeFileAtomic(dir, ManifestName, b.Bytes())
+}
+
+// writeFileAtomic writes data to dir/name through a temporary file that
+// listEntries ignores, synced, then renamed.
+func writeFileAtomic(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, name+".*.tmp")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name()) // after a successful rename, a no-op
-	if _, err = f.Write(b.Bytes()); err == nil {
+	if _, err = f.Write(data); err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, ManifestName))
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
 	}
 	return err
 }

@@ -20,9 +20,15 @@ import (
 // entryPath returns the only wazero entry in a cache directory.
 func entryPath(tb testing.TB, dir string) string {
 	tb.Helper()
-	entries, err := listEntries(dir)
+	all, err := listEntries(dir)
+	var entries []string
+	for _, e := range all {
+		if strings.HasPrefix(e, wazeroCacheSubdir()+"/") {
+			entries = append(entries, e)
+		}
+	}
 	if err != nil || len(entries) != 1 {
-		tb.Fatalf("entries in %s: %v, %v; want one", dir, entries, err)
+		tb.Fatalf("entries in %s: %v, %v; want one of wazero's", dir, all, err)
 	}
 	return filepath.Join(dir, entries[0])
 }
@@ -102,6 +108,10 @@ func TestCacheCorrupt(t *testing.T) {
 			flipByte(t, entry, offsetTable(t, entry))
 		}, "SHA-256 mismatch"},
 		{"missing entry", func(t *testing.T, dir, entry string) { os.Remove(entry) }, "missing entry"},
+		{"flipped prepared byte", func(t *testing.T, dir, entry string) {
+			flipByte(t, filepath.Join(dir, preparedName), -10) // in the finalized module
+		}, "SHA-256 mismatch"},
+		{"missing prepared file", func(t *testing.T, dir, entry string) { os.Remove(filepath.Join(dir, preparedName)) }, "missing entry " + preparedName},
 		{"missing manifest", func(t *testing.T, dir, entry string) { os.Remove(filepath.Join(dir, ManifestName)) }, "no entry"},
 		{"garbage manifest", func(t *testing.T, dir, entry string) {
 			os.WriteFile(filepath.Join(dir, ManifestName), []byte("xyz\n"), 0o600)

@@ -68,6 +68,7 @@ type Module struct {
 	reactor *reactorPlan
 
 	cacheHit    bool
+	prepared    bool // the module wazero loaded came from the entry's prepared file
 	cacheDetail string
 	compileTime time.Duration
 
@@ -82,7 +83,9 @@ type Module struct {
 // by CompileToCache is loaded instead of compiling; a missing, stale or
 // corrupt entry, or a read-only directory without an entry, makes Compile
 // compile the module in memory instead, never fail. CacheHit and
-// CompileTime report what happened.
+// CompileTime report what happened. A verified entry also spares Compile
+// rewriting the module (see docs/rationale.md); the checks that depend on
+// the Config, such as the memory limit, are made on every call.
 func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	start := time.Now()
 	c := h.cfg
@@ -91,9 +94,10 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		return nil, err
 	}
 	m := &Module{host: h, stdoutLimit: c.stdout(), warmup: !c.noWarmup}
+	input := wasm // what finalize rewrites
 	if info.isReactor() {
 		m.reactor = planReactor(wasm, info)
-		wasm = m.reactor.wasm
+		input = m.reactor.wasm
 	}
 	if pages, ok := c.limit(); ok {
 		m.limit = uint64(pages) * PageSize
@@ -102,10 +106,15 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	if c.cacheDir != "" {
 		var ok bool
 		if ok, m.cacheDetail = verifyCache(c.cacheDir); ok {
+			final, instrumented, prepared := readPrepared(c.cacheDir, input)
+			if !prepared {
+				final, instrumented = finalize(input)
+			}
 			before, _ := listEntries(c.cacheDir)
-			if err = m.compile(ctx, wasm, c.cacheDir); err == nil {
+			if err = m.compile(ctx, final, instrumented, c.cacheDir); err == nil {
 				after, _ := listEntries(c.cacheDir)
 				m.cacheHit = len(after) == len(before)
+				m.prepared = prepared
 				if !m.cacheHit {
 					m.cacheDetail = "no entry for this wazero build"
 				}
@@ -115,7 +124,11 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		}
 	}
 	if m.runtime == nil || err != nil {
-		if err = m.compile(ctx, wasm, ""); err != nil {
+		// From the module itself: a prepared file is used only with the
+		// entry it was verified with.
+		final, instrumented := finalize(input)
+		m.prepared = false
+		if err = m.compile(ctx, final, instrumented, ""); err != nil {
 			m.close(ctx)
 			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
@@ -143,23 +156,18 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	return m, nil
 }
 
-// compile compiles wasm into a new Runtime, with the file cache in cacheDir
-// unless it is empty.
-func (m *Module) compile(ctx context.Context, wasm []byte, cacheDir string) (err error) {
-	m.runtime, m.cache, m.compiled, err = compileIn(ctx, wasm, cacheDir)
+// compile compiles final (see compileFinal) into a new Runtime, with the
+// file cache in cacheDir unless it is empty.
+func (m *Module) compile(ctx context.Context, final []byte, instrumented bool, cacheDir string) (err error) {
+	m.runtime, m.cache, m.compiled, err = compileFinal(ctx, final, instrumented, cacheDir)
 	return
 }
 
-// compileIn compiles wasm, its tables bounded (boundTables) and its
-// deadline checks added (instrumentDeadline), into a new Runtime.
-func compileIn(ctx context.Context, wasm []byte, cacheDir string) (r wazero.Runtime, cc wazero.CompilationCache, cm wazero.CompiledModule, err error) {
-	instrumented := false
-	if info, perr := parseModule(wasm); perr == nil {
-		wasm, instrumented = instrumentDeadline(wasm, info)
-	}
-	if info, perr := parseModule(wasm); perr == nil {
-		wasm = boundTables(wasm, info)
-	}
+// compileFinal compiles final, a module as finalize returned it (with
+// instrumented, whether its deadline checks were added), into a new
+// Runtime.
+func compileFinal(ctx context.Context, final []byte, instrumented bool, cacheDir string) (r wazero.Runtime, cc wazero.CompilationCache, cm wazero.CompiledModule, err error) {
+	wasm := final
 	// The memory limit is enforced by linearMemory, not by
 	// WithMemoryLimitPages: wazero refuses to grow past its limit before
 	// asking the allocator, which leaves no trace (docs/rationale.md).

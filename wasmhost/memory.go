@@ -322,24 +322,43 @@ func MemoryNeeds(wasm []byte, cacheDir string) (minMemory, tables, code uint64, 
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	for _, mem := range info.memories {
+	minMemory, tables, code = info.memoryNeeds(len(wasm), cacheDir)
+	return minMemory, tables, code, nil
+}
+
+// PreflightNeeds is Preflight(wasm, cfg) followed, if it passes, by
+// MemoryNeeds(wasm, cacheDir), parsing wasm once.
+func PreflightNeeds(wasm []byte, cfg Config, cacheDir string) (minMemory, tables, code uint64, err error) {
+	info, err := preflight(wasm, cfg)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	minMemory, tables, code = info.memoryNeeds(len(wasm), cacheDir)
+	return minMemory, tables, code, nil
+}
+
+func (m *moduleInfo) memoryNeeds(size int, cacheDir string) (minMemory, tables, code uint64) {
+	for _, mem := range m.memories {
 		minMemory = max(minMemory, uint64(mem.min)*PageSize)
 	}
-	code = CompiledSizeEstimate(len(wasm))
+	tables, code = m.tableBytes(), CompiledSizeEstimate(size)
 	if cacheDir == "" {
-		return minMemory, info.tableBytes(), code, nil
+		return minMemory, tables, code
 	}
 	entries, err := listEntries(cacheDir)
 	if err != nil {
-		return minMemory, info.tableBytes(), code, nil // no entry yet: the estimate
+		return minMemory, tables, code // no entry yet: the estimate
 	}
 	var compiled uint64
 	for _, e := range entries {
+		if e == preparedName {
+			continue // a module's bytes, not compiled code
+		}
 		if fi, err := os.Stat(filepath.Join(cacheDir, filepath.FromSlash(e))); err == nil && fi.Mode().IsRegular() {
 			compiled += uint64(fi.Size())
 		}
 	}
-	return minMemory, info.tableBytes(), max(code, compiled), nil
+	return minMemory, tables, max(code, compiled)
 }
 
 // CompiledSizeEstimate is how large wazero's compiled code for a module of
