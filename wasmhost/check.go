@@ -322,151 +322,202 @@ func guessFormat(b []byte) string {
 	return ""
 }
 
+// parseSection decodes the body r of a section with id: the sections
+// preflight needs, each by its own method; the others are left to wazero.
 func (m *moduleInfo) parseSection(id byte, r *reader) error {
 	switch id {
-	case 1: // type
-		return r.vec(func() error {
-			form, err := r.byte()
-			if err != nil {
-				return err
-			}
-			if form != 0x60 {
-				return fmt.Errorf("function type form %#x, want 0x60", form)
-			}
-			var ft funcType
-			if ft.params, err = r.valTypes(); err != nil {
-				return err
-			}
-			if ft.results, err = r.valTypes(); err != nil {
-				return err
-			}
-			m.types = append(m.types, ft)
-			return nil
-		})
-	case 2: // import
-		return r.vec(func() error {
-			var e importEntry
-			var err error
-			if e.module, err = r.name(); err != nil {
-				return err
-			}
-			if e.name, err = r.name(); err != nil {
-				return err
-			}
-			if e.kind, err = r.byte(); err != nil {
-				return err
-			}
-			switch e.kind {
-			case externFunc:
-				if e.typeIndex, err = r.u32(); err != nil {
-					return err
-				}
-				m.funcTypes = append(m.funcTypes, e.typeIndex)
-			case externTable:
-				m.importsOf.tables++
-				if _, err = r.byte(); err != nil { // reference type
-					return err
-				}
-				_, err = r.limits()
-			case externMemory:
-				m.importsOf.memories++
-				_, err = r.limits()
-			case externGlobal:
-				m.importsOf.globals++
-				_, err = r.bytes(2) // value type, mutability
-			default:
-				return fmt.Errorf("import %s.%s has unknown kind %#x", e.module, e.name, e.kind)
-			}
-			m.imports = append(m.imports, e)
-			return err
-		})
-	case 3: // function
-		return r.vec(func() error {
-			t, err := r.u32()
-			m.funcTypes = append(m.funcTypes, t)
-			return err
-		})
-	case 4: // table
-		return r.vec(func() error {
-			var t table
-			var err error
-			if t.refType, err = r.byte(); err != nil {
-				return err
-			}
-			t.limits, err = r.limits()
-			m.tables = append(m.tables, t)
-			return err
-		})
-	case 5: // memory
-		return r.vec(func() error {
-			l, err := r.limits()
-			m.memories = append(m.memories, l)
-			return err
-		})
-	case 7: // export
-		return r.vec(func() error {
-			name, err := r.name()
-			if err != nil {
-				return err
-			}
-			var e exportEntry
-			if e.kind, err = r.byte(); err != nil {
-				return err
-			}
-			if e.index, err = r.u32(); err != nil {
-				return err
-			}
-			m.exports[name] = e
-			return nil
-		})
-	case 6: // global
-		return m.lenient(id, r.vec(func() error {
-			b, err := r.bytes(2)
-			if err != nil {
-				return err
-			}
-			m.globals = append(m.globals, global{valType: b[0], mutable: b[1] == 1})
-			_, _, err = r.constValue()
-			return err
-		}))
-	case 8: // start
-		f, err := r.u32()
-		m.start = &f
-		return err
-	case 10: // code
+	case 1:
+		return m.parseTypes(r)
+	case 2:
+		return m.parseImports(r)
+	case 3:
+		return m.parseFunctions(r)
+	case 4:
+		return m.parseTables(r)
+	case 5:
+		return m.parseMemories(r)
+	case 7:
+		return m.parseExports(r)
+	case 6:
+		return m.lenient(id, m.parseGlobals(r))
+	case 8:
+		return m.parseStart(r)
+	case 10:
 		return m.parseCode(r)
-	case 11: // data
-		return m.lenient(id, r.vec(func() error {
-			flag, err := r.u32()
-			if err != nil {
-				return err
-			}
-			var d dataSegment
-			switch flag {
-			case 0, 2:
-				if flag == 2 {
-					if d.memory, err = r.u32(); err != nil {
-						return err
-					}
-				}
-				if d.offset, d.constOffset, err = r.constValue(); err != nil {
-					return err
-				}
-			case 1:
-				d.passive = true
-			default:
-				return fmt.Errorf("data segment flag %d, want 0, 1 or 2", flag)
-			}
-			n, err := r.u32()
-			if err != nil {
-				return err
-			}
-			d.init, err = r.bytes(n)
-			m.data = append(m.data, d)
-			return err
-		}))
+	case 11:
+		return m.lenient(id, m.parseData(r))
 	}
 	return nil // other sections are left to wazero
+}
+
+// parseTypes decodes the type section: the module's function types.
+func (m *moduleInfo) parseTypes(r *reader) error {
+	return r.vec(func() error {
+		form, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if form != 0x60 {
+			return fmt.Errorf("function type form %#x, want 0x60", form)
+		}
+		var ft funcType
+		if ft.params, err = r.valTypes(); err != nil {
+			return err
+		}
+		if ft.results, err = r.valTypes(); err != nil {
+			return err
+		}
+		m.types = append(m.types, ft)
+		return nil
+	})
+}
+
+// parseImports decodes the import section, counting the imports of each
+// kind and the types of imported functions.
+func (m *moduleInfo) parseImports(r *reader) error {
+	return r.vec(func() error {
+		var e importEntry
+		var err error
+		if e.module, err = r.name(); err != nil {
+			return err
+		}
+		if e.name, err = r.name(); err != nil {
+			return err
+		}
+		if e.kind, err = r.byte(); err != nil {
+			return err
+		}
+		switch e.kind {
+		case externFunc:
+			if e.typeIndex, err = r.u32(); err != nil {
+				return err
+			}
+			m.funcTypes = append(m.funcTypes, e.typeIndex)
+		case externTable:
+			m.importsOf.tables++
+			if _, err = r.byte(); err != nil { // reference type
+				return err
+			}
+			_, err = r.limits()
+		case externMemory:
+			m.importsOf.memories++
+			_, err = r.limits()
+		case externGlobal:
+			m.importsOf.globals++
+			_, err = r.bytes(2) // value type, mutability
+		default:
+			return fmt.Errorf("import %s.%s has unknown kind %#x", e.module, e.name, e.kind)
+		}
+		m.imports = append(m.imports, e)
+		return err
+	})
+}
+
+// parseFunctions decodes the function section: the type of each defined
+// function.
+func (m *moduleInfo) parseFunctions(r *reader) error {
+	return r.vec(func() error {
+		t, err := r.u32()
+		m.funcTypes = append(m.funcTypes, t)
+		return err
+	})
+}
+
+// parseTables decodes the table section.
+func (m *moduleInfo) parseTables(r *reader) error {
+	return r.vec(func() error {
+		var t table
+		var err error
+		if t.refType, err = r.byte(); err != nil {
+			return err
+		}
+		t.limits, err = r.limits()
+		m.tables = append(m.tables, t)
+		return err
+	})
+}
+
+// parseMemories decodes the memory section.
+func (m *moduleInfo) parseMemories(r *reader) error {
+	return r.vec(func() error {
+		l, err := r.limits()
+		m.memories = append(m.memories, l)
+		return err
+	})
+}
+
+// parseExports decodes the export section.
+func (m *moduleInfo) parseExports(r *reader) error {
+	return r.vec(func() error {
+		name, err := r.name()
+		if err != nil {
+			return err
+		}
+		var e exportEntry
+		if e.kind, err = r.byte(); err != nil {
+			return err
+		}
+		if e.index, err = r.u32(); err != nil {
+			return err
+		}
+		m.exports[name] = e
+		return nil
+	})
+}
+
+// parseGlobals decodes the global section, with the constant initial value
+// of each global.
+func (m *moduleInfo) parseGlobals(r *reader) error {
+	return r.vec(func() error {
+		b, err := r.bytes(2)
+		if err != nil {
+			return err
+		}
+		m.globals = append(m.globals, global{valType: b[0], mutable: b[1] == 1})
+		_, _, err = r.constValue()
+		return err
+	})
+}
+
+// parseStart decodes the start section: the start function's index.
+func (m *moduleInfo) parseStart(r *reader) error {
+	f, err := r.u32()
+	m.start = &f
+	return err
+}
+
+// parseData decodes the data section: each segment's memory, constant
+// offset and bytes.
+func (m *moduleInfo) parseData(r *reader) error {
+	return r.vec(func() error {
+		flag, err := r.u32()
+		if err != nil {
+			return err
+		}
+		var d dataSegment
+		switch flag {
+		case 0, 2:
+			if flag == 2 {
+				if d.memory, err = r.u32(); err != nil {
+					return err
+				}
+			}
+			if d.offset, d.constOffset, err = r.constValue(); err != nil {
+				return err
+			}
+		case 1:
+			d.passive = true
+		default:
+			return fmt.Errorf("data segment flag %d, want 0, 1 or 2", flag)
+		}
+		n, err := r.u32()
+		if err != nil {
+			return err
+		}
+		d.init, err = r.bytes(n)
+		m.data = append(m.data, d)
+		return err
+	})
 }
 
 // lenient records that section id could not be decoded for a reactor's
