@@ -232,63 +232,23 @@ var wasmMagic = []byte{0, 'a', 's', 'm'}
 
 // parseModule decodes the parts of wasm that preflight checks.
 func parseModule(wasm []byte) (*moduleInfo, error) {
-	if len(wasm) == 0 {
-		return nil, fmt.Errorf("%w: the file is empty", ErrNotWasm)
+	if err := checkHeader(wasm); err != nil {
+		return nil, err
 	}
-	if !bytes.HasPrefix(wasm, wasmMagic) {
-		if len(wasm) < len(wasmMagic) && bytes.HasPrefix(wasmMagic, wasm) {
-			return nil, fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
-		}
-		return nil, fmt.Errorf("%w: it starts with % x%s, not the magic number 00 61 73 6d (\"\\0asm\")",
-			ErrNotWasm, wasm[:min(4, len(wasm))], guessFormat(wasm))
-	}
-	if len(wasm) < 8 {
-		return nil, fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
-	}
-	switch version := le32(wasm[4:8]); version {
-	case 1:
-	case 0x1000d: // version 13, layer 1
-		return nil, fmt.Errorf("%w: it is a WebAssembly component (binary version 0x0d, layer 1); only core modules (wasip1) are supported", ErrNotWasm)
-	default:
-		return nil, fmt.Errorf("%w: unsupported binary version %#x, want 1", ErrNotWasm, version)
-	}
-
 	info := &moduleInfo{exports: map[string]exportEntry{}}
 	r := &reader{b: wasm, off: 8}
 	last := 0 // sectionOrder of the last non-custom section
 	for r.off < len(r.b) {
 		start := r.off
-		id, err := r.byte()
+		id, body, err := nextSection(r, &last)
 		if err != nil {
 			return nil, err
 		}
-		size, err := r.u32()
-		if errors.Is(err, errEOF) {
-			return nil, fmt.Errorf("%w: it ends inside the header of a section at offset %#x", ErrTruncated, start)
-		} else if err != nil {
-			return nil, fmt.Errorf("%w: section at offset %#x: %v", ErrInvalid, start, err)
-		}
-		if int(id) >= len(sectionNames) {
-			return nil, fmt.Errorf("%w: unknown section id %d at offset %#x", ErrInvalid, id, start)
-		}
-		name := sectionNames[id]
-		if id != 0 {
-			if sectionOrder[id] <= last {
-				return nil, fmt.Errorf("%w: section %d (%s) at offset %#x is repeated or out of order",
-					ErrInvalid, id, name, start)
-			}
-			last = sectionOrder[id]
-		}
-		if remain := len(r.b) - r.off; uint64(size) > uint64(remain) {
-			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x declares %d bytes but only %d remain",
-				ErrTruncated, id, name, start, size, remain)
-		}
-		body := &reader{b: r.b[:r.off+int(size)], off: r.off}
-		r.off += int(size)
 		if id == 4 {
 			info.tableSection.start, info.tableSection.end = start, r.off
 		}
 		info.sections = append(info.sections, sectionSpan{id: id, start: start, end: r.off})
+		name := sectionNames[id]
 		if err := checkCounts(id, *body); err != nil {
 			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x: %v", ErrInvalid, id, name, start, err)
 		}
@@ -303,6 +263,66 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// checkHeader checks wasm's magic number and binary version, naming what
+// the file is instead when it can tell.
+func checkHeader(wasm []byte) error {
+	if len(wasm) == 0 {
+		return fmt.Errorf("%w: the file is empty", ErrNotWasm)
+	}
+	if !bytes.HasPrefix(wasm, wasmMagic) {
+		if len(wasm) < len(wasmMagic) && bytes.HasPrefix(wasmMagic, wasm) {
+			return fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
+		}
+		return fmt.Errorf("%w: it starts with % x%s, not the magic number 00 61 73 6d (\"\\0asm\")",
+			ErrNotWasm, wasm[:min(4, len(wasm))], guessFormat(wasm))
+	}
+	if len(wasm) < 8 {
+		return fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
+	}
+	switch version := le32(wasm[4:8]); version {
+	case 1:
+	case 0x1000d: // version 13, layer 1
+		return fmt.Errorf("%w: it is a WebAssembly component (binary version 0x0d, layer 1); only core modules (wasip1) are supported", ErrNotWasm)
+	default:
+		return fmt.Errorf("%w: unsupported binary version %#x, want 1", ErrNotWasm, version)
+	}
+	return nil
+}
+
+// nextSection reads the header of the section at r and checks its id, its
+// place after the section whose sectionOrder is *last, and its size; it
+// returns the section's body and moves r past it.
+func nextSection(r *reader, last *int) (id byte, body *reader, err error) {
+	start := r.off
+	if id, err = r.byte(); err != nil {
+		return 0, nil, err
+	}
+	size, err := r.u32()
+	if errors.Is(err, errEOF) {
+		return 0, nil, fmt.Errorf("%w: it ends inside the header of a section at offset %#x", ErrTruncated, start)
+	} else if err != nil {
+		return 0, nil, fmt.Errorf("%w: section at offset %#x: %v", ErrInvalid, start, err)
+	}
+	if int(id) >= len(sectionNames) {
+		return 0, nil, fmt.Errorf("%w: unknown section id %d at offset %#x", ErrInvalid, id, start)
+	}
+	name := sectionNames[id]
+	if id != 0 {
+		if sectionOrder[id] <= *last {
+			return 0, nil, fmt.Errorf("%w: section %d (%s) at offset %#x is repeated or out of order",
+				ErrInvalid, id, name, start)
+		}
+		*last = sectionOrder[id]
+	}
+	if remain := len(r.b) - r.off; uint64(size) > uint64(remain) {
+		return 0, nil, fmt.Errorf("%w: section %d (%s) at offset %#x declares %d bytes but only %d remain",
+			ErrTruncated, id, name, start, size, remain)
+	}
+	body = &reader{b: r.b[:r.off+int(size)], off: r.off}
+	r.off += int(size)
+	return id, body, nil
 }
 
 // guessFormat names a few formats people mistake for a module.
