@@ -580,41 +580,51 @@ func (m *moduleInfo) parseCode(r *reader) error {
 		if size > c.maxBody {
 			c.maxBody, c.bodyAt = size, index
 		}
-		body := &reader{b: b}
-		locals, err := body.locals()
-		if err != nil {
-			return nil // malformed: left to wazero's validation
-		}
-		if locals > MaxLocals {
-			return fmt.Errorf("%w: function %d declares %d locals, the limit is %d (MaxLocals)",
-				ErrTooLarge, index, locals, MaxLocals)
-		}
-		if locals > c.maxLocals {
-			c.maxLocals, c.localsAt = locals, index
-		}
-		depth, ok := body.maxNesting(MaxNesting, func(op string) {
-			if c.mutations == nil {
-				c.mutations = map[string]uint32{}
-			}
-			if _, seen := c.mutations[op]; !seen {
-				c.mutations[op] = index
-			}
-		})
-		if depth > MaxNesting {
-			return fmt.Errorf("%w: function %d nests blocks more than %d deep (MaxNesting)",
-				ErrTooLarge, index, MaxNesting)
-		}
-		if !ok {
-			c.undecoded++
-		}
-		if depth > c.maxDepth {
-			c.maxDepth, c.depthAt = depth, index
+		if ok, err := c.measure(index, b); !ok || err != nil {
+			return err
 		}
 	}
 	if r.off != len(r.b) {
 		return fmt.Errorf("%d unexpected bytes at its end", len(r.b)-r.off)
 	}
 	return nil
+}
+
+// measure records the locals, nesting depth and mutations of the body b of
+// function index; ok is false when its locals cannot be decoded, which
+// leaves the rest of the code section to wazero's validation.
+func (c *codeStats) measure(index uint32, b []byte) (ok bool, err error) {
+	body := &reader{b: b}
+	locals, err := body.locals()
+	if err != nil {
+		return false, nil // malformed: left to wazero's validation
+	}
+	if locals > MaxLocals {
+		return false, fmt.Errorf("%w: function %d declares %d locals, the limit is %d (MaxLocals)",
+			ErrTooLarge, index, locals, MaxLocals)
+	}
+	if locals > c.maxLocals {
+		c.maxLocals, c.localsAt = locals, index
+	}
+	depth, decoded := body.maxNesting(MaxNesting, func(op string) {
+		if c.mutations == nil {
+			c.mutations = map[string]uint32{}
+		}
+		if _, seen := c.mutations[op]; !seen {
+			c.mutations[op] = index
+		}
+	})
+	if depth > MaxNesting {
+		return false, fmt.Errorf("%w: function %d nests blocks more than %d deep (MaxNesting)",
+			ErrTooLarge, index, MaxNesting)
+	}
+	if !decoded {
+		c.undecoded++
+	}
+	if depth > c.maxDepth {
+		c.maxDepth, c.depthAt = depth, index
+	}
+	return true, nil
 }
 
 // checkImports requires every import to be a wasi_snapshot_preview1
