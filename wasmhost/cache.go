@@ -112,21 +112,9 @@ func compileToCache(ctx context.Context, input, final []byte, instrumented bool,
 	}
 	after := before
 	if !compiled {
-		r, cc, _, err := compileFinal(ctx, final, instrumented, dir)
-		if err != nil && verified {
-			// The entry was intact but wazero refused it: start afresh.
-			verified = false
-			if err = clearDir(dir); err == nil {
-				r, cc, _, err = compileFinal(ctx, final, instrumented, dir)
-			}
-		}
-		if err != nil {
-			// Either the module or the directory: CompileToCache tells which.
-			clearDir(dir)
+		if verified, err = fillEntry(ctx, final, instrumented, dir, verified); err != nil {
 			return false, cacheErr(err)
 		}
-		r.Close(ctx)
-		cc.Close(ctx)
 		if after, err = listEntries(dir); err != nil {
 			return false, cacheErr(err)
 		}
@@ -137,16 +125,47 @@ func compileToCache(ctx context.Context, input, final []byte, instrumented bool,
 	}
 	// An entry written before the prepared file existed, or by other code,
 	// gets a current one.
-	if err = writePrepared(dir, input, final, instrumented); err == nil {
-		if after, err = listEntries(dir); err == nil {
-			err = writeManifest(dir, after)
-		}
-	}
-	if err != nil {
+	if err = writeRecords(dir, input, final, instrumented); err != nil {
 		clearDir(dir)
 		return false, cacheErr(err)
 	}
 	return hit, nil
+}
+
+// fillEntry has wazero write its entry for final into dir; verified tells
+// whether dir held an intact entry, which is cleared and written afresh if
+// wazero refuses it. It returns whether dir's entry is still the verified
+// one; on an error, dir is left empty.
+func fillEntry(ctx context.Context, final []byte, instrumented bool, dir string, verified bool) (stillVerified bool, err error) {
+	r, cc, _, err := compileFinal(ctx, final, instrumented, dir)
+	if err != nil && verified {
+		// The entry was intact but wazero refused it: start afresh.
+		verified = false
+		if err = clearDir(dir); err == nil {
+			r, cc, _, err = compileFinal(ctx, final, instrumented, dir)
+		}
+	}
+	if err != nil {
+		// Either the module or the directory: CompileToCache tells which.
+		clearDir(dir)
+		return false, err
+	}
+	r.Close(ctx)
+	cc.Close(ctx)
+	return verified, nil
+}
+
+// writeRecords writes dir's prepared file for input and then the manifest
+// of all of dir's entries.
+func writeRecords(dir string, input, final []byte, instrumented bool) error {
+	if err := writePrepared(dir, input, final, instrumented); err != nil {
+		return err
+	}
+	after, err := listEntries(dir)
+	if err != nil {
+		return err
+	}
+	return writeManifest(dir, after)
 }
 
 // CachedEntry reports whether dir holds a verified entry for this build of

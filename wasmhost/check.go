@@ -232,63 +232,23 @@ var wasmMagic = []byte{0, 'a', 's', 'm'}
 
 // parseModule decodes the parts of wasm that preflight checks.
 func parseModule(wasm []byte) (*moduleInfo, error) {
-	if len(wasm) == 0 {
-		return nil, fmt.Errorf("%w: the file is empty", ErrNotWasm)
+	if err := checkHeader(wasm); err != nil {
+		return nil, err
 	}
-	if !bytes.HasPrefix(wasm, wasmMagic) {
-		if len(wasm) < len(wasmMagic) && bytes.HasPrefix(wasmMagic, wasm) {
-			return nil, fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
-		}
-		return nil, fmt.Errorf("%w: it starts with % x%s, not the magic number 00 61 73 6d (\"\\0asm\")",
-			ErrNotWasm, wasm[:min(4, len(wasm))], guessFormat(wasm))
-	}
-	if len(wasm) < 8 {
-		return nil, fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
-	}
-	switch version := le32(wasm[4:8]); version {
-	case 1:
-	case 0x1000d: // version 13, layer 1
-		return nil, fmt.Errorf("%w: it is a WebAssembly component (binary version 0x0d, layer 1); only core modules (wasip1) are supported", ErrNotWasm)
-	default:
-		return nil, fmt.Errorf("%w: unsupported binary version %#x, want 1", ErrNotWasm, version)
-	}
-
 	info := &moduleInfo{exports: map[string]exportEntry{}}
 	r := &reader{b: wasm, off: 8}
 	last := 0 // sectionOrder of the last non-custom section
 	for r.off < len(r.b) {
 		start := r.off
-		id, err := r.byte()
+		id, body, err := nextSection(r, &last)
 		if err != nil {
 			return nil, err
 		}
-		size, err := r.u32()
-		if errors.Is(err, errEOF) {
-			return nil, fmt.Errorf("%w: it ends inside the header of a section at offset %#x", ErrTruncated, start)
-		} else if err != nil {
-			return nil, fmt.Errorf("%w: section at offset %#x: %v", ErrInvalid, start, err)
-		}
-		if int(id) >= len(sectionNames) {
-			return nil, fmt.Errorf("%w: unknown section id %d at offset %#x", ErrInvalid, id, start)
-		}
-		name := sectionNames[id]
-		if id != 0 {
-			if sectionOrder[id] <= last {
-				return nil, fmt.Errorf("%w: section %d (%s) at offset %#x is repeated or out of order",
-					ErrInvalid, id, name, start)
-			}
-			last = sectionOrder[id]
-		}
-		if remain := len(r.b) - r.off; uint64(size) > uint64(remain) {
-			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x declares %d bytes but only %d remain",
-				ErrTruncated, id, name, start, size, remain)
-		}
-		body := &reader{b: r.b[:r.off+int(size)], off: r.off}
-		r.off += int(size)
 		if id == 4 {
 			info.tableSection.start, info.tableSection.end = start, r.off
 		}
 		info.sections = append(info.sections, sectionSpan{id: id, start: start, end: r.off})
+		name := sectionNames[id]
 		if err := checkCounts(id, *body); err != nil {
 			return nil, fmt.Errorf("%w: section %d (%s) at offset %#x: %v", ErrInvalid, id, name, start, err)
 		}
@@ -303,6 +263,66 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// checkHeader checks wasm's magic number and binary version, naming what
+// the file is instead when it can tell.
+func checkHeader(wasm []byte) error {
+	if len(wasm) == 0 {
+		return fmt.Errorf("%w: the file is empty", ErrNotWasm)
+	}
+	if !bytes.HasPrefix(wasm, wasmMagic) {
+		if len(wasm) < len(wasmMagic) && bytes.HasPrefix(wasmMagic, wasm) {
+			return fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
+		}
+		return fmt.Errorf("%w: it starts with % x%s, not the magic number 00 61 73 6d (\"\\0asm\")",
+			ErrNotWasm, wasm[:min(4, len(wasm))], guessFormat(wasm))
+	}
+	if len(wasm) < 8 {
+		return fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrTruncated, len(wasm))
+	}
+	switch version := le32(wasm[4:8]); version {
+	case 1:
+	case 0x1000d: // version 13, layer 1
+		return fmt.Errorf("%w: it is a WebAssembly component (binary version 0x0d, layer 1); only core modules (wasip1) are supported", ErrNotWasm)
+	default:
+		return fmt.Errorf("%w: unsupported binary version %#x, want 1", ErrNotWasm, version)
+	}
+	return nil
+}
+
+// nextSection reads the header of the section at r and checks its id, its
+// place after the section whose sectionOrder is *last, and its size; it
+// returns the section's body and moves r past it.
+func nextSection(r *reader, last *int) (id byte, body *reader, err error) {
+	start := r.off
+	if id, err = r.byte(); err != nil {
+		return 0, nil, err
+	}
+	size, err := r.u32()
+	if errors.Is(err, errEOF) {
+		return 0, nil, fmt.Errorf("%w: it ends inside the header of a section at offset %#x", ErrTruncated, start)
+	} else if err != nil {
+		return 0, nil, fmt.Errorf("%w: section at offset %#x: %v", ErrInvalid, start, err)
+	}
+	if int(id) >= len(sectionNames) {
+		return 0, nil, fmt.Errorf("%w: unknown section id %d at offset %#x", ErrInvalid, id, start)
+	}
+	name := sectionNames[id]
+	if id != 0 {
+		if sectionOrder[id] <= *last {
+			return 0, nil, fmt.Errorf("%w: section %d (%s) at offset %#x is repeated or out of order",
+				ErrInvalid, id, name, start)
+		}
+		*last = sectionOrder[id]
+	}
+	if remain := len(r.b) - r.off; uint64(size) > uint64(remain) {
+		return 0, nil, fmt.Errorf("%w: section %d (%s) at offset %#x declares %d bytes but only %d remain",
+			ErrTruncated, id, name, start, size, remain)
+	}
+	body = &reader{b: r.b[:r.off+int(size)], off: r.off}
+	r.off += int(size)
+	return id, body, nil
 }
 
 // guessFormat names a few formats people mistake for a module.
@@ -322,151 +342,202 @@ func guessFormat(b []byte) string {
 	return ""
 }
 
+// parseSection decodes the body r of a section with id: the sections
+// preflight needs, each by its own method; the others are left to wazero.
 func (m *moduleInfo) parseSection(id byte, r *reader) error {
 	switch id {
-	case 1: // type
-		return r.vec(func() error {
-			form, err := r.byte()
-			if err != nil {
-				return err
-			}
-			if form != 0x60 {
-				return fmt.Errorf("function type form %#x, want 0x60", form)
-			}
-			var ft funcType
-			if ft.params, err = r.valTypes(); err != nil {
-				return err
-			}
-			if ft.results, err = r.valTypes(); err != nil {
-				return err
-			}
-			m.types = append(m.types, ft)
-			return nil
-		})
-	case 2: // import
-		return r.vec(func() error {
-			var e importEntry
-			var err error
-			if e.module, err = r.name(); err != nil {
-				return err
-			}
-			if e.name, err = r.name(); err != nil {
-				return err
-			}
-			if e.kind, err = r.byte(); err != nil {
-				return err
-			}
-			switch e.kind {
-			case externFunc:
-				if e.typeIndex, err = r.u32(); err != nil {
-					return err
-				}
-				m.funcTypes = append(m.funcTypes, e.typeIndex)
-			case externTable:
-				m.importsOf.tables++
-				if _, err = r.byte(); err != nil { // reference type
-					return err
-				}
-				_, err = r.limits()
-			case externMemory:
-				m.importsOf.memories++
-				_, err = r.limits()
-			case externGlobal:
-				m.importsOf.globals++
-				_, err = r.bytes(2) // value type, mutability
-			default:
-				return fmt.Errorf("import %s.%s has unknown kind %#x", e.module, e.name, e.kind)
-			}
-			m.imports = append(m.imports, e)
-			return err
-		})
-	case 3: // function
-		return r.vec(func() error {
-			t, err := r.u32()
-			m.funcTypes = append(m.funcTypes, t)
-			return err
-		})
-	case 4: // table
-		return r.vec(func() error {
-			var t table
-			var err error
-			if t.refType, err = r.byte(); err != nil {
-				return err
-			}
-			t.limits, err = r.limits()
-			m.tables = append(m.tables, t)
-			return err
-		})
-	case 5: // memory
-		return r.vec(func() error {
-			l, err := r.limits()
-			m.memories = append(m.memories, l)
-			return err
-		})
-	case 7: // export
-		return r.vec(func() error {
-			name, err := r.name()
-			if err != nil {
-				return err
-			}
-			var e exportEntry
-			if e.kind, err = r.byte(); err != nil {
-				return err
-			}
-			if e.index, err = r.u32(); err != nil {
-				return err
-			}
-			m.exports[name] = e
-			return nil
-		})
-	case 6: // global
-		return m.lenient(id, r.vec(func() error {
-			b, err := r.bytes(2)
-			if err != nil {
-				return err
-			}
-			m.globals = append(m.globals, global{valType: b[0], mutable: b[1] == 1})
-			_, _, err = r.constValue()
-			return err
-		}))
-	case 8: // start
-		f, err := r.u32()
-		m.start = &f
-		return err
-	case 10: // code
+	case 1:
+		return m.parseTypes(r)
+	case 2:
+		return m.parseImports(r)
+	case 3:
+		return m.parseFunctions(r)
+	case 4:
+		return m.parseTables(r)
+	case 5:
+		return m.parseMemories(r)
+	case 7:
+		return m.parseExports(r)
+	case 6:
+		return m.lenient(id, m.parseGlobals(r))
+	case 8:
+		return m.parseStart(r)
+	case 10:
 		return m.parseCode(r)
-	case 11: // data
-		return m.lenient(id, r.vec(func() error {
-			flag, err := r.u32()
-			if err != nil {
-				return err
-			}
-			var d dataSegment
-			switch flag {
-			case 0, 2:
-				if flag == 2 {
-					if d.memory, err = r.u32(); err != nil {
-						return err
-					}
-				}
-				if d.offset, d.constOffset, err = r.constValue(); err != nil {
-					return err
-				}
-			case 1:
-				d.passive = true
-			default:
-				return fmt.Errorf("data segment flag %d, want 0, 1 or 2", flag)
-			}
-			n, err := r.u32()
-			if err != nil {
-				return err
-			}
-			d.init, err = r.bytes(n)
-			m.data = append(m.data, d)
-			return err
-		}))
+	case 11:
+		return m.lenient(id, m.parseData(r))
 	}
 	return nil // other sections are left to wazero
+}
+
+// parseTypes decodes the type section: the module's function types.
+func (m *moduleInfo) parseTypes(r *reader) error {
+	return r.vec(func() error {
+		form, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if form != 0x60 {
+			return fmt.Errorf("function type form %#x, want 0x60", form)
+		}
+		var ft funcType
+		if ft.params, err = r.valTypes(); err != nil {
+			return err
+		}
+		if ft.results, err = r.valTypes(); err != nil {
+			return err
+		}
+		m.types = append(m.types, ft)
+		return nil
+	})
+}
+
+// parseImports decodes the import section, counting the imports of each
+// kind and the types of imported functions.
+func (m *moduleInfo) parseImports(r *reader) error {
+	return r.vec(func() error {
+		var e importEntry
+		var err error
+		if e.module, err = r.name(); err != nil {
+			return err
+		}
+		if e.name, err = r.name(); err != nil {
+			return err
+		}
+		if e.kind, err = r.byte(); err != nil {
+			return err
+		}
+		switch e.kind {
+		case externFunc:
+			if e.typeIndex, err = r.u32(); err != nil {
+				return err
+			}
+			m.funcTypes = append(m.funcTypes, e.typeIndex)
+		case externTable:
+			m.importsOf.tables++
+			if _, err = r.byte(); err != nil { // reference type
+				return err
+			}
+			_, err = r.limits()
+		case externMemory:
+			m.importsOf.memories++
+			_, err = r.limits()
+		case externGlobal:
+			m.importsOf.globals++
+			_, err = r.bytes(2) // value type, mutability
+		default:
+			return fmt.Errorf("import %s.%s has unknown kind %#x", e.module, e.name, e.kind)
+		}
+		m.imports = append(m.imports, e)
+		return err
+	})
+}
+
+// parseFunctions decodes the function section: the type of each defined
+// function.
+func (m *moduleInfo) parseFunctions(r *reader) error {
+	return r.vec(func() error {
+		t, err := r.u32()
+		m.funcTypes = append(m.funcTypes, t)
+		return err
+	})
+}
+
+// parseTables decodes the table section.
+func (m *moduleInfo) parseTables(r *reader) error {
+	return r.vec(func() error {
+		var t table
+		var err error
+		if t.refType, err = r.byte(); err != nil {
+			return err
+		}
+		t.limits, err = r.limits()
+		m.tables = append(m.tables, t)
+		return err
+	})
+}
+
+// parseMemories decodes the memory section.
+func (m *moduleInfo) parseMemories(r *reader) error {
+	return r.vec(func() error {
+		l, err := r.limits()
+		m.memories = append(m.memories, l)
+		return err
+	})
+}
+
+// parseExports decodes the export section.
+func (m *moduleInfo) parseExports(r *reader) error {
+	return r.vec(func() error {
+		name, err := r.name()
+		if err != nil {
+			return err
+		}
+		var e exportEntry
+		if e.kind, err = r.byte(); err != nil {
+			return err
+		}
+		if e.index, err = r.u32(); err != nil {
+			return err
+		}
+		m.exports[name] = e
+		return nil
+	})
+}
+
+// parseGlobals decodes the global section, with the constant initial value
+// of each global.
+func (m *moduleInfo) parseGlobals(r *reader) error {
+	return r.vec(func() error {
+		b, err := r.bytes(2)
+		if err != nil {
+			return err
+		}
+		m.globals = append(m.globals, global{valType: b[0], mutable: b[1] == 1})
+		_, _, err = r.constValue()
+		return err
+	})
+}
+
+// parseStart decodes the start section: the start function's index.
+func (m *moduleInfo) parseStart(r *reader) error {
+	f, err := r.u32()
+	m.start = &f
+	return err
+}
+
+// parseData decodes the data section: each segment's memory, constant
+// offset and bytes.
+func (m *moduleInfo) parseData(r *reader) error {
+	return r.vec(func() error {
+		flag, err := r.u32()
+		if err != nil {
+			return err
+		}
+		var d dataSegment
+		switch flag {
+		case 0, 2:
+			if flag == 2 {
+				if d.memory, err = r.u32(); err != nil {
+					return err
+				}
+			}
+			if d.offset, d.constOffset, err = r.constValue(); err != nil {
+				return err
+			}
+		case 1:
+			d.passive = true
+		default:
+			return fmt.Errorf("data segment flag %d, want 0, 1 or 2", flag)
+		}
+		n, err := r.u32()
+		if err != nil {
+			return err
+		}
+		d.init, err = r.bytes(n)
+		m.data = append(m.data, d)
+		return err
+	})
 }
 
 // lenient records that section id could not be decoded for a reactor's
@@ -509,41 +580,51 @@ func (m *moduleInfo) parseCode(r *reader) error {
 		if size > c.maxBody {
 			c.maxBody, c.bodyAt = size, index
 		}
-		body := &reader{b: b}
-		locals, err := body.locals()
-		if err != nil {
-			return nil // malformed: left to wazero's validation
-		}
-		if locals > MaxLocals {
-			return fmt.Errorf("%w: function %d declares %d locals, the limit is %d (MaxLocals)",
-				ErrTooLarge, index, locals, MaxLocals)
-		}
-		if locals > c.maxLocals {
-			c.maxLocals, c.localsAt = locals, index
-		}
-		depth, ok := body.maxNesting(MaxNesting, func(op string) {
-			if c.mutations == nil {
-				c.mutations = map[string]uint32{}
-			}
-			if _, seen := c.mutations[op]; !seen {
-				c.mutations[op] = index
-			}
-		})
-		if depth > MaxNesting {
-			return fmt.Errorf("%w: function %d nests blocks more than %d deep (MaxNesting)",
-				ErrTooLarge, index, MaxNesting)
-		}
-		if !ok {
-			c.undecoded++
-		}
-		if depth > c.maxDepth {
-			c.maxDepth, c.depthAt = depth, index
+		if ok, err := c.measure(index, b); !ok || err != nil {
+			return err
 		}
 	}
 	if r.off != len(r.b) {
 		return fmt.Errorf("%d unexpected bytes at its end", len(r.b)-r.off)
 	}
 	return nil
+}
+
+// measure records the locals, nesting depth and mutations of the body b of
+// function index; ok is false when its locals cannot be decoded, which
+// leaves the rest of the code section to wazero's validation.
+func (c *codeStats) measure(index uint32, b []byte) (ok bool, err error) {
+	body := &reader{b: b}
+	locals, err := body.locals()
+	if err != nil {
+		return false, nil // malformed: left to wazero's validation
+	}
+	if locals > MaxLocals {
+		return false, fmt.Errorf("%w: function %d declares %d locals, the limit is %d (MaxLocals)",
+			ErrTooLarge, index, locals, MaxLocals)
+	}
+	if locals > c.maxLocals {
+		c.maxLocals, c.localsAt = locals, index
+	}
+	depth, decoded := body.maxNesting(MaxNesting, func(op string) {
+		if c.mutations == nil {
+			c.mutations = map[string]uint32{}
+		}
+		if _, seen := c.mutations[op]; !seen {
+			c.mutations[op] = index
+		}
+	})
+	if depth > MaxNesting {
+		return false, fmt.Errorf("%w: function %d nests blocks more than %d deep (MaxNesting)",
+			ErrTooLarge, index, MaxNesting)
+	}
+	if !decoded {
+		c.undecoded++
+	}
+	if depth > c.maxDepth {
+		c.maxDepth, c.depthAt = depth, index
+	}
+	return true, nil
 }
 
 // checkImports requires every import to be a wasi_snapshot_preview1

@@ -42,31 +42,12 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 	}
 	stop := uint32(info.importsOf.globals + len(info.globals))
 	fuel := stop + 1
-	var check []byte
-	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
-	check = append(check, 0x41, 1, 0x6b)             // i32.const 1; i32.sub
-	check = appendU32(append(check, 0x24), fuel)     // global.set $fuel
-	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
-	check = append(check, 0x41, 0, 0x4c, 0x04, 0x40) // i32.const 0; i32.le_s; if
-	check = appendU32(append(check, 0x10), yield)    // call $sched_yield
-	check = append(check, 0x1a)                      // drop
-	check = appendU32(append(check, 0x23), stop)     // global.get $stop
-	check = append(check, 0x04, 0x40, 0x00, 0x0b)    // if unreachable end
-	check = appendS32(append(check, 0x41), deadlineFuel)
-	check = appendU32(append(check, 0x24), fuel) // global.set $fuel
-	check = append(check, 0x0b)                  // end
+	check := deadlineCheck(yield, stop, fuel)
+	newGlobal, newExport := deadlineGlobals(stop, fuel)
 
 	out = make([]byte, 0, len(wasm)+len(wasm)/8+64)
 	out = append(out, wasm[:8]...)
-	var haveGlobals, haveExports bool
-	for _, s := range info.sections {
-		if s.id == 6 {
-			haveGlobals = true
-		}
-		if s.id == 7 {
-			haveExports = true
-		}
-	}
+	haveGlobals, haveExports := info.hasSection(6), info.hasSection(7)
 	emitted := map[byte]bool{}
 	emit := func(id byte, entries []byte, count uint32) {
 		b := appendU32(nil, count)
@@ -75,11 +56,6 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 		out = append(out, b...)
 		emitted[id] = true
 	}
-	newGlobal := []byte{api.ValueTypeI32, 1, 0x41, 0, 0x0b} // $stop: (mut i32) (i32.const 0)
-	newGlobal = append(newGlobal, api.ValueTypeI32, 1, 0x41)
-	newGlobal = append(appendS32(newGlobal, deadlineFuel), 0x0b) // $fuel
-	newExport := appendExport(nil, stopExport, externGlobal, stop)
-	newExport = appendExport(newExport, fuelExport, externGlobal, fuel)
 	// before emits the sections this rewrite adds that come before id.
 	before := func(id byte) {
 		if !haveGlobals && !emitted[6] && id != 0 && sectionOrder[id] > sectionOrder[6] {
@@ -104,17 +80,9 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 			}
 			emit(s.id, entries, n+2)
 		case 10:
-			n, _ := r.u32()
-			var bodies []byte
-			for range n {
-				size, _ := r.u32()
-				body, _ := r.bytes(size)
-				b, ok := instrumentBody(body, check)
-				if !ok {
-					return wasm, false
-				}
-				bodies = appendU32(bodies, uint32(len(b)))
-				bodies = append(bodies, b...)
+			bodies, n, ok := instrumentCode(r, check)
+			if !ok {
+				return wasm, false
 			}
 			emit(10, bodies, n)
 		default:
@@ -123,6 +91,64 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 	}
 	before(11) // the data section comes last
 	return out, true
+}
+
+// deadlineCheck returns the instructions of the check instrumentDeadline
+// adds, for the sched_yield import yield and the globals stop and fuel.
+func deadlineCheck(yield, stop, fuel uint32) []byte {
+	var check []byte
+	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
+	check = append(check, 0x41, 1, 0x6b)             // i32.const 1; i32.sub
+	check = appendU32(append(check, 0x24), fuel)     // global.set $fuel
+	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
+	check = append(check, 0x41, 0, 0x4c, 0x04, 0x40) // i32.const 0; i32.le_s; if
+	check = appendU32(append(check, 0x10), yield)    // call $sched_yield
+	check = append(check, 0x1a)                      // drop
+	check = appendU32(append(check, 0x23), stop)     // global.get $stop
+	check = append(check, 0x04, 0x40, 0x00, 0x0b)    // if unreachable end
+	check = appendS32(append(check, 0x41), deadlineFuel)
+	check = appendU32(append(check, 0x24), fuel) // global.set $fuel
+	check = append(check, 0x0b)                  // end
+	return check
+}
+
+// deadlineGlobals returns the global entries of $stop and $fuel, and the
+// export entries of stopExport and fuelExport naming them.
+func deadlineGlobals(stop, fuel uint32) (globals, exports []byte) {
+	globals = []byte{api.ValueTypeI32, 1, 0x41, 0, 0x0b} // $stop: (mut i32) (i32.const 0)
+	globals = append(globals, api.ValueTypeI32, 1, 0x41)
+	globals = append(appendS32(globals, deadlineFuel), 0x0b) // $fuel
+	exports = appendExport(nil, stopExport, externGlobal, stop)
+	exports = appendExport(exports, fuelExport, externGlobal, fuel)
+	return globals, exports
+}
+
+// hasSection reports whether the module has a section with id.
+func (m *moduleInfo) hasSection(id byte) bool {
+	for _, s := range m.sections {
+		if s.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// instrumentCode returns the n entries of the code section at r with check
+// added to each body (see instrumentBody); ok is false when a body cannot
+// be decoded.
+func instrumentCode(r *reader, check []byte) (bodies []byte, n uint32, ok bool) {
+	n, _ = r.u32()
+	for range n {
+		size, _ := r.u32()
+		body, _ := r.bytes(size)
+		b, ok := instrumentBody(body, check)
+		if !ok {
+			return nil, 0, false
+		}
+		bodies = appendU32(bodies, uint32(len(b)))
+		bodies = append(bodies, b...)
+	}
+	return bodies, n, true
 }
 
 // instrumentBody returns a function body with check at its start and

@@ -104,24 +104,7 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	}
 
 	if c.cacheDir != "" {
-		var ok bool
-		if ok, m.cacheDetail = verifyCache(c.cacheDir); ok {
-			final, instrumented, prepared := readPrepared(c.cacheDir, input)
-			if !prepared {
-				final, instrumented = finalize(input)
-			}
-			before, _ := listEntries(c.cacheDir)
-			if err = m.compile(ctx, final, instrumented, c.cacheDir); err == nil {
-				after, _ := listEntries(c.cacheDir)
-				m.cacheHit = len(after) == len(before)
-				m.prepared = prepared
-				if !m.cacheHit {
-					m.cacheDetail = "no entry for this wazero build"
-				}
-			} else {
-				m.cacheDetail = "the cache failed: " + err.Error()
-			}
-		}
+		err = m.compileCached(ctx, c.cacheDir, input)
 	}
 	if m.runtime == nil || err != nil {
 		// From the module itself: a prepared file is used only with the
@@ -137,13 +120,7 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 		m.cacheDetail = "hit"
 	}
 
-	m.base = wazero.NewModuleConfig().
-		WithName("").         // anonymous: instances may run concurrently
-		WithStartFunctions(). // _start is called explicitly, see Run
-		WithSysWalltime().
-		WithSysNanotime().
-		WithOsyield(runtime.Gosched).
-		WithRandSource(rand.Reader)
+	m.base = baseModuleConfig()
 	m.compileTime = time.Since(start)
 
 	h.mu.Lock()
@@ -154,6 +131,45 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	}
 	h.modules[m] = struct{}{}
 	return m, nil
+}
+
+// compileCached compiles input, prepared for it if a prepared file matches,
+// with the cache in dir if dir holds a verified entry, and sets
+// m.cacheDetail and m.cacheHit; it leaves m.runtime nil if the entry is not
+// verified. An error is the cache's: Compile then compiles without it.
+func (m *Module) compileCached(ctx context.Context, dir string, input []byte) error {
+	var ok bool
+	if ok, m.cacheDetail = verifyCache(dir); !ok {
+		return nil
+	}
+	final, instrumented, prepared := readPrepared(dir, input)
+	if !prepared {
+		final, instrumented = finalize(input)
+	}
+	before, _ := listEntries(dir)
+	if err := m.compile(ctx, final, instrumented, dir); err != nil {
+		m.cacheDetail = "the cache failed: " + err.Error()
+		return err
+	}
+	after, _ := listEntries(dir)
+	m.cacheHit = len(after) == len(before)
+	m.prepared = prepared
+	if !m.cacheHit {
+		m.cacheDetail = "no entry for this wazero build"
+	}
+	return nil
+}
+
+// baseModuleConfig is the configuration every instance of a Module starts
+// from.
+func baseModuleConfig() wazero.ModuleConfig {
+	return wazero.NewModuleConfig().
+		WithName("").         // anonymous: instances may run concurrently
+		WithStartFunctions(). // _start is called explicitly, see Run
+		WithSysWalltime().
+		WithSysNanotime().
+		WithOsyield(runtime.Gosched).
+		WithRandSource(rand.Reader)
 }
 
 // compile compiles final (see compileFinal) into a new Runtime, with the

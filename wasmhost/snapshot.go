@@ -130,10 +130,26 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 	defer inst.Close(context.Background())
 	defer watchDeadline(ctx, inst)()
 
+	if err := runInit(ctx, inst, plan, mem); err != nil {
+		return nil, err
+	}
+	if warmup {
+		// Empty stdin (the base has none), output discarded, no variables.
+		stdio.w = io.Discard
+		if err := warmUp(ctx, inst); err != nil {
+			return nil, err
+		}
+	}
+	return capture(inst, plan)
+}
+
+// runInit applies plan's data segments to inst's memory and calls the
+// module's start function and InitializeExport, if it has them.
+func runInit(ctx context.Context, inst api.Module, plan *reactorPlan, mem *linearMemory) error {
 	memory := inst.Memory()
 	for i, d := range plan.data {
 		if memory == nil || !memory.Write(d.offset, d.init) {
-			return nil, fmt.Errorf("data segment %d (%d bytes at %#x) is out of bounds", i, len(d.init), d.offset)
+			return fmt.Errorf("data segment %d (%d bytes at %#x) is out of bounds", i, len(d.init), d.offset)
 		}
 	}
 	for _, name := range []string{startExport, InitializeExport} {
@@ -150,36 +166,43 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 		}
 		switch r := classify(ctx, err, mem); r.kind {
 		case outcomeExit:
-			return nil, fmt.Errorf("%s called proc_exit(%d)", name, r.code)
+			return fmt.Errorf("%s called proc_exit(%d)", name, r.code)
 		case outcomeCanceled:
-			return nil, fmt.Errorf("%s: %w", name, invokeCanceled(ctx))
+			return fmt.Errorf("%s: %w", name, invokeCanceled(ctx))
 		case outcomeMemoryLimit:
-			return nil, fmt.Errorf("%s: %w: memory limit of %d bytes reached", name, abi.ErrMemoryLimit, r.limit)
+			return fmt.Errorf("%s: %w: memory limit of %d bytes reached", name, abi.ErrMemoryLimit, r.limit)
 		default:
-			return nil, fmt.Errorf("%s: %w: %s", name, abi.ErrTrap, r.msg)
+			return fmt.Errorf("%s: %w: %s", name, abi.ErrTrap, r.msg)
 		}
 	}
+	return nil
+}
 
-	if warmup {
-		// Empty stdin (the base has none), output discarded, no variables.
-		stdio.w = io.Discard
-		wctx, cancel := context.WithTimeout(context.WithValue(ctx, eventKey{}, &reactorSlot{}), WarmupTimeout)
-		stop := watchDeadline(wctx, inst)
-		res, err := inst.ExportedFunction(HandleExport).Call(wctx)
-		stop()
-		cancel()
-		if err == nil && int32(res[0]) != 0 {
-			err = fmt.Errorf("status %d", int32(res[0]))
-		}
-		if err != nil {
-			return nil, &warmupError{err}
-		}
+// warmUp runs the warm-up event in inst, within WarmupTimeout; its error
+// is a *warmupError.
+func warmUp(ctx context.Context, inst api.Module) error {
+	wctx, cancel := context.WithTimeout(context.WithValue(ctx, eventKey{}, &reactorSlot{}), WarmupTimeout)
+	stop := watchDeadline(wctx, inst)
+	res, err := inst.ExportedFunction(HandleExport).Call(wctx)
+	stop()
+	cancel()
+	if err == nil && int32(res[0]) != 0 {
+		err = fmt.Errorf("status %d", int32(res[0]))
 	}
+	if err != nil {
+		return &warmupError{err}
+	}
+	return nil
+}
+
+// capture returns the snapshot of inst: its globals named in plan and its
+// memory.
+func capture(inst api.Module, plan *reactorPlan) (*snapshot, error) {
 	snap := &snapshot{fd: -1}
 	for _, name := range plan.globals {
 		snap.globals = append(snap.globals, inst.ExportedGlobal(name).Get())
 	}
-	if memory != nil {
+	if memory := inst.Memory(); memory != nil {
 		buf, _ := memory.Read(0, memory.Size())
 		if err := snap.store(buf); err != nil {
 			return nil, err
