@@ -109,17 +109,8 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	s := inv.getSlot()
 	defer inv.putSlot(s)
 
-	// A cancel of our own stops the guest when its output goes over the
-	// limit: the guest is stopped when the context is done (watchDeadline).
-	ctx, cancel := context.WithCancelCause(ctx)
+	ctx, cancel := s.begin(ctx, req)
 	defer cancel(nil)
-	s.done = ctx.Done()
-	s.stdin.Reset(req.Stdin)
-	s.stdout.reset(cancel)
-	s.stderr.w = req.Stderr
-	if s.stderr.w == nil {
-		s.stderr.w = io.Discard
-	}
 	defer s.release()
 
 	cfg := s.cfg
@@ -151,6 +142,22 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	mod.Close(context.Background())
 
 	return s.finish(ctx, resp, r)
+}
+
+// begin readies the slot for req: the event's data as stdin, stdout
+// collected under its limit and stderr to req's. The context it returns is
+// cancelled when the guest's output goes over the limit, which stops the
+// guest (watchDeadline); the caller must cancel it when done.
+func (s *slot) begin(ctx context.Context, req *abi.Request) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	s.done = ctx.Done()
+	s.stdin.Reset(req.Stdin)
+	s.stdout.reset(cancel)
+	s.stderr.w = req.Stderr
+	if s.stderr.w == nil {
+		s.stderr.w = io.Discard
+	}
+	return ctx, cancel
 }
 
 // finish completes resp with the guest's stdout and turns the invocation's

@@ -338,15 +338,8 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	s := inv.getSlot()
 	defer inv.putSlot(s)
 
-	ctx, cancel := context.WithCancelCause(ctx)
+	ctx, cancel := s.begin(ctx, req)
 	defer cancel(nil)
-	s.done = ctx.Done()
-	s.stdin.Reset(req.Stdin)
-	s.stdout.reset(cancel)
-	s.stderr.w = req.Stderr
-	if s.stderr.w == nil {
-		s.stderr.w = io.Discard
-	}
 	s.env = appendEnvBlock(s.env[:0], req.Env)
 	defer s.release()
 	ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
