@@ -22,8 +22,7 @@ type Invoker struct {
 	mod  *Module
 	base wazero.ModuleConfig // args, env, working directory, file system
 
-	mu    sync.Mutex
-	slots []*slot // idle slots; as many exist as invocations ever ran at once
+	slots slotPool[*slot]
 }
 
 var _ abi.Invoker = (*Invoker)(nil)
@@ -57,22 +56,50 @@ type slot struct {
 
 // getSlot takes an idle slot, or makes one.
 func (inv *Invoker) getSlot() *slot {
-	inv.mu.Lock()
-	if n := len(inv.slots); n > 0 {
-		s := inv.slots[n-1]
-		inv.slots = inv.slots[:n-1]
-		inv.mu.Unlock()
-		return s
+	s, ok := inv.slots.get()
+	if !ok {
+		s = &slot{}
+		s.init(inv.mod, inv.base, nil)
 	}
-	inv.mu.Unlock()
-	s := &slot{mem: linearMemory{limit: inv.mod.memoryLimit(), reuse: true}}
-	s.stdout.limit = inv.mod.stdoutLimit
-	s.cfg = inv.base.
+	return s
+}
+
+// init readies a new slot in place (its config points at its own stdio):
+// its linear memory (mapping snap, if not nil), its stdout limit and base
+// bound to its stdio.
+func (s *slot) init(mod *Module, base wazero.ModuleConfig, snap *snapshot) {
+	s.mem = linearMemory{limit: mod.memoryLimit(), reuse: true, snap: snap}
+	s.stdout.limit = mod.stdoutLimit
+	s.cfg = base.
 		WithStdin(&s.stdin).
 		WithStdout(&s.stdout).
 		WithStderr(&s.stderr).
 		WithNanosleep(s.nanosleep)
-	return s
+}
+
+// slotPool is a free list of idle slots: as many exist as invocations
+// ever ran at once.
+type slotPool[S any] struct {
+	mu   sync.Mutex
+	idle []S
+}
+
+// get takes an idle slot; ok is false when there is none.
+func (p *slotPool[S]) get() (s S, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.idle); n > 0 {
+		s, p.idle = p.idle[n-1], p.idle[:n-1]
+		return s, true
+	}
+	return s, false
+}
+
+// put returns s to the idle slots.
+func (p *slotPool[S]) put(s S) {
+	p.mu.Lock()
+	p.idle = append(p.idle, s)
+	p.mu.Unlock()
 }
 
 // nanosleep is sleeper for the slot's current invocation.
@@ -194,11 +221,7 @@ func invokeCanceled(ctx context.Context) error {
 }
 
 // putSlot returns s to the free list.
-func (inv *Invoker) putSlot(s *slot) {
-	inv.mu.Lock()
-	inv.slots = append(inv.slots, s)
-	inv.mu.Unlock()
-}
+func (inv *Invoker) putSlot(s *slot) { inv.slots.put(s) }
 
 // release drops the references the slot holds to one invocation.
 func (s *slot) release() {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -48,8 +47,7 @@ type ReactorInvoker struct {
 	// nil if it succeeded or was off.
 	WarmupErr error
 
-	mu    sync.Mutex
-	slots []*reactorSlot
+	slots slotPool[*reactorSlot]
 }
 
 var _ abi.Invoker = (*ReactorInvoker)(nil)
@@ -300,30 +298,15 @@ type reactorSlot struct {
 }
 
 func (inv *ReactorInvoker) getSlot() *reactorSlot {
-	inv.mu.Lock()
-	if n := len(inv.slots); n > 0 {
-		s := inv.slots[n-1]
-		inv.slots = inv.slots[:n-1]
-		inv.mu.Unlock()
-		return s
+	s, ok := inv.slots.get()
+	if !ok {
+		s = &reactorSlot{stack: make([]uint64, 1)}
+		s.init(inv.mod, inv.base, inv.snap)
 	}
-	inv.mu.Unlock()
-	s := &reactorSlot{stack: make([]uint64, 1)}
-	s.mem = linearMemory{limit: inv.mod.memoryLimit(), reuse: true, snap: inv.snap}
-	s.stdout.limit = inv.mod.stdoutLimit
-	s.cfg = inv.base.
-		WithStdin(&s.stdin).
-		WithStdout(&s.stdout).
-		WithStderr(&s.stderr).
-		WithNanosleep(s.nanosleep)
 	return s
 }
 
-func (inv *ReactorInvoker) putSlot(s *reactorSlot) {
-	inv.mu.Lock()
-	inv.slots = append(inv.slots, s)
-	inv.mu.Unlock()
-}
+func (inv *ReactorInvoker) putSlot(s *reactorSlot) { inv.slots.put(s) }
 
 // eventKey is the context key of the event's reactorSlot, for event_env.
 type eventKey struct{}
