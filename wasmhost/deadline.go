@@ -21,22 +21,21 @@ const deadlineFuel = 1 << 16
 
 // instrumentDeadline returns wasm with a check at the start of every
 // function and of every loop body: it decrements the global fuelExport
-// and, once that reaches 0, calls the module's import of WASI
-// sched_yield (which the host runs as runtime.Gosched: a point where the
-// Go scheduler and the collector can preempt the guest), traps if the
-// global stopExport is set, and refills the fuel. watchDeadline sets both
-// when the context is done, so the guest stops within one loop iteration
-// or call. It is what wazero's WithCloseOnContextDone does, at a fraction
-// of the cost: wazero returns to Go at every check (docs/rationale.md).
+// and, once that reaches 0, yields (see yieldInstr), traps if the global
+// stopExport is set, and refills the fuel. watchDeadline sets both when
+// the context is done, so the guest stops within one loop iteration or
+// call. It is what wazero's WithCloseOnContextDone does, at a fraction of
+// the cost: wazero returns to Go at every check, and watches each call's
+// context from a goroutine of its own (docs/rationale.md).
 //
-// ok is false, and wasm returned as is, when the module does not import
-// sched_yield (type () -> i32), a function body cannot be decoded, or the
-// module exports one of the names; it must then be compiled with
+// ok is false, and wasm returned as is, when the module has neither an
+// import of sched_yield nor a memory, a function body cannot be decoded,
+// or the module exports one of the names; it must then be compiled with
 // WithCloseOnContextDone. The result depends only on wasm.
 func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 	_, stopTaken := info.exports[stopExport]
 	_, fuelTaken := info.exports[fuelExport]
-	yield, found := info.schedYield()
+	yield, found := info.yieldInstr()
 	if stopTaken || fuelTaken || !found || info.code.undecoded > 0 || len(info.undecoded) > 0 {
 		return wasm, false
 	}
@@ -94,15 +93,15 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 }
 
 // deadlineCheck returns the instructions of the check instrumentDeadline
-// adds, for the sched_yield import yield and the globals stop and fuel.
-func deadlineCheck(yield, stop, fuel uint32) []byte {
+// adds, for the yield instructions yield and the globals stop and fuel.
+func deadlineCheck(yield []byte, stop, fuel uint32) []byte {
 	var check []byte
 	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
 	check = append(check, 0x41, 1, 0x6b)             // i32.const 1; i32.sub
 	check = appendU32(append(check, 0x24), fuel)     // global.set $fuel
 	check = appendU32(append(check, 0x23), fuel)     // global.get $fuel
 	check = append(check, 0x41, 0, 0x4c, 0x04, 0x40) // i32.const 0; i32.le_s; if
-	check = appendU32(append(check, 0x10), yield)    // call $sched_yield
+	check = append(check, yield...)                  // yield (pushes an i32)
 	check = append(check, 0x1a)                      // drop
 	check = appendU32(append(check, 0x23), stop)     // global.get $stop
 	check = append(check, 0x04, 0x40, 0x00, 0x0b)    // if unreachable end
@@ -176,6 +175,24 @@ func instrumentBody(body, check []byte) ([]byte, bool) {
 	return append(out, body[last:]...), true
 }
 
+// yieldInstr returns the instructions by which the deadline check
+// yields, leaving an i32 on the stack: a call of the module's import of
+// WASI sched_yield, which the host runs as runtime.Gosched; without one,
+// `memory.grow 0`, which changes nothing but leaves the guest's machine
+// code for Go, where the scheduler preempts a goroutine that ran for
+// too long and the collector stops the world (wazero has no other way
+// back to Go without an import, and adding an import would renumber the
+// module's functions). ok is false if the module has neither.
+func (m *moduleInfo) yieldInstr() (yield []byte, ok bool) {
+	if i, found := m.schedYield(); found {
+		return appendU32([]byte{0x10}, i), true // call $sched_yield
+	}
+	if m.importsOf.memories+len(m.memories) > 0 {
+		return []byte{0x41, 0, 0x40, 0}, true // i32.const 0; memory.grow 0
+	}
+	return nil, false
+}
+
 // schedYield returns the function index of the module's import of WASI
 // sched_yield, of type () -> i32.
 func (m *moduleInfo) schedYield() (uint32, bool) {
@@ -197,17 +214,22 @@ func (m *moduleInfo) schedYield() (uint32, bool) {
 // stopExport global and emptying its fuel (see instrumentDeadline); call
 // the returned function when the call returns. A module that was not
 // instrumented is stopped by wazero (WithCloseOnContextDone).
-func watchDeadline(ctx context.Context, mod api.Module) (stop func() bool) {
+func (m *Module) watchDeadline(ctx context.Context, mod api.Module) (stop func() bool) {
+	if !m.instrumented {
+		return noWatch
+	}
 	g, ok := mod.ExportedGlobal(stopExport).(api.MutableGlobal)
 	f, fok := mod.ExportedGlobal(fuelExport).(api.MutableGlobal)
 	if !ok || !fok {
-		return func() bool { return false }
+		return noWatch
 	}
 	return context.AfterFunc(ctx, func() {
 		g.Set(1)
 		f.Set(0)
 	})
 }
+
+func noWatch() bool { return false }
 
 // appendS32 appends v in signed LEB128.
 func appendS32(b []byte, v int32) []byte {

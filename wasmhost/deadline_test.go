@@ -23,7 +23,8 @@ func TestDeadlineStopsGuest(t *testing.T) {
 		{"loop", `(module ` + yield + spin + ` (func (export "_start") (call $spin)))`, true},
 		{"loop, no other section", `(module ` + yield + `(func (export "_start") (loop (br 0))))`, true},
 		{"recursion", `(module ` + yield + recurse + ` (func (export "_start") (drop (call $rec (i32.const 0)))))`, true},
-		{"no sched_yield", `(module ` + spin + ` (func (export "_start") (call $spin)))`, false},
+		{"no sched_yield: memory.grow", `(module (memory 1) ` + spin + ` (func (export "_start") (call $spin)))`, true},
+		{"neither sched_yield nor memory", `(module ` + spin + ` (func (export "_start") (call $spin)))`, false},
 		{"names taken", `(module ` + yield + `(global (export "nebula.deadline.stop") i32 (i32.const 0)) ` + spin +
 			` (func (export "_start") (call $spin)))`, false},
 	} {
@@ -67,30 +68,54 @@ func TestDeadlineStopsGuest(t *testing.T) {
 }
 
 // TestDeadlineYields: an instrumented guest spinning without a deadline
-// still lets the garbage collector stop the world: runtime.GC returns.
+// still lets the garbage collector stop the world, and one with a
+// deadline is stopped, with one P only: the spinning guest holds it, and
+// only its yield — sched_yield, or memory.grow 0 without that import —
+// lets the collector and the deadline's timer run.
 func TestDeadlineYields(t *testing.T) {
-	wasm := wat(t, `(module (import "wasi_snapshot_preview1" "sched_yield" (func $y (result i32)))
-		(func (export "_start") (loop (br 0))))`)
-	mod, err := newHost(t, Config{}).Compile(context.Background(), wasm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	go func() {
-		code, _ := mod.Run(ctx, RunConfig{})
-		done <- code
-	}()
-	time.Sleep(100 * time.Millisecond) // spinning
-	gc := make(chan struct{})
-	go func() { runtime.GC(); close(gc) }()
-	select {
-	case <-gc:
-	case <-time.After(30 * time.Second):
-		t.Error("a garbage collection waited 30 s for the spinning guest")
-	}
-	cancel()
-	if code := <-done; code != ExitCodeCanceled {
-		t.Errorf("exit code %d, want %d", code, ExitCodeCanceled)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, c := range []struct{ name, src string }{
+		{"sched_yield", `(module (import "wasi_snapshot_preview1" "sched_yield" (func $y (result i32)))
+			(func (export "_start") (loop (br 0))))`},
+		{"memory.grow", `(module (memory 1) (func (export "_start") (loop (br 0))))`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mod, err := newHost(t, Config{}).Compile(context.Background(), wat(t, c.src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !mod.instrumented {
+				t.Fatal("not instrumented")
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan int, 1)
+			go func() {
+				code, _ := mod.Run(ctx, RunConfig{})
+				done <- code
+			}()
+			time.Sleep(100 * time.Millisecond) // spinning
+			gc := make(chan struct{})
+			go func() { runtime.GC(); close(gc) }()
+			select {
+			case <-gc:
+			case <-time.After(30 * time.Second):
+				t.Error("a garbage collection waited 30 s for the spinning guest")
+			}
+			cancel()
+			select {
+			case code := <-done:
+				if code != ExitCodeCanceled {
+					t.Errorf("exit code %d, want %d", code, ExitCodeCanceled)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the guest was not stopped 30 s after its cancellation")
+			}
+
+			dctx, dcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer dcancel()
+			if code, _ := mod.Run(dctx, RunConfig{}); code != ExitCodeTimeout {
+				t.Errorf("with a deadline: exit code %d, want %d", code, ExitCodeTimeout)
+			}
+		})
 	}
 }

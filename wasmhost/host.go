@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
 // wazeroRelease is the wazero version go.mod requires. See docs/rationale.md for why.
@@ -66,6 +65,8 @@ type Module struct {
 	// reactor is the plan of a reactor module (see NewReactorInvoker);
 	// nil for a command.
 	reactor *reactorPlan
+	// instrumented: the module checks its own deadline (instrumentDeadline).
+	instrumented bool
 
 	cacheHit    bool
 	prepared    bool // the module wazero loaded came from the entry's prepared file
@@ -175,6 +176,7 @@ func baseModuleConfig() wazero.ModuleConfig {
 // compile compiles final (see compileFinal) into a new Runtime, with the
 // file cache in cacheDir unless it is empty.
 func (m *Module) compile(ctx context.Context, final []byte, instrumented bool, cacheDir string) (err error) {
+	m.instrumented = instrumented
 	m.runtime, m.cache, m.compiled, err = compileFinal(ctx, final, instrumented, cacheDir)
 	return
 }
@@ -198,7 +200,7 @@ func compileFinal(ctx context.Context, final []byte, instrumented bool, cacheDir
 	}
 	r = wazero.NewRuntimeWithConfig(ctx, rc)
 	if cm, err = r.CompileModule(ctx, wasm); err == nil {
-		_, err = wasi_snapshot_preview1.Instantiate(ctx, r)
+		err = instantiateWASI(ctx, r)
 	}
 	if err == nil {
 		err = instantiateReactorImports(ctx, r)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +18,10 @@ import (
 // Invoker runs one invocation per fresh instance of a Module: function mode.
 // It implements abi.Invoker and is safe for concurrent use.
 type Invoker struct {
-	mod  *Module
-	base wazero.ModuleConfig // args, env, working directory, file system
+	mod    *Module
+	base   wazero.ModuleConfig // args, working directory, file system
+	env    []envVar            // the task's environment
+	envErr error               // why the task's environment is unusable
 
 	slots slotPool[*slot]
 }
@@ -33,7 +34,8 @@ var _ abi.Invoker = (*Invoker)(nil)
 // response (at most the Config's stdout limit), stderr goes to the
 // request's Stderr.
 func NewInvoker(mod *Module, base RunConfig) *Invoker {
-	return &Invoker{mod: mod, base: mod.moduleConfig(&base)}
+	env, err := taskEnv(&base)
+	return &Invoker{mod: mod, base: mod.moduleConfig(&base), env: env, envErr: err}
 }
 
 // Runtime implements abi.Invoker: abi.RuntimeWasm.
@@ -50,6 +52,7 @@ type slot struct {
 	stdin  bytes.Reader
 	stdout capWriter
 	stderr switchWriter
+	env    environ
 	mem    linearMemory
 	done   <-chan struct{} // the invocation's ctx.Done(), for nanosleep
 }
@@ -133,26 +136,25 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	if inv.mod.reactor != nil {
 		return &abi.Response{}, fmt.Errorf("wasmhost: %w: use NewReactorInvoker", ErrReactorRun)
 	}
+	if inv.envErr != nil {
+		return &abi.Response{}, inv.envErr
+	}
 	s := inv.getSlot()
 	defer inv.putSlot(s)
 
 	ctx, cancel := s.begin(ctx, req)
 	defer cancel(nil)
 	defer s.release()
-
-	cfg := s.cfg
-	for _, kv := range req.Env {
-		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
-			cfg = cfg.WithEnv(k, v)
-		}
+	resp := &abi.Response{}
+	if err := s.env.reset(inv.env, req.Env); err != nil {
+		return resp, err
 	}
 	// Instances of one slot reuse its linear memory's mapping, reset
 	// (see linearMemory).
-	ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
+	ctx = withEnviron(experimental.WithMemoryAllocator(ctx, &s.mem), &s.env)
 
-	resp := &abi.Response{}
 	t0 := time.Now()
-	mod, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, cfg)
+	mod, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, s.cfg)
 	t1 := time.Now()
 	resp.Startup = t1.Sub(t0)
 	if err != nil {
@@ -161,7 +163,7 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 		return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
 	}
-	stop := watchDeadline(ctx, mod)
+	stop := inv.mod.watchDeadline(ctx, mod)
 	_, err = mod.ExportedFunction(startFunction).Call(ctx)
 	stop()
 	resp.Execution = time.Since(t1)
@@ -226,6 +228,7 @@ func (inv *Invoker) putSlot(s *slot) { inv.slots.put(s) }
 // release drops the references the slot holds to one invocation.
 func (s *slot) release() {
 	s.stdin.Reset(nil)
+	s.env.release()
 	s.stderr.w = nil
 	s.stdout.cancel = nil
 	s.done = nil

@@ -68,6 +68,23 @@ func TestInvoker(t *testing.T) {
 		if string(resp.Stdout) != "BASE=1\n" {
 			t.Fatalf("env leaked: %q", resp.Stdout)
 		}
+		// An event's variable overrides the task's in place; of two with
+		// one name, the last wins.
+		resp, _, err = invoke(t, ctx, newInv("env"), "", "CE_ID=a", "BASE=2", "NOEQUALS", "=x", "CE_ID=b")
+		if err != nil || string(resp.Stdout) != "BASE=2\nCE_ID=b\n" {
+			t.Fatalf("override: %q, %v", resp.Stdout, err)
+		}
+		// WASI strings cannot hold NUL: refused, and the slot serves on.
+		inv := newInv("env")
+		if _, _, err := invoke(t, ctx, inv, "", "CE_ID=a\x00CE_TYPE=forged"); !errors.Is(err, errEnvNUL) {
+			t.Fatalf("NUL: %v", err)
+		}
+		if resp, _, err := invoke(t, ctx, inv, "", "CE_ID=c"); err != nil || string(resp.Stdout) != "BASE=1\nCE_ID=c\n" {
+			t.Fatalf("after NUL: %q, %v", resp.Stdout, err)
+		}
+		if _, _, err := invoke(t, ctx, NewInvoker(probe, RunConfig{Args: []string{"/probe.wasm", "env"}, Env: []string{"A=\x00"}}), ""); !errors.Is(err, errEnvNUL) {
+			t.Fatalf("NUL in the task's environment: %v", err)
+		}
 	})
 	t.Run("stderr", func(t *testing.T) {
 		_, stderr, err := invoke(t, ctx, newInv("cat", "/nope"), "")

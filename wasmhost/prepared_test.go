@@ -51,7 +51,7 @@ func TestPreparedHit(t *testing.T) {
 			want, wantInstrumented := finalize(input)
 			got, instrumented, ok := readPrepared(dir, input)
 			if !ok || !bytes.Equal(got, want) || instrumented != wantInstrumented ||
-				instrumented != (name == functions.Probe) { // the small modules have no loop to instrument
+				!instrumented { // each has a memory to yield through, if not sched_yield
 				t.Fatalf("prepared file: ok %v, %d bytes (instrumented %v); want %d bytes (instrumented %v)",
 					ok, len(got), instrumented, len(want), wantInstrumented)
 			}

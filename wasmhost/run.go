@@ -81,19 +81,21 @@ type RunConfig struct {
 	FS experimentalsys.FS
 }
 
-// moduleConfig returns the wazero configuration for rc, without stdio.
+// taskEnv returns rc's environment: Env, and PWD (Dir) if Dir is set.
+func taskEnv(rc *RunConfig) ([]envVar, error) {
+	env, err := mergeEnv(nil, rc.Env)
+	if err == nil && rc.Dir != "" {
+		env, err = mergeEnv(env, []string{"PWD=" + rc.Dir})
+	}
+	return env, err
+}
+
+// moduleConfig returns the wazero configuration for rc, without stdio and
+// environment (see environ).
 func (m *Module) moduleConfig(rc *RunConfig) wazero.ModuleConfig {
 	cfg := m.base
 	if len(rc.Args) > 0 {
 		cfg = cfg.WithArgs(rc.Args...)
-	}
-	for _, kv := range rc.Env {
-		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
-			cfg = cfg.WithEnv(k, v)
-		}
-	}
-	if rc.Dir != "" {
-		cfg = cfg.WithEnv("PWD", rc.Dir)
 	}
 	if rc.FS != nil {
 		cfg = cfg.WithFSConfig(wazero.NewFSConfig().(sysfs.FSConfig).WithSysFSMount(rc.FS, "/"))
@@ -120,6 +122,12 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 	if m.reactor != nil {
 		return -1, ErrReactorRun
 	}
+	task, err := taskEnv(&rc)
+	if err != nil {
+		return -1, err
+	}
+	var env environ
+	env.reset(task, nil)
 	cfg := m.moduleConfig(&rc).WithNanosleep(sleeper(ctx))
 	if rc.Stdin != nil {
 		cfg = cfg.WithStdin(rc.Stdin)
@@ -134,7 +142,7 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 	cfg = cfg.WithStderr(stderr)
 
 	mem := &linearMemory{limit: m.memoryLimit()}
-	ctx = experimental.WithMemoryAllocator(ctx, mem)
+	ctx = withEnviron(experimental.WithMemoryAllocator(ctx, mem), &env)
 	mod, err := m.runtime.InstantiateModule(ctx, m.compiled, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -143,7 +151,7 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 		return -1, fmt.Errorf("wasmhost: instantiate: %w", err)
 	}
 	defer mod.Close(context.Background())
-	stop := watchDeadline(ctx, mod)
+	stop := m.watchDeadline(ctx, mod)
 	_, err = mod.ExportedFunction(startFunction).Call(ctx)
 	stop()
 

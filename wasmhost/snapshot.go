@@ -37,6 +37,7 @@ type snapshot struct {
 type ReactorInvoker struct {
 	mod  *Module
 	base wazero.ModuleConfig
+	env  *environ // the task's: the WASI environment of every instance
 	snap *snapshot
 
 	// SnapshotTime is how long initialisation and capturing the snapshot
@@ -64,7 +65,13 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 		return nil, fmt.Errorf("wasmhost: the module is not a reactor (it does not export %s)", HandleExport)
 	}
 	start := time.Now()
-	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base)}
+	task, err := taskEnv(&base)
+	if err != nil {
+		return nil, err
+	}
+	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base), env: &environ{}}
+	inv.env.reset(task, nil)
+	inv.env.build() // now read-only, shared by every instance
 	snap, err := inv.initialize(ctx, base.Stderr, mod.warmup)
 	var werr *warmupError
 	if errors.As(err, &werr) {
@@ -117,7 +124,7 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 	stdio := &switchWriter{w: out}
 	cfg := inv.base.WithStdout(stdio).WithStderr(stdio).WithNanosleep(sleeper(ctx))
 	mem := &linearMemory{limit: inv.mod.memoryLimit()}
-	ctx = experimental.WithMemoryAllocator(ctx, mem)
+	ctx = withEnviron(experimental.WithMemoryAllocator(ctx, mem), inv.env)
 	inst, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -126,7 +133,7 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	defer inst.Close(context.Background())
-	defer watchDeadline(ctx, inst)()
+	defer inv.mod.watchDeadline(ctx, inst)()
 
 	if err := runInit(ctx, inst, plan, mem); err != nil {
 		return nil, err
@@ -134,7 +141,7 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 	if warmup {
 		// Empty stdin (the base has none), output discarded, no variables.
 		stdio.w = io.Discard
-		if err := warmUp(ctx, inst); err != nil {
+		if err := inv.warmUp(ctx, inst); err != nil {
 			return nil, err
 		}
 	}
@@ -178,9 +185,9 @@ func runInit(ctx context.Context, inst api.Module, plan *reactorPlan, mem *linea
 
 // warmUp runs the warm-up event in inst, within WarmupTimeout; its error
 // is a *warmupError.
-func warmUp(ctx context.Context, inst api.Module) error {
+func (inv *ReactorInvoker) warmUp(ctx context.Context, inst api.Module) error {
 	wctx, cancel := context.WithTimeout(context.WithValue(ctx, eventKey{}, &reactorSlot{}), WarmupTimeout)
-	stop := watchDeadline(wctx, inst)
+	stop := inv.mod.watchDeadline(wctx, inst)
 	res, err := inst.ExportedFunction(HandleExport).Call(wctx)
 	stop()
 	cancel()
@@ -326,7 +333,7 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	s.env = appendEnvBlock(s.env[:0], req.Env)
 	defer s.release()
 	ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
-	ctx = context.WithValue(ctx, eventKey{}, s)
+	ctx = withEnviron(context.WithValue(ctx, eventKey{}, s), inv.env)
 
 	resp := &abi.Response{}
 	t0 := time.Now()
@@ -345,7 +352,7 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	}
 	t1 := time.Now()
 	resp.Startup = t1.Sub(t0)
-	stop := watchDeadline(ctx, mod)
+	stop := inv.mod.watchDeadline(ctx, mod)
 	err = mod.ExportedFunction(HandleExport).CallWithStack(ctx, s.stack)
 	stop()
 	resp.Execution = time.Since(t1)

@@ -1,0 +1,99 @@
+package wasmhost
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// memoryModule is (module (memory 1)).
+var memoryModule = []byte{0, 'a', 's', 'm', 1, 0, 0, 0, 5, 3, 1, 0, 1}
+
+// TestEnvironLayout calls environ_sizes_get and environ_get as a guest
+// would, with the buffers anywhere in memory, at its very end, and past it.
+func TestEnvironLayout(t *testing.T) {
+	ctx := context.Background()
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	mod, err := r.Instantiate(ctx, memoryModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e environ
+	task, _ := mergeEnv(nil, []string{"A=1", "B=2"})
+	if err := e.reset(task, []string{"C=3", "A=x"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx = withEnviron(ctx, &e)
+	stack := []uint64{8, 12}
+	environSizesGet(ctx, mod, stack)
+	count, _ := mod.Memory().ReadUint32Le(8)
+	size, _ := mod.Memory().ReadUint32Le(12)
+	if stack[0] != 0 || count != 3 || size != 12 {
+		t.Fatalf("sizes: errno %d, count %d, size %d; want 0, 3, 12", stack[0], count, size)
+	}
+	stack = []uint64{100, 200}
+	environGet(ctx, mod, stack)
+	ptrs, _ := mod.Memory().Read(100, 12)
+	block, _ := mod.Memory().Read(200, size)
+	if stack[0] != 0 || string(block) != "A=x\x00B=2\x00C=3\x00" {
+		t.Fatalf("environ_get: errno %d, block %q", stack[0], block)
+	}
+	for i, want := range []uint32{200, 204, 208} {
+		if got := binary.LittleEndian.Uint32(ptrs[4*i:]); got != want {
+			t.Errorf("pointer %d: %d, want %d", i, got, want)
+		}
+	}
+	end := uint64(mod.Memory().Size())
+	for _, c := range []struct {
+		name  string
+		fn    api.GoModuleFunc
+		stack []uint64
+		errno uint64
+	}{
+		{"sizes at the end", environSizesGet, []uint64{end - 4, end - 8}, 0},
+		{"sizes past the end", environSizesGet, []uint64{end - 3, 0}, wasiErrnoFault},
+		{"sizes second past the end", environSizesGet, []uint64{0, end}, wasiErrnoFault},
+		{"get at the end", environGet, []uint64{end - 12, end - 12 - 12}, 0},
+		{"pointers past the end", environGet, []uint64{end - 11, 0}, wasiErrnoFault},
+		{"strings past the end", environGet, []uint64{0, end - 11}, wasiErrnoFault},
+		{"wrapping pointer", environGet, []uint64{0xffff_fffc, 0}, wasiErrnoFault},
+	} {
+		c.fn(ctx, mod, c.stack)
+		if c.stack[0] != c.errno {
+			t.Errorf("%s: errno %d, want %d", c.name, c.stack[0], c.errno)
+		}
+	}
+}
+
+// TestEnvironMissing: an instance run without an environment in its
+// context traps, loudly, rather than seeing an empty one.
+func TestEnvironMissing(t *testing.T) {
+	defer func() {
+		if r := recover(); r != errNoEnviron {
+			t.Fatalf("recovered %v, want errNoEnviron", r)
+		}
+	}()
+	environSizesGet(context.Background(), nil, []uint64{0, 0})
+}
+
+func TestMergeEnv(t *testing.T) {
+	vars, err := mergeEnv(nil, []string{"A=1", "B=2", "A=3", "=x", "NOEQ", "C==", "B="})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range vars {
+		got = append(got, v.kv)
+	}
+	if want := []string{"A=3", "B=", "C=="}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("%q, want %q", got, want)
+	}
+	if _, err := mergeEnv(nil, []string{"A=\x00"}); !errors.Is(err, errEnvNUL) {
+		t.Fatalf("NUL: %v", err)
+	}
+}
