@@ -1,8 +1,8 @@
 package wasmhost
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
