@@ -196,13 +196,28 @@ func (m *moduleInfo) yieldInstr() (yield []byte, ok bool) {
 // schedYield returns the function index of the module's import of WASI
 // sched_yield, of type () -> i32.
 func (m *moduleInfo) schedYield() (uint32, bool) {
+	return m.importedFunc("sched_yield", funcType{results: []api.ValueType{api.ValueTypeI32}})
+}
+
+// importedFunc returns the function index of the module's import of the
+// WASI function name, if it has type want.
+func (m *moduleInfo) importedFunc(name string, want funcType) (uint32, bool) {
+	i, ok := m.importedAny(name)
+	if ok && int(m.funcTypes[i]) < len(m.types) && m.types[m.funcTypes[i]].equal(want) {
+		return i, true
+	}
+	return 0, false
+}
+
+// importedAny returns the function index of the module's import of the
+// WASI function name, whatever its type.
+func (m *moduleInfo) importedAny(name string) (uint32, bool) {
 	var index uint32
 	for _, e := range m.imports {
 		if e.kind != externFunc {
 			continue
 		}
-		if e.module == "wasi_snapshot_preview1" && e.name == "sched_yield" && int(e.typeIndex) < len(m.types) &&
-			m.types[e.typeIndex].equal(funcType{results: []api.ValueType{api.ValueTypeI32}}) {
+		if e.module == "wasi_snapshot_preview1" && e.name == name {
 			return index, true
 		}
 		index++

@@ -76,6 +76,8 @@ type GuestFS struct {
 	names  map[dirEntry]struct{} // names listings omit: hidden, mount points
 	prefix []string              // hidden paths relative to the root, cleaned
 	mounts map[uint64]struct{}   // IDs of mounts the guest may not enter
+
+	guard *fdGuard // nil but in a copy from guarded
 }
 
 // fileID identifies a file system object.
@@ -509,6 +511,10 @@ func (g *GuestFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMod
 			gf.Close()
 			return nil, errno
 		}
+	}
+	if g.guard != nil {
+		gf.guard, gf.event = g.guard, g.guard.event
+		g.guard.open++
 	}
 	return gf, 0
 }

@@ -17,6 +17,9 @@ type guestFile struct {
 	g      *GuestFS
 	handle int
 	id     fileID
+
+	guard *fdGuard // nil unless opened through a guarded GuestFS
+	event uint64   // guard's event when opened
 }
 
 // Readdir implements the same method as documented on sys.File. It omits
@@ -80,10 +83,26 @@ func (f *guestFile) visible(e experimentalsys.Dirent) bool {
 
 // Close implements the same method as documented on sys.File
 func (f *guestFile) Close() experimentalsys.Errno {
+	if g := f.guard; g != nil {
+		if f.event == g.event {
+			g.open--
+		} else {
+			g.touched = true
+		}
+		f.guard = nil
+	}
 	errno := f.File.Close()
 	if f.handle >= 0 {
 		unix.Close(f.handle)
 		f.handle = -1
 	}
 	return errno
+}
+
+// SetAppend implements the same method as documented on sys.File.
+func (f *guestFile) SetAppend(enable bool) experimentalsys.Errno {
+	if g := f.guard; g != nil && f.event != g.event {
+		g.touched = true
+	}
+	return f.File.SetAppend(enable)
 }

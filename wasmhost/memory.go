@@ -238,6 +238,29 @@ func (m *linearMemory) resetSnapshot(n uint64) {
 	}
 }
 
+// restoreKept returns the memory of a kept instance (see keptInstance),
+// which still has the snapshot's size, to the snapshot, as resetSnapshot
+// does; false if it could not.
+func (m *linearMemory) restoreKept() bool {
+	if m.snap == nil || m.size != m.snap.size {
+		return false
+	}
+	if m.snap.size == 0 {
+		return true
+	}
+	if m.region == nil || !m.mapped {
+		return false
+	}
+	if c := m.snap.copy; c != nil {
+		copy(m.region, c)
+		return true
+	}
+	if m.restoreWritten() == nil {
+		return true
+	}
+	return syscall.Madvise(m.region[:m.snap.size], syscall.MADV_DONTNEED) == nil
+}
+
 // keptMax bounds the private pages resetSnapshot keeps, per slot. A
 // variable for tests.
 var keptMax uint64 = 4 << 20

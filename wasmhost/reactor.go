@@ -45,6 +45,10 @@ const ReservedExportPrefix = "nebula.snapshot."
 const (
 	globalExportPrefix = ReservedExportPrefix + "global."
 	startExport        = ReservedExportPrefix + "start"
+	// fdProbeExport is a function the host adds, of type (fd, buf i32) ->
+	// i32, that calls the module's own import of fd_fdstat_get: how the
+	// host asks, as the guest, whether a descriptor is still open.
+	fdProbeExport = ReservedExportPrefix + "fdstat"
 )
 
 // reactorImports are the functions of ImportModule, with their types.
@@ -153,13 +157,42 @@ type reactorPlan struct {
 	data    []dataSegment // active segments, to apply in order
 	globals []string      // export names of the mutable globals
 	start   bool          // whether startExport exists
+
+	// keep: an instance may serve the next event once restored (see
+	// ReactorInvoker), for what it can do to its descriptors is either
+	// nothing or visible to the host; fdProbe: fdProbeExport exists, and
+	// must show the standard descriptors still open after an event.
+	keep, fdProbe bool
 }
 
 // planReactor rewrites a reactor that checkReactor accepted.
 func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 	p := &reactorPlan{data: info.data, start: info.start != nil}
-	var added []byte
+	var added, probe []byte
 	var count uint32
+	// A guest changes its descriptor table by opening files (through the
+	// host's GuestFS, which counts them), by closing or renumbering
+	// descriptors (fd_renumber refuses the standard ones and the
+	// preopened directories; fd_close does not, so the host probes them),
+	// and by accepting connections (never kept).
+	i32 := api.ValueTypeI32
+	fdstat, hasFdstat := info.importedFunc("fd_fdstat_get", funcType{params: []api.ValueType{i32, i32}, results: []api.ValueType{i32}})
+	_, closes := info.importedFunc("fd_close", funcType{params: []api.ValueType{i32}, results: []api.ValueType{i32}})
+	_, accepts := info.importedAny("sock_accept")
+	switch {
+	case accepts:
+	case !closes:
+		p.keep = true
+	case hasFdstat && info.hasSection(3) && info.hasSection(10):
+		p.keep, p.fdProbe = true, true
+		index := uint32(len(info.funcTypes)) // after every function
+		probe = appendU32(nil, info.funcTypes[fdstat])
+		added = appendExport(added, fdProbeExport, externFunc, index)
+		count++
+	}
+	if _, renames := info.importedAny("fd_renumber"); renames && !closes {
+		p.keep = false // without fd_close to probe for, no probe: be safe
+	}
 	for i, g := range info.globals {
 		if !g.mutable {
 			continue
@@ -174,8 +207,16 @@ func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 		added = appendExport(added, startExport, externFunc, *info.start)
 		count++
 	}
-	p.wasm = rewriteReactor(wasm, info, added, count)
+	p.wasm = rewriteReactor(wasm, info, added, count, probe, fdstat)
 	return p
+}
+
+// fdProbeBody is the code section entry of the fdProbeExport function for
+// the fd_fdstat_get import fdstat: local.get 0; local.get 1; call.
+func fdProbeBody(fdstat uint32) []byte {
+	body := appendU32([]byte{0, 0x20, 0, 0x20, 1, 0x10}, fdstat)
+	body = append(body, 0x0b)
+	return append(appendU32(nil, uint32(len(body))), body...)
 }
 
 func appendExport(b []byte, name string, kind byte, index uint32) []byte {
@@ -185,25 +226,34 @@ func appendExport(b []byte, name string, kind byte, index uint32) []byte {
 }
 
 // rewriteReactor returns wasm without its start, data count and data
-// sections, and with count more exports (the encoded entries added). The
-// result depends only on wasm, so the shim and the host compile the same
-// bytes and share the compilation cache.
-func rewriteReactor(wasm []byte, info *moduleInfo, added []byte, count uint32) []byte {
-	out := make([]byte, 0, len(wasm)+len(added)+16)
+// sections, with count more exports (the encoded entries added) and, if
+// probe (its function section entry) is not nil, the fdProbeExport
+// function calling the import fdstat. The result depends only on wasm, so
+// the shim and the host compile the same bytes and share the compilation
+// cache.
+func rewriteReactor(wasm []byte, info *moduleInfo, added []byte, count uint32, probe []byte, fdstat uint32) []byte {
+	out := make([]byte, 0, len(wasm)+len(added)+32)
 	out = append(out, wasm[:8]...)
+	appendEntries := func(id byte, s sectionSpan, more uint32, entries []byte) {
+		r := &reader{b: wasm[:s.end], off: s.start + 1}
+		r.u32() // size, already checked by parseModule
+		n, _ := r.u32()
+		body := appendU32(nil, n+more)
+		body = append(body, wasm[r.off:s.end]...)
+		body = append(body, entries...)
+		out = appendU32(append(out, id), uint32(len(body)))
+		out = append(out, body...)
+	}
 	for _, s := range info.sections {
-		switch s.id {
-		case 8, 11, 12: // start, data, data count
+		switch {
+		case s.id == 8 || s.id == 11 || s.id == 12: // start, data, data count
 			continue
-		case 7: // export: the entries, then ours
-			r := &reader{b: wasm[:s.end], off: s.start + 1}
-			r.u32() // size, already checked by parseModule
-			n, _ := r.u32()
-			body := appendU32(nil, n+count)
-			body = append(body, wasm[r.off:s.end]...)
-			body = append(body, added...)
-			out = appendU32(append(out, 7), uint32(len(body)))
-			out = append(out, body...)
+		case s.id == 7: // export: the entries, then ours
+			appendEntries(7, s, count, added)
+		case s.id == 3 && probe != nil:
+			appendEntries(3, s, 1, probe)
+		case s.id == 10 && probe != nil:
+			appendEntries(10, s, 1, fdProbeBody(fdstat))
 		default:
 			out = append(out, wasm[s.start:s.end]...)
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -37,8 +38,14 @@ type snapshot struct {
 type ReactorInvoker struct {
 	mod  *Module
 	base wazero.ModuleConfig
-	env  *environ // the task's: the WASI environment of every instance
+	rc   RunConfig // what base was made of
+	env  *environ  // the task's: the WASI environment of every instance
 	snap *snapshot
+
+	// keep: instances serve more than one event (see keptInstance);
+	// keptEvents counts the events after which one was kept.
+	keep       bool
+	keptEvents atomic.Int64
 
 	// SnapshotTime is how long initialisation and capturing the snapshot
 	// took.
@@ -69,7 +76,9 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 	if err != nil {
 		return nil, err
 	}
-	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base), env: &environ{}}
+	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base), rc: base, env: &environ{}}
+	_, guestFS := base.FS.(*GuestFS)
+	inv.keep = mod.reactor.keep && (base.FS == nil || guestFS)
 	inv.env.reset(task, nil)
 	inv.env.build() // now read-only, shared by every instance
 	snap, err := inv.initialize(ctx, base.Stderr, mod.warmup)
@@ -302,13 +311,20 @@ type reactorSlot struct {
 	slot
 	env   []byte   // the event's variables, as event_env returns them
 	stack []uint64 // for nebula_handle's result
+
+	guard fdGuard       // the files of the slot's instance (see keptInstance)
+	kept  *keptInstance // restored after its last event; nil: instantiate
 }
 
 func (inv *ReactorInvoker) getSlot() *reactorSlot {
 	s, ok := inv.slots.get()
 	if !ok {
-		s = &reactorSlot{stack: make([]uint64, 1)}
-		s.init(inv.mod, inv.base, inv.snap)
+		s = &reactorSlot{stack: make([]uint64, 2)}
+		base := inv.base
+		if inv.keep {
+			base = inv.guardedConfig(&s.guard)
+		}
+		s.init(inv.mod, base, inv.snap)
 	}
 	return s
 }
@@ -337,30 +353,41 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 
 	resp := &abi.Response{}
 	t0 := time.Now()
-	mod, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, s.cfg)
-	if err != nil {
-		resp.Startup = time.Since(t0)
-		if ctx.Err() != nil {
-			return resp, invokeCanceled(ctx)
+	k := s.kept
+	s.kept = nil
+	if k == nil {
+		mod, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, s.cfg)
+		if err != nil {
+			resp.Startup = time.Since(t0)
+			if ctx.Err() != nil {
+				return resp, invokeCanceled(ctx)
+			}
+			return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
 		}
-		return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
+		if err := inv.restore(mod, &s.mem); err != nil {
+			mod.Close(context.Background())
+			resp.Startup = time.Since(t0)
+			return resp, err
+		}
+		k = inv.newKept(mod, s.stack)
 	}
-	defer mod.Close(context.Background())
-	if err := inv.restore(mod, &s.mem); err != nil {
-		resp.Startup = time.Since(t0)
-		return resp, err
-	}
+	s.guard.begin()
 	t1 := time.Now()
 	resp.Startup = t1.Sub(t0)
-	stop := inv.mod.watchDeadline(ctx, mod)
-	err = mod.ExportedFunction(HandleExport).CallWithStack(ctx, s.stack)
-	stop()
+	watch := k.watchDeadline(ctx)
+	err := k.handle.CallWithStack(ctx, s.stack[:1])
+	fired := !watch()
 	resp.Execution = time.Since(t1)
 	r := classify(ctx, err, &s.mem)
 	if err == nil {
 		r = outcome{kind: outcomeExit, code: int(int32(s.stack[0]))}
 	}
-
+	if err == nil && !(fired && k.stop != nil) && inv.keep && inv.restoreKept(k, s) {
+		s.kept = k
+		inv.keptEvents.Add(1)
+	} else {
+		k.mod.Close(context.Background())
+	}
 	return s.finish(ctx, resp, r)
 }
 
