@@ -44,10 +44,12 @@
 // through a ReactorInvoker instead: NewReactorInvoker initialises it once
 // (data segments, start function, `_initialize`, a warm-up event; see
 // Config.WithReactorWarmup) and captures its linear memory and mutable
-// globals; each Invoke restores them into a fresh instance (a small
-// snapshot by copying, a large one by a copy-on-write mapping of a
-// sealed memfd whose written pages are copied back after the event) and
-// calls the handler, with the event's variables behind the host function
+// globals; each Invoke runs the handler in an instance in that state (a
+// small snapshot restored by copying, a large one by a copy-on-write
+// mapping of a sealed memfd whose written pages are copied back after the
+// event): a new instance, or the one that served the previous event,
+// restored in place when that event provably left nothing behind (see
+// keptInstance), with the event's variables behind the host function
 // ImportModule.EventEnvImport rather than in the WASI environment. To make
 // that possible Compile rewrites a reactor: its mutable globals are
 // exported under ReservedExportPrefix, its data and start sections are

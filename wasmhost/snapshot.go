@@ -32,9 +32,11 @@ type snapshot struct {
 }
 
 // ReactorInvoker serves events with a reactor (see IsReactor): it
-// initialises the module once (NewReactorInvoker) and runs each event in a
-// fresh instance restored from the snapshot that initialisation left. It
-// implements abi.Invoker and is safe for concurrent use.
+// initialises the module once (NewReactorInvoker) and runs each event in an
+// instance in the state initialisation left: a new one restored from the
+// snapshot, or, when the previous event provably left nothing behind, the
+// previous event's restored in place. It implements abi.Invoker and is
+// safe for concurrent use.
 type ReactorInvoker struct {
 	mod  *Module
 	base wazero.ModuleConfig
@@ -334,11 +336,14 @@ func (inv *ReactorInvoker) putSlot(s *reactorSlot) { inv.slots.put(s) }
 // eventKey is the context key of the event's reactorSlot, for event_env.
 type eventKey struct{}
 
-// Invoke implements abi.Invoker: it instantiates the module, restores the
-// snapshot into the instance (memory and mutable globals), calls
-// nebula_handle with req's data as stdin and req's Env behind event_env,
-// and returns what the guest wrote to stdout. Response.Startup is the
-// instantiation and restore, Response.Execution the time in the handler.
+// Invoke implements abi.Invoker: it takes the slot's kept instance or
+// instantiates the module and restores the snapshot into it (memory and
+// mutable globals), calls nebula_handle with req's data as stdin and
+// req's Env behind event_env, restores a kept instance, and returns what
+// the guest wrote to stdout. Response.Startup is the instantiation and
+// restore of a new instance (for a kept one, nearly nothing: it was
+// restored after its previous event), Response.Execution the time in the
+// handler.
 // nebula_handle's result is the exit status; the errors are Invoker's.
 func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
 	s := inv.getSlot()
