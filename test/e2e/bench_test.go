@@ -110,8 +110,9 @@ func BenchmarkTaskStartCompile(b *testing.B) {
 }
 
 // BenchmarkFunctionLoad sends echo events over loopback to function tasks
-// — a tiny WAT module, the Go probe as wasm, the Go probe as a process per
-// event — and to a bare Go net/http echo handler in a process of its own
+// — a tiny WAT module as a command and as a reactor, the Go probe as a wasm
+// command, as a reactor and as a process per event — and to a bare Go
+// net/http echo handler in a process of its own
 // (test/functions/floor), the floor. Each cell gets the same number of events from the same number of
 // concurrent keep-alive clients, cells interleaved round by round. The
 // load generator shares the machine's cores with the server.
@@ -127,7 +128,9 @@ func BenchmarkFunctionLoad(b *testing.B) {
 	}{
 		{"native-floor", floor, "probe.echo", events},
 		{"wasm-tiny", startFunctionB(b, d, harness.EchoFnWasmImage, "load-tiny"), "probe.echo", events},
+		{"wasm-tiny-reactor", startFunctionB(b, d, harness.EchoReactorImage, "load-tiny-reactor"), "probe.echo", events},
 		{"wasm-go", startFunctionB(b, d, probeFnWasm, "load-go"), "probe.echo", events / 10},
+		{"wasm-go-reactor", startFunctionB(b, d, harness.ProbeReactorImage, "load-go-reactor"), "probe.echo", events},
 		{"process", startFunctionB(b, d, probeFnNative, "load-process"), "probe.echo", events / 4},
 	}
 	rates := make([][]float64, len(cells))
