@@ -2,6 +2,7 @@ package wasmhost
 
 import (
 	"context"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -31,6 +32,7 @@ type keptInstance struct {
 	stop, fuel api.MutableGlobal   // the deadline's (instrumentDeadline); nil without
 	fds        uint64              // the descriptors below probedFDs open at the start
 	stack      []uint64            // the slot's, for the probe
+	restored   time.Duration       // how long its last restore took: the next event's start-up
 }
 
 // probedFDs bounds the descriptors fdProbeExport checks: the standard

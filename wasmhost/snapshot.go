@@ -341,9 +341,8 @@ type eventKey struct{}
 // mutable globals), calls nebula_handle with req's data as stdin and
 // req's Env behind event_env, restores a kept instance, and returns what
 // the guest wrote to stdout. Response.Startup is the instantiation and
-// restore of a new instance (for a kept one, nearly nothing: it was
-// restored after its previous event), Response.Execution the time in the
-// handler.
+// restore of a new instance, or the restore of a kept one (done after its
+// previous event), Response.Execution the time in the handler.
 // nebula_handle's result is the exit status; the errors are Invoker's.
 func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response, error) {
 	s := inv.getSlot()
@@ -378,7 +377,8 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	}
 	s.guard.begin()
 	t1 := time.Now()
-	resp.Startup = t1.Sub(t0)
+	resp.Startup = t1.Sub(t0) + k.restored // a kept instance's restore belongs to this event
+	k.restored = 0
 	watch := k.watchDeadline(ctx)
 	err := k.handle.CallWithStack(ctx, s.stack[:1])
 	fired := !watch()
@@ -387,7 +387,9 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	if err == nil {
 		r = outcome{kind: outcomeExit, code: int(int32(s.stack[0]))}
 	}
+	t2 := time.Now()
 	if err == nil && !(fired && k.stop != nil) && inv.keep && inv.restoreKept(k, s) {
+		k.restored = time.Since(t2)
 		s.kept = k
 		inv.keptEvents.Add(1)
 	} else {
