@@ -28,6 +28,7 @@ type guestFile struct {
 // wazero takes fewer entries than asked for as the end of the directory,
 // so entries that are filtered out are replaced by reading further.
 func (f *guestFile) Readdir(n int) (dirents []experimentalsys.Dirent, errno experimentalsys.Errno) {
+	f.touch()
 	if n <= 0 {
 		dirents, errno = f.File.Readdir(n)
 		return f.filter(dirents), errno
@@ -101,8 +102,14 @@ func (f *guestFile) Close() experimentalsys.Errno {
 
 // SetAppend implements the same method as documented on sys.File.
 func (f *guestFile) SetAppend(enable bool) experimentalsys.Errno {
+	f.touch()
+	return f.File.SetAppend(enable)
+}
+
+// touch tells the guard, if any, that the guest changed the state of a
+// file opened before the current event (a directory's position, a flag).
+func (f *guestFile) touch() {
 	if g := f.guard; g != nil && f.event != g.event {
 		g.touched = true
 	}
-	return f.File.SetAppend(enable)
 }

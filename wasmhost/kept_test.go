@@ -13,12 +13,14 @@ import (
 // global $g, the word at 4096, fd_fdstat_get's errno for descriptors 1
 // (stdout), 3 (the preopened root) and 4 (none) —, leaves traces, and then
 // does what stdin's first byte asks: c closes stdout, x closes the
-// preopened root, o opens "." and keeps it, g grows memory, t traps.
+// preopened root, o opens "." and keeps it, l lists the preopened root
+// (moving its position), g grows memory, t traps.
 const keptReactor = `(module
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_readdir" (func $fd_readdir (param i32 i32 i32 i64 i32) (result i32)))
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
   (memory (export "memory") 2)
@@ -48,6 +50,9 @@ const keptReactor = `(module
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 111)) ;; o
         (then (if (call $path_open (i32.const 3) (i32.const 0) (i32.const 3000) (i32.const 1)
           (i32.const 2) (i64.const 0x4002) (i64.const 0x4002) (i32.const 0) (i32.const 500)) (then unreachable))))
+      (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 108)) ;; l
+        (then (if (call $fd_readdir (i32.const 3) (i32.const 9000) (i32.const 512) (i64.const 0) (i32.const 508))
+          (then unreachable))))
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 103)) ;; g
         (then (drop (memory.grow (i32.const 1)))))
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 116)) ;; t
@@ -78,7 +83,7 @@ func TestReactorKept(t *testing.T) {
 	}
 	want := [6]uint32{2, 42, 0, 0, 0, 8} // pages, $g, word, fdstat(1), fdstat(3), fdstat(4): EBADF
 	var kept int64
-	for i, cmd := range "nncnonxngntnn" {
+	for i, cmd := range "nncnonxnlngntnn" {
 		before := inv.keptEvents.Load()
 		resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte{byte(cmd)}})
 		if cmd == 't' {
