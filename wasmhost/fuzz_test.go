@@ -67,6 +67,7 @@ func addModuleSeeds(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add(wat(f, keptReactor)) // a reactor the rewrite adds a function to
 	f.Add(functions.NestedBlocks(64, 3))
 	f.Add(functions.NestedBlocks(MaxNesting+1, 1))
 	f.Add(functions.BigFunction(4096))
@@ -185,6 +186,9 @@ func FuzzPlanReactor(f *testing.F) {
 		names := p.globals
 		if p.start {
 			names = append(names, startExport)
+		}
+		if p.fdProbe {
+			names = append(names, fdProbeExport)
 		}
 		for _, name := range names {
 			if _, ok := out.exports[name]; !ok {
