@@ -61,10 +61,10 @@ func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (h
 	}
 	input := wasm // what Compile finalizes
 	if info.isReactor() {
-		input = planReactor(wasm, info).wasm
+		input = planReactor(wasm, info).module()
 	}
 	final, instrumented := finalize(input)
-	hit, err = compileToCache(ctx, input, final, instrumented, dir)
+	hit, err = compileToCache(ctx, sha256.Sum256(wasm), final, instrumented, dir)
 	if err != nil && errors.Is(err, ErrCache) && ctx.Err() == nil {
 		// Tell a broken directory from a broken module: compile in memory.
 		r, _, _, cerr := compileFinal(ctx, final, instrumented, "")
@@ -81,8 +81,9 @@ func CompileToCache(ctx context.Context, wasm []byte, dir string, cfg Config) (h
 }
 
 // compileToCache fills dir with wazero's entry for final and the prepared
-// file recording that input finalizes to final, and the manifest of both.
-func compileToCache(ctx context.Context, input, final []byte, instrumented bool, dir string) (hit bool, err error) {
+// file recording that the module whose SHA-256 is sum finalizes to final,
+// and the manifest of both.
+func compileToCache(ctx context.Context, sum [sha256.Size]byte, final []byte, instrumented bool, dir string) (hit bool, err error) {
 	cacheErr := func(err error) error { return fmt.Errorf("%w: %s: %w", ErrCache, dir, err) }
 	if err = os.MkdirAll(dir, 0o700); err != nil {
 		return false, cacheErr(err)
@@ -93,7 +94,8 @@ func compileToCache(ctx context.Context, input, final []byte, instrumented bool,
 	}
 	defer unlock()
 
-	verified, _ := verifyCache(dir)
+	entry := lookupEntry(dir, sum)
+	verified := entry.verified
 	if !verified {
 		if err = clearDir(dir); err != nil {
 			return false, cacheErr(err)
@@ -103,7 +105,7 @@ func compileToCache(ctx context.Context, input, final []byte, instrumented bool,
 	if err != nil {
 		return false, cacheErr(err)
 	}
-	prepared := verified && hasCurrentPrepared(dir, input)
+	prepared := entry.vouches()
 	compiled := verified && hasEntryFor(before, wazeroCacheSubdir())
 	if compiled && prepared {
 		// Verified bytes of this wazero's entry: loading them here as well
@@ -125,7 +127,7 @@ func compileToCache(ctx context.Context, input, final []byte, instrumented bool,
 	}
 	// An entry written before the prepared file existed, or by other code,
 	// gets a current one.
-	if err = writeRecords(dir, input, final, instrumented); err != nil {
+	if err = writeRecords(dir, sum, final, instrumented); err != nil {
 		clearDir(dir)
 		return false, cacheErr(err)
 	}
@@ -155,10 +157,10 @@ func fillEntry(ctx context.Context, final []byte, instrumented bool, dir string,
 	return verified, nil
 }
 
-// writeRecords writes dir's prepared file for input and then the manifest
-// of all of dir's entries.
-func writeRecords(dir string, input, final []byte, instrumented bool) error {
-	if err := writePrepared(dir, input, final, instrumented); err != nil {
+// writeRecords writes dir's prepared file for the module whose SHA-256 is
+// sum and then the manifest of all of dir's entries.
+func writeRecords(dir string, sum [sha256.Size]byte, final []byte, instrumented bool) error {
+	if err := writePrepared(dir, sum, final, instrumented); err != nil {
 		return err
 	}
 	after, err := listEntries(dir)
@@ -166,26 +168,6 @@ func writeRecords(dir string, input, final []byte, instrumented bool) error {
 		return err
 	}
 	return writeManifest(dir, after)
-}
-
-// CachedEntry reports whether dir holds a verified entry for this build of
-// wazero, which a Host configured WithCacheDir(dir) would load rather than
-// compile. It does not wait: while a CompileToCache is in progress on dir
-// it reports false.
-func CachedEntry(dir string) bool {
-	d, err := os.Open(dir)
-	if err != nil {
-		return false
-	}
-	defer d.Close()
-	if flock(d, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		return false
-	}
-	if ok, _ := verifyCache(dir); !ok {
-		return false
-	}
-	entries, err := listEntries(dir)
-	return err == nil && hasEntryFor(entries, wazeroCacheSubdir())
 }
 
 // ClearCacheEntry empties dir, waiting for a CompileToCache in progress.
@@ -430,47 +412,75 @@ func writeFileAtomic(dir, name string, data []byte) error {
 // the native code it loads: a corrupt header or function offset table is
 // loaded as is (see docs/rationale.md), hence a checksum of whole files.
 func verifyCache(dir string) (ok bool, detail string) {
+	v := verifyEntry(dir)
+	return v.ok, v.detail
+}
+
+// verified is what verifyEntry found.
+type verified struct {
+	ok      bool
+	detail  string   // why not, or "verified"
+	entries []string // listEntries(dir), when ok
+	// prepared is the content of the prepared file, when the manifest
+	// lists it: the very bytes whose SHA-256 was checked.
+	prepared []byte
+}
+
+// verifyEntry is verifyCache, which it returns with the entries it listed
+// and the prepared file it read, so that nothing is read twice.
+func verifyEntry(dir string) verified {
+	fail := func(detail string) verified { return verified{detail: detail} }
 	f, err := os.Open(filepath.Join(dir, ManifestName))
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, "no entry"
+		return fail("no entry")
 	} else if err != nil {
-		return false, "unreadable manifest: " + err.Error()
+		return fail("unreadable manifest: " + err.Error())
 	}
 	defer f.Close()
+	var v verified
 	listed := map[string]bool{}
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		sum, name, found := strings.Cut(s.Text(), "  ")
 		if !found || !filepath.IsLocal(name) {
-			return false, fmt.Sprintf("corrupt manifest line %q", s.Text())
+			return fail(fmt.Sprintf("corrupt manifest line %q", s.Text()))
 		}
-		got, err := hashFile(filepath.Join(dir, filepath.FromSlash(name)))
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		var got string
+		if name == preparedName {
+			if v.prepared, err = os.ReadFile(path); err == nil {
+				h := sha256.Sum256(v.prepared)
+				got = hex.EncodeToString(h[:])
+			}
+		} else {
+			got, err = hashFile(path)
+		}
 		if errors.Is(err, fs.ErrNotExist) {
-			return false, "missing entry " + name
+			return fail("missing entry " + name)
 		} else if err != nil {
-			return false, "unreadable entry: " + err.Error()
+			return fail("unreadable entry: " + err.Error())
 		} else if got != sum {
-			return false, "corrupt entry " + name + " (SHA-256 mismatch)"
+			return fail("corrupt entry " + name + " (SHA-256 mismatch)")
 		}
 		listed[name] = true
 	}
 	if err := s.Err(); err != nil {
-		return false, "unreadable manifest: " + err.Error()
+		return fail("unreadable manifest: " + err.Error())
 	}
 	if len(listed) == 0 {
-		return false, "empty manifest"
+		return fail("empty manifest")
 	}
 	// wazero must not find an entry that was not verified.
-	entries, err := listEntries(dir)
-	if err != nil {
-		return false, "unreadable directory: " + err.Error()
+	if v.entries, err = listEntries(dir); err != nil {
+		return fail("unreadable directory: " + err.Error())
 	}
-	for _, e := range entries {
+	for _, e := range v.entries {
 		if !listed[e] {
-			return false, "unverified entry " + e
+			return fail("unverified entry " + e)
 		}
 	}
-	return true, "verified"
+	v.ok, v.detail = true, "verified"
+	return v
 }
 
 func hashFile(name string) (string, error) {
