@@ -94,7 +94,7 @@ func compileToCache(ctx context.Context, sum [sha256.Size]byte, final []byte, in
 	}
 	defer unlock()
 
-	entry := lookupEntry(dir, sum)
+	entry := lookupEntry(dir, sum, false)
 	verified := entry.verified
 	if !verified {
 		if err = clearDir(dir); err != nil {
@@ -412,7 +412,7 @@ func writeFileAtomic(dir, name string, data []byte) error {
 // the native code it loads: a corrupt header or function offset table is
 // loaded as is (see docs/rationale.md), hence a checksum of whole files.
 func verifyCache(dir string) (ok bool, detail string) {
-	v := verifyEntry(dir)
+	v := verifyEntry(dir, false)
 	return v.ok, v.detail
 }
 
@@ -422,13 +422,15 @@ type verified struct {
 	detail  string   // why not, or "verified"
 	entries []string // listEntries(dir), when ok
 	// prepared is the content of the prepared file, when the manifest
-	// lists it: the very bytes whose SHA-256 was checked.
+	// lists it: the very bytes whose SHA-256 was checked; only its first
+	// preparedHeadSize bytes unless verifyEntry was asked for all.
 	prepared []byte
 }
 
 // verifyEntry is verifyCache, which it returns with the entries it listed
-// and the prepared file it read, so that nothing is read twice.
-func verifyEntry(dir string) verified {
+// and the prepared file it read (all of it if whole), so that nothing is
+// read twice.
+func verifyEntry(dir string, whole bool) verified {
 	fail := func(detail string) verified { return verified{detail: detail} }
 	f, err := os.Open(filepath.Join(dir, ManifestName))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -447,12 +449,15 @@ func verifyEntry(dir string) verified {
 		}
 		path := filepath.Join(dir, filepath.FromSlash(name))
 		var got string
-		if name == preparedName {
+		switch {
+		case name == preparedName && whole:
 			if v.prepared, err = os.ReadFile(path); err == nil {
 				h := sha256.Sum256(v.prepared)
 				got = hex.EncodeToString(h[:])
 			}
-		} else {
+		case name == preparedName:
+			got, v.prepared, err = hashFileHead(path, preparedHeadSize)
+		default:
 			got, err = hashFile(path)
 		}
 		if errors.Is(err, fs.ErrNotExist) {
@@ -484,16 +489,30 @@ func verifyEntry(dir string) verified {
 }
 
 func hashFile(name string) (string, error) {
+	sum, _, err := hashFileHead(name, 0)
+	return sum, err
+}
+
+// hashFileHead is hashFile, which also returns the file's first n bytes
+// (fewer if it is shorter), read in the same pass.
+func hashFileHead(name string, n int) (sum string, head []byte, err error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err = io.Copy(h, f); err != nil {
-		return "", err
+	head = make([]byte, n)
+	k, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", nil, err
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	head = head[:k]
+	h := sha256.New()
+	h.Write(head)
+	if _, err = io.Copy(h, f); err != nil {
+		return "", nil, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), head, nil
 }
 
 // wazeroCacheSubdir is the directory wazero's file cache keeps its entries

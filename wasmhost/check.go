@@ -104,29 +104,33 @@ func preflight(wasm []byte, c Config) (*moduleInfo, error) {
 // preflightVouched is preflight; vouched says that wasm passed preflight
 // before, with this build's checks (a cache entry says so, see
 // cacheEntry.vouches): the parse then skips what only the checks of the
-// module alone need (parseModuleVouched), and every check is made on what
-// remains, those that depend on c included.
+// module alone need (parseModuleVouched; a reactor's data segments are
+// kept, for its plan), and every check is made on what remains, those that
+// depend on c included.
 func preflightVouched(wasm []byte, c Config, vouched bool) (*moduleInfo, error) {
-	info, err := parseModuleVouched(wasm, vouched)
+	info, err := parseModuleVouched(wasm, vouched, true)
 	if err != nil {
 		return nil, err
 	}
-	reactor := info.isReactor()
-	if err = info.checkImports(reactor); err != nil {
-		return nil, err
+	return info, info.check(c)
+}
+
+// check makes preflight's checks of a parsed module.
+func (m *moduleInfo) check(c Config) error {
+	reactor := m.isReactor()
+	if err := m.checkImports(reactor); err != nil {
+		return err
 	}
+	var err error
 	if reactor {
-		err = info.checkReactor()
+		err = m.checkReactor()
 	} else {
-		err = info.checkStart()
+		err = m.checkStart()
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err = info.checkMemory(c); err != nil {
-		return nil, err
-	}
-	return info, nil
+	return m.checkMemory(c)
 }
 
 // moduleInfo is what Nebula needs to know about a module before compiling
@@ -241,16 +245,17 @@ var wasmMagic = []byte{0, 'a', 's', 'm'}
 
 // parseModule decodes the parts of wasm that preflight checks.
 func parseModule(wasm []byte) (*moduleInfo, error) {
-	return parseModuleVouched(wasm, false)
+	return parseModuleVouched(wasm, false, true)
 }
 
 // parseModuleVouched is parseModule; with vouched, it skips what only the
 // checks of the module alone need, which a module that passed them before
 // need not repeat: the vector counts, the function bodies (their limits
-// and a reactor's instructions a snapshot refuses) and a command's data
-// segments. Their fields of moduleInfo stay zero. That is 90% of the
-// parse of a Go module (BenchmarkPreflightNeeds).
-func parseModuleVouched(wasm []byte, vouched bool) (*moduleInfo, error) {
+// and a reactor's instructions a snapshot refuses) and the data segments,
+// but a reactor's if plan (planReactor needs them). Their fields of
+// moduleInfo stay zero. That is 90% of the parse of a Go module
+// (BenchmarkPreflightNeeds).
+func parseModuleVouched(wasm []byte, vouched, plan bool) (*moduleInfo, error) {
 	if err := checkHeader(wasm); err != nil {
 		return nil, err
 	}
@@ -269,7 +274,7 @@ func parseModuleVouched(wasm []byte, vouched bool) (*moduleInfo, error) {
 		info.sections = append(info.sections, sectionSpan{id: id, start: start, end: r.off})
 		name := sectionNames[id]
 		if vouched {
-			if id == 10 || id == 11 && !info.isReactor() { // the exports come before both
+			if id == 10 || id == 11 && !(plan && info.isReactor()) { // the exports come before both
 				continue
 			}
 		} else if err := checkCounts(id, *body); err != nil {

@@ -14,28 +14,34 @@ type cacheEntry struct {
 	verified bool
 	detail   string   // verifyCache's explanation
 	entries  []string // listEntries, when verified
-	// final and instrumented are what the prepared file records for the
-	// module, when it was written by this build for this module.
+	// prepared: the prepared file was written by this build for this
+	// module; final and instrumented are what it records (see
+	// lookupEntry).
+	prepared     bool
 	final        []byte
 	instrumented bool
 }
 
 // lookupEntry verifies the entry in dir and reads its prepared file for
-// the module whose SHA-256 is sum: every file once.
-func lookupEntry(dir string, sum [sha256.Size]byte) *cacheEntry {
-	v := verifyEntry(dir)
+// the module whose SHA-256 is sum: every file once. With load, the
+// prepared module is kept (final), to be compiled; without, only the
+// file's header is.
+func lookupEntry(dir string, sum [sha256.Size]byte, load bool) *cacheEntry {
+	v := verifyEntry(dir, load)
 	e := &cacheEntry{verified: v.ok, detail: v.detail, entries: v.entries}
 	if v.ok {
-		var ok bool
-		if e.final, e.instrumented, ok = decodePrepared(v.prepared, sum); !ok {
-			e.final = nil
+		final, instrumented, ok := decodePrepared(v.prepared, sum)
+		e.prepared = ok
+		if ok && load {
+			e.final, e.instrumented = final, instrumented
 		}
 	}
 	return e
 }
 
-// lookupIdleEntry is lookupEntry, or nil while a CompileToCache fills dir
-// (it holds the directory's lock): the shim does not wait for it.
+// lookupIdleEntry is lookupEntry without load, or nil while a
+// CompileToCache fills dir (it holds the directory's lock): the shim does
+// not wait for it.
 func lookupIdleEntry(dir string, sum [sha256.Size]byte) *cacheEntry {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -45,7 +51,7 @@ func lookupIdleEntry(dir string, sum [sha256.Size]byte) *cacheEntry {
 	if flock(d, syscall.LOCK_EX|syscall.LOCK_NB) != nil {
 		return nil
 	}
-	return lookupEntry(dir, sum)
+	return lookupEntry(dir, sum, false)
 }
 
 // compiled reports whether the entry is verified and holds this build of
@@ -61,7 +67,7 @@ func (e *cacheEntry) compiled() bool {
 // module alone would then accept it again; those that depend on a Config
 // must still be made (see docs/rationale.md).
 func (e *cacheEntry) vouches() bool {
-	return e != nil && e.verified && e.final != nil
+	return e != nil && e.verified && e.prepared
 }
 
 // compileCached compiles the module from the verified entry e, from its
@@ -73,7 +79,7 @@ func (m *Module) compileCached(ctx context.Context, dir string, e *cacheEntry, w
 	if m.cacheDetail = e.detail; !e.verified {
 		return nil
 	}
-	final, instrumented, prepared := e.final, e.instrumented, e.vouches()
+	final, instrumented, prepared := e.final, e.instrumented, e.final != nil
 	if !prepared {
 		final, instrumented = finalize(m.input(wasm))
 	}

@@ -28,12 +28,15 @@ func TestEntryVouches(t *testing.T) {
 			} else if _, _, err := CompileToCache(ctx, wasm, dir, Config{}); err != nil {
 				t.Fatal(err)
 			}
-			e := lookupEntry(dir, sha256.Sum256(wasm))
-			if !e.vouches() || !e.compiled() {
-				t.Fatalf("entry of %s: vouches %v, compiled %v (%s); want both", name, e.vouches(), e.compiled(), e.detail)
-			}
-			if other := lookupEntry(dir, sha256.Sum256(append(wasm, 0))); other.vouches() || !other.compiled() {
-				t.Fatalf("entry for another module: vouches %v, compiled %v; want only compiled", other.vouches(), other.compiled())
+			for _, load := range []bool{false, true} {
+				e := lookupEntry(dir, sha256.Sum256(wasm), load)
+				if !e.vouches() || !e.compiled() || (e.final != nil) != load {
+					t.Fatalf("entry of %s, load %v: vouches %v, compiled %v (%s), %d bytes loaded; want both, and the module if loaded",
+						name, load, e.vouches(), e.compiled(), e.detail, len(e.final))
+				}
+				if other := lookupEntry(dir, sha256.Sum256(append(wasm, 0)), load); other.vouches() || !other.compiled() || other.final != nil {
+					t.Fatalf("entry for another module, load %v: vouches %v, compiled %v; want only compiled", load, other.vouches(), other.compiled())
+				}
 			}
 
 			full, err := preflight(wasm, Config{})

@@ -93,7 +93,7 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	c := h.cfg
 	var entry *cacheEntry
 	if c.cacheDir != "" {
-		entry = lookupEntry(c.cacheDir, sha256.Sum256(wasm))
+		entry = lookupEntry(c.cacheDir, sha256.Sum256(wasm), true)
 	}
 	info, err := preflightVouched(wasm, c, entry.vouches())
 	if err != nil {

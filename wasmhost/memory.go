@@ -347,12 +347,15 @@ func PreflightNeeds(wasm []byte, cfg Config, cacheDir string) (minMemory, tables
 // When cacheDir's entry was written by CompileToCache for this very module
 // with this build of wasmhost (its verified prepared file names both), the
 // module passed every check of the module alone then, and the parse skips
-// what only those checks need (the function bodies, the vector counts, a
-// command's data); the checks that depend on cfg, such as the memory
+// what only those checks need (the function bodies, the vector counts, the
+// data segments); the checks that depend on cfg, such as the memory
 // minimum, are made as always. sum must be the SHA-256 of wasm.
 func PreflightCached(wasm []byte, sum [sha256.Size]byte, cfg Config, cacheDir string) (minMemory, tables, code uint64, hit bool, err error) {
 	entry := lookupIdleEntry(cacheDir, sum)
-	info, err := preflightVouched(wasm, cfg, entry.vouches())
+	info, err := parseModuleVouched(wasm, entry.vouches(), false)
+	if err == nil {
+		err = info.check(cfg)
+	}
 	if err != nil {
 		return 0, 0, 0, false, err
 	}

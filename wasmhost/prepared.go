@@ -86,6 +86,11 @@ func encodePrepared(sum [sha256.Size]byte, out []byte, instrumented bool) []byte
 	return append(b, out...)
 }
 
+// preparedHeadSize is the head of a prepared file that decodePrepared
+// needs to tell whether the file is for a module (its output then
+// truncated): the header, the flag and the output's 8-byte header.
+const preparedHeadSize = len(preparedMagic) + 2*sha256.Size + 1 + 8
+
 // decodePrepared returns what the prepared file b records for the module
 // whose SHA-256 is sum, if it was written by this code for that module; ok
 // is false for a foreign or malformed file, which the caller ignores. The

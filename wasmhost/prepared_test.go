@@ -50,7 +50,7 @@ func TestPreparedHit(t *testing.T) {
 				input = planReactor(wasm, info).module()
 			}
 			want, wantInstrumented := finalize(input)
-			e := lookupEntry(dir, sha256.Sum256(wasm))
+			e := lookupEntry(dir, sha256.Sum256(wasm), true)
 			got, instrumented, ok := e.final, e.instrumented, e.vouches()
 			if !ok || !bytes.Equal(got, want) || instrumented != wantInstrumented ||
 				instrumented != (name == functions.Probe) { // the small modules have no loop to instrument
