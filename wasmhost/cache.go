@@ -439,38 +439,75 @@ func verifyEntry(dir string, whole bool) verified {
 		return fail("unreadable manifest: " + err.Error())
 	}
 	defer f.Close()
-	var v verified
-	listed := map[string]bool{}
+	type line struct {
+		text, sum, name string
+		ok              bool
+		// what hashing the file found
+		got     string
+		content []byte
+		err     error
+	}
+	var lines []*line
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		sum, name, found := strings.Cut(s.Text(), "  ")
-		if !found || !filepath.IsLocal(name) {
-			return fail(fmt.Sprintf("corrupt manifest line %q", s.Text()))
-		}
-		path := filepath.Join(dir, filepath.FromSlash(name))
-		var got string
-		switch {
-		case name == preparedName && whole:
-			if v.prepared, err = os.ReadFile(path); err == nil {
-				h := sha256.Sum256(v.prepared)
-				got = hex.EncodeToString(h[:])
-			}
-		case name == preparedName:
-			got, v.prepared, err = hashFileHead(path, preparedHeadSize)
-		default:
-			got, err = hashFile(path)
-		}
-		if errors.Is(err, fs.ErrNotExist) {
-			return fail("missing entry " + name)
-		} else if err != nil {
-			return fail("unreadable entry: " + err.Error())
-		} else if got != sum {
-			return fail("corrupt entry " + name + " (SHA-256 mismatch)")
-		}
-		listed[name] = true
+		l := &line{text: s.Text()}
+		l.sum, l.name, l.ok = strings.Cut(l.text, "  ")
+		l.ok = l.ok && filepath.IsLocal(l.name)
+		lines = append(lines, l)
 	}
 	if err := s.Err(); err != nil {
 		return fail("unreadable manifest: " + err.Error())
+	}
+	// The entries are hashed at once, on up to GOMAXPROCS threads: wazero's
+	// 12 MB and the prepared file's 3 MB for a Go module, 8 ms in a row.
+	hash := func(l *line) {
+		path := filepath.Join(dir, filepath.FromSlash(l.name))
+		switch {
+		case l.name == preparedName && whole:
+			if l.content, l.err = os.ReadFile(path); l.err == nil {
+				h := sha256.Sum256(l.content)
+				l.got = hex.EncodeToString(h[:])
+			}
+		case l.name == preparedName:
+			l.got, l.content, l.err = hashFileHead(path, preparedHeadSize)
+		default:
+			l.got, l.err = hashFile(path)
+		}
+	}
+	next := make(chan *line)
+	var wg sync.WaitGroup
+	for range min(len(lines), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for l := range next {
+				hash(l)
+			}
+		})
+	}
+	for _, l := range lines {
+		if l.ok {
+			next <- l
+		}
+	}
+	close(next)
+	wg.Wait()
+
+	var v verified
+	listed := map[string]bool{}
+	for _, l := range lines {
+		switch {
+		case !l.ok:
+			return fail(fmt.Sprintf("corrupt manifest line %q", l.text))
+		case errors.Is(l.err, fs.ErrNotExist):
+			return fail("missing entry " + l.name)
+		case l.err != nil:
+			return fail("unreadable entry: " + l.err.Error())
+		case l.got != l.sum:
+			return fail("corrupt entry " + l.name + " (SHA-256 mismatch)")
+		}
+		if l.name == preparedName {
+			v.prepared = l.content
+		}
+		listed[l.name] = true
 	}
 	if len(listed) == 0 {
 		return fail("empty manifest")
