@@ -153,18 +153,26 @@ type reactorPlan struct {
 	globals []string      // export names of the mutable globals
 	start   bool          // whether startExport exists
 
-	// The rewrite, made by module when first needed: a cache hit loads
-	// the rewritten module from the entry's prepared file.
+	// rewrite makes the rewritten module (rewriteReactor), which module
+	// asks for once, if at all: a cache hit loads it, finalized, from the
+	// entry's prepared file.
+	rewrite   func() []byte
 	rewritten []byte
-	source    []byte
-	sections  []sectionSpan
-	added     []byte // the encoded export entries to add
-	count     uint32 // how many
 }
 
-// planReactor plans the snapshot of a reactor that checkReactor accepted.
+// module returns the rewritten module.
+func (p *reactorPlan) module() []byte {
+	if p.rewritten == nil {
+		p.rewritten = p.rewrite()
+	}
+	return p.rewritten
+}
+
+// planReactor rewrites a reactor that checkReactor accepted.
 func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
-	p := &reactorPlan{data: info.data, start: info.start != nil, source: wasm, sections: info.sections}
+	p := &reactorPlan{data: info.data, start: info.start != nil}
+	var added []byte
+	var count uint32
 	for i, g := range info.globals {
 		if !g.mutable {
 			continue
@@ -172,23 +180,15 @@ func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 		index := uint32(info.importsOf.globals + i)
 		name := globalExportPrefix + strconv.FormatUint(uint64(index), 10)
 		p.globals = append(p.globals, name)
-		p.added = appendExport(p.added, name, externGlobal, index)
-		p.count++
+		added = appendExport(added, name, externGlobal, index)
+		count++
 	}
 	if info.start != nil {
-		p.added = appendExport(p.added, startExport, externFunc, *info.start)
-		p.count++
+		added = appendExport(added, startExport, externFunc, *info.start)
+		count++
 	}
+	p.rewrite = func() []byte { return rewriteReactor(wasm, info, added, count) }
 	return p
-}
-
-// module returns the reactor rewritten (rewriteReactor), rewriting it on
-// the first call.
-func (p *reactorPlan) module() []byte {
-	if p.rewritten == nil {
-		p.rewritten = rewriteReactor(p.source, p.sections, p.added, p.count)
-	}
-	return p.rewritten
 }
 
 func appendExport(b []byte, name string, kind byte, index uint32) []byte {
@@ -201,10 +201,10 @@ func appendExport(b []byte, name string, kind byte, index uint32) []byte {
 // sections, and with count more exports (the encoded entries added). The
 // result depends only on wasm, so the shim and the host compile the same
 // bytes and share the compilation cache.
-func rewriteReactor(wasm []byte, sections []sectionSpan, added []byte, count uint32) []byte {
+func rewriteReactor(wasm []byte, info *moduleInfo, added []byte, count uint32) []byte {
 	out := make([]byte, 0, len(wasm)+len(added)+16)
 	out = append(out, wasm[:8]...)
-	for _, s := range sections {
+	for _, s := range info.sections {
 		switch s.id {
 		case 8, 11, 12: // start, data, data count
 			continue
