@@ -93,10 +93,9 @@ func (s *service) checkHostBinary() error {
 // prepareModule reads the task's module and checks what needs no
 // compiling (less when its cache entry vouches for it, see
 // wasmhost.PreflightCached). With a verified cache entry it fills host and
-// returns nil;
-// otherwise it returns the compile Create runs in the task's cgroups, with
-// host's cache directory the entry to fill, or none if the cache directory
-// cannot be made (the host then compiles at start).
+// returns nil; otherwise it returns the compile Create runs in the task's
+// cgroups, with host's cache directory the entry to fill, or none if the
+// cache directory cannot be made (the host then compiles at start).
 func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error), host *oci.Host) (*compileJob, error) {
 	logger := log.G(ctx).WithField("id", host.ID)
 	module, wasm, err := readModule(spec, openRootfs)

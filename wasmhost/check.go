@@ -252,9 +252,9 @@ func parseModule(wasm []byte) (*moduleInfo, error) {
 // checks of the module alone need, which a module that passed them before
 // need not repeat: the vector counts, the function bodies (their limits
 // and a reactor's instructions a snapshot refuses) and the data segments,
-// but a reactor's if plan (planReactor needs them). Their fields of
-// moduleInfo stay zero. That is 90% of the parse of a Go module
-// (BenchmarkPreflightNeeds).
+// except a reactor's when plan is set (planReactor needs them). Their
+// fields of moduleInfo stay zero. For the Go probe that is 10 ms of
+// parsing skipped, 0.1 ms left.
 func parseModuleVouched(wasm []byte, vouched, plan bool) (*moduleInfo, error) {
 	if err := checkHeader(wasm); err != nil {
 		return nil, err

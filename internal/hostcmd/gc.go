@@ -24,7 +24,7 @@ func tuneGC() {
 // loadGC makes the same trade while the host loads its module, in any
 // mode: the heap grows from nothing to about 30 MB for a 3 MB Go module,
 // and at the default GOGC the collections on the way cost 5 ms of a 50 ms
-// load (README, Performance). done restores the default for run mode;
+// load (docs/rationale.md). done restores the default for run mode;
 // function mode keeps it (tuneGC).
 func loadGC() (done func()) {
 	if os.Getenv("GOGC") != "" {
