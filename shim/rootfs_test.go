@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/containerd/containerd/api/types"
@@ -73,5 +74,34 @@ func TestRootfsFiles(t *testing.T) {
 	}
 	if _, err := newRootfsFiles([]*types.Mount{{Type: "zfs"}}, "", ""); err == nil {
 		t.Error("unknown mount types must be refused")
+	}
+}
+
+// TestRootfsReadFileOneBuffer: a module is read into one buffer of its
+// size, not grown from 512 bytes (io.ReadAll: each buffer copied into the
+// next, more than twice the file's size allocated), and a file at the limit
+// is read whole while one byte more is refused.
+func TestRootfsReadFileOneBuffer(t *testing.T) {
+	dir := t.TempDir()
+	const size = 2 << 20
+	if err := os.WriteFile(filepath.Join(dir, "fn.wasm"), make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &rootfsFiles{layers: []string{dir}}
+	const runs = 5
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		if b, err := r.readFile("/fn.wasm", size); err != nil || len(b) != size {
+			t.Fatalf("readFile: %d bytes, %v", len(b), err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	// Opening adds a few small allocations (paths, the *os.File, Stat).
+	if perRead := (after.TotalAlloc - before.TotalAlloc) / runs; perRead > size+64<<10 {
+		t.Errorf("readFile of %d bytes allocated %d bytes; want one buffer of the file's size", size, perRead)
+	}
+	if _, err := r.readFile("/fn.wasm", size-1); err == nil {
+		t.Error("a file one byte over the limit was read")
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"nebula.dev/nebula/oci"
-	"nebula.dev/nebula/wasmhost"
 )
 
 // maxModuleSize bounds the module the shim reads into memory to compile.
@@ -92,33 +91,36 @@ func (s *service) checkHostBinary() error {
 }
 
 // prepareModule reads the task's module and checks what needs no
-// compiling. With a verified cache entry it fills host and returns nil;
-// otherwise it returns the compile Create runs in the task's cgroups, with
-// host's cache directory the entry to fill, or none if the cache directory
-// cannot be made (the host then compiles at start).
+// compiling (less when its cache entry vouches for it, see
+// wasmhost.PreflightCached). With a verified cache entry it fills host and
+// returns nil; otherwise it returns the compile Create runs in the task's
+// cgroups, with host's cache directory the entry to fill, or none if the
+// cache directory cannot be made (the host then compiles at start).
 func (s *service) prepareModule(ctx context.Context, spec *specs.Spec, knobs oci.Knobs, openRootfs func() (*rootfsFiles, error), host *oci.Host) (*compileJob, error) {
 	logger := log.G(ctx).WithField("id", host.ID)
 	module, wasm, err := readModule(spec, openRootfs)
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	sum := sha256.Sum256(wasm)
 	digest := hex.EncodeToString(sum[:])
 	dir := filepath.Join(s.cacheRoot, digest)
-	if host.Memory, err = preflightModule(wasm, knobs, dir); err != nil {
+	var hit bool
+	if host.Memory, hit, err = preflightModule(wasm, sum, knobs, dir); err != nil {
 		return nil, invalidArgument(fmt.Errorf("module %s: %w", module, err))
 	}
-	start := time.Now()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		logger.WithError(err).WithField("module", module).Warn("nebula: module cache unusable; the host compiles at start")
-		dir = ""
-	} else if wasmhost.CachedEntry(dir) {
+	if hit {
 		touch(dir)
 		took := time.Since(start)
 		logger.WithField("module", module).WithField("digest", "sha256:"+digest).
 			WithField("cache", "hit").WithField("seconds", took.Seconds()).Info("nebula: compiled module")
 		host.CacheDir, host.CacheHit, host.CompileTime = dir, true, took
 		return nil, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		logger.WithError(err).WithField("module", module).Warn("nebula: module cache unusable; the host compiles at start")
+		dir = ""
 	}
 	host.CacheDir = dir
 	return newCompileJob(spec, knobs, host.ID, module, wasm, dir), nil

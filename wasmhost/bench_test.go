@@ -2,6 +2,7 @@ package wasmhost
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
@@ -309,7 +310,9 @@ func BenchmarkInvokeGrow(b *testing.B) {
 
 // BenchmarkPreflightNeeds is what the shim's Create does with a module
 // before it looks at the cache: Preflight and MemoryNeeds, two parses
-// (separate, as before PreflightNeeds), or PreflightNeeds, one.
+// (separate, as before PreflightNeeds), or PreflightNeeds, one; and
+// PreflightCached, what it does instead, on a hit whose entry vouches for
+// the module (the entry verified, the function bodies not parsed).
 //
 //	go test -run '^$' -bench BenchmarkPreflightNeeds -benchtime 20x ./wasmhost/
 func BenchmarkPreflightNeeds(b *testing.B) {
@@ -329,6 +332,14 @@ func BenchmarkPreflightNeeds(b *testing.B) {
 		for b.Loop() {
 			if _, _, _, err := PreflightNeeds(wasm, Config{}, dir); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		sum := sha256.Sum256(wasm)
+		for b.Loop() {
+			if _, _, _, hit, err := PreflightCached(wasm, sum, Config{}, dir); err != nil || !hit {
+				b.Fatal(hit, err)
 			}
 		}
 	})

@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"nebula.dev/nebula/test/functions"
 )
@@ -227,5 +229,44 @@ func TestVectorCounts(t *testing.T) {
 	}
 	if err := Check(ctx, append(append([]byte{}, valid...), 11, 1, 0), Config{}); err != nil {
 		t.Fatalf("a command with an empty data section: %v", err)
+	}
+}
+
+// TestParseDataOneSlice: the data section's segments are decoded into one
+// slice sized from their count, not grown segment by segment (a Go
+// reactor has 37,398 of them), and a count that claims more segments than
+// the section's bytes can hold gets no room for them.
+func TestParseDataOneSlice(t *testing.T) {
+	const n = 20000
+	var data []byte
+	for i := 0; i < n; i++ {
+		data = append(data, 0, 0x41, 0, 0x0b, 1, byte(i)) // active, i32.const 0, one byte
+	}
+	module := func(count uint32, body []byte) []byte {
+		sec := appendU32(nil, count)
+		sec = append(sec, body...)
+		wasm := []byte("\x00asm\x01\x00\x00\x00")
+		wasm = append(wasm, 5, 3, 1, 0, 1) // memory section: one memory of 1 page
+		wasm = append(wasm, 11)
+		return append(appendU32(wasm, uint32(len(sec))), sec...)
+	}
+	allocated := func(wasm []byte) (uint64, *moduleInfo, error) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		info, err := parseModule(wasm)
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc, info, err
+	}
+	size := uint64(n * unsafe.Sizeof(dataSegment{}))
+	got, info, err := allocated(module(n, data))
+	if err != nil || len(info.data) != n {
+		t.Fatalf("parse: %d segments, %v", len(info.data), err)
+	}
+	if got > size+size/4 {
+		t.Errorf("%d segments (%d bytes of dataSegment) allocated %d bytes; want one slice", n, size, got)
+	}
+	// A lying count: room bounded by the bytes, then a clean error.
+	if got, _, err := allocated(module(1<<30, data[:60])); err == nil || got > 64<<10 {
+		t.Errorf("a count of 2^30 segments in 60 bytes: %d bytes allocated, %v; want an error and no room for them", got, err)
 	}
 }

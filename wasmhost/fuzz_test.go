@@ -174,7 +174,7 @@ func FuzzPlanReactor(f *testing.F) {
 			return
 		}
 		p := planReactor(wasm, info)
-		out, err := parseModule(p.wasm)
+		out, err := parseModule(p.module())
 		if err != nil {
 			t.Fatalf("the rewritten module does not parse: %v", err)
 		}
@@ -199,7 +199,7 @@ func FuzzPlanReactor(f *testing.F) {
 			t.Fatalf("%d exports after the rewrite, %d + %d before", len(out.exports), len(info.exports), len(names))
 		}
 		if len(wasm) <= fuzzCompileMax && interpreterCompile(wasm) == nil {
-			if err := interpreterCompile(p.wasm); err != nil {
+			if err := interpreterCompile(p.module()); err != nil {
 				t.Fatalf("wazero compiles the module but not its rewrite: %v", err)
 			}
 		}

@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"runtime"
@@ -85,32 +86,35 @@ type Module struct {
 // corrupt entry, or a read-only directory without an entry, makes Compile
 // compile the module in memory instead, never fail. CacheHit and
 // CompileTime report what happened. A verified entry also spares Compile
-// rewriting the module (see docs/rationale.md); the checks that depend on
-// the Config, such as the memory limit, are made on every call.
+// rewriting the module and repeating the checks of the module alone (see
+// docs/rationale.md); the checks that depend on the Config, such as the
+// memory limit, are made on every call.
 func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	start := time.Now()
 	c := h.cfg
-	info, err := preflight(wasm, c)
+	var entry *cacheEntry
+	if c.cacheDir != "" {
+		entry = lookupEntry(c.cacheDir, sha256.Sum256(wasm), true)
+	}
+	info, err := preflightVouched(wasm, c, entry.vouches())
 	if err != nil {
 		return nil, err
 	}
 	m := &Module{host: h, stdoutLimit: c.stdout(), warmup: !c.noWarmup}
-	input := wasm // what finalize rewrites
 	if info.isReactor() {
 		m.reactor = planReactor(wasm, info)
-		input = m.reactor.wasm
 	}
 	if pages, ok := c.limit(); ok {
 		m.limit = uint64(pages) * PageSize
 	}
 
-	if c.cacheDir != "" {
-		err = m.compileCached(ctx, c.cacheDir, input)
+	if entry != nil {
+		err = m.compileCached(ctx, c.cacheDir, entry, wasm)
 	}
 	if m.runtime == nil || err != nil {
 		// From the module itself: a prepared file is used only with the
 		// entry it was verified with.
-		final, instrumented := finalize(input)
+		final, instrumented := finalize(m.input(wasm))
 		m.prepared = false
 		if err = m.compile(ctx, final, instrumented, ""); err != nil {
 			m.close(ctx)
@@ -132,33 +136,6 @@ func (h *Host) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	}
 	h.modules[m] = struct{}{}
 	return m, nil
-}
-
-// compileCached compiles input, prepared for it if a prepared file matches,
-// with the cache in dir if dir holds a verified entry, and sets
-// m.cacheDetail and m.cacheHit; it leaves m.runtime nil if the entry is not
-// verified. An error is the cache's: Compile then compiles without it.
-func (m *Module) compileCached(ctx context.Context, dir string, input []byte) error {
-	var ok bool
-	if ok, m.cacheDetail = verifyCache(dir); !ok {
-		return nil
-	}
-	final, instrumented, prepared := readPrepared(dir, input)
-	if !prepared {
-		final, instrumented = finalize(input)
-	}
-	before, _ := listEntries(dir)
-	if err := m.compile(ctx, final, instrumented, dir); err != nil {
-		m.cacheDetail = "the cache failed: " + err.Error()
-		return err
-	}
-	after, _ := listEntries(dir)
-	m.cacheHit = len(after) == len(before)
-	m.prepared = prepared
-	if !m.cacheHit {
-		m.cacheDetail = "no entry for this wazero build"
-	}
-	return nil
 }
 
 // baseModuleConfig is the configuration every instance of a Module starts

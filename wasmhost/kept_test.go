@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"context"
 	"encoding/binary"
+	"path/filepath"
 	"testing"
 
 	"nebula.dev/nebula/abi"
@@ -142,7 +143,7 @@ func TestReactorKeptPlan(t *testing.T) {
 			if p.keep != c.keep || p.fdProbe != c.probe {
 				t.Fatalf("keep %v, probe %v; want %v, %v", p.keep, p.fdProbe, c.keep, c.probe)
 			}
-			if _, err := parseModule(p.wasm); err != nil {
+			if _, err := parseModule(p.module()); err != nil {
 				t.Fatalf("the rewritten module does not parse: %v", err)
 			}
 			if _, err := newHost(t, Config{}).Compile(context.Background(), wasm); err != nil {
@@ -152,18 +153,39 @@ func TestReactorKeptPlan(t *testing.T) {
 	}
 }
 
-// TestReactorKeptGo: the Go reactors keep their instances.
+// TestReactorKeptGo: the Go reactors keep their instances, compiled or
+// loaded from a cache entry.
 func TestReactorKeptGo(t *testing.T) {
-	inv := newReactorInvoker(t, Config{}, functions.ProbeReactor)
-	if !inv.keep {
-		t.Fatal("the probe's reactor build may not keep its instances")
+	ctx := context.Background()
+	wasm := wasmFile(t, functions.ProbeReactor)
+	dir := filepath.Join(t.TempDir(), "cache")
+	if _, _, err := CompileToCache(ctx, wasm, dir, Config{}); err != nil {
+		t.Fatal(err)
 	}
-	for i := range 3 {
-		if _, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte(`{}`), Env: []string{"CE_TYPE=probe.echo"}}); err != nil {
-			t.Fatalf("event %d: %v", i, err)
-		}
-	}
-	if n := inv.keptEvents.Load(); n != 3 {
-		t.Fatalf("%d of 3 events kept their instance", n)
+	for name, mod := range map[string]*Module{
+		"compiled": compile(t, Config{}, functions.ProbeReactor),
+		"cached":   compileHit(t, Config{}, dir, wasm),
+	} {
+		t.Run(name, func(t *testing.T) {
+			fsys, err := NewGuestFS(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			inv, err := NewReactorInvoker(ctx, mod, RunConfig{Args: []string{"probe"}, FS: fsys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !inv.keep || !mod.reactor.fdProbe {
+				t.Fatalf("keep %v, fd probe %v: the probe's reactor build may not keep its instances", inv.keep, mod.reactor.fdProbe)
+			}
+			for i := range 3 {
+				if _, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte(`{}`), Env: []string{"CE_TYPE=probe.echo"}}); err != nil {
+					t.Fatalf("event %d: %v", i, err)
+				}
+			}
+			if n := inv.keptEvents.Load(); n != 3 {
+				t.Fatalf("%d of 3 events kept their instance", n)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package wasmhost
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -358,6 +359,31 @@ func PreflightNeeds(wasm []byte, cfg Config, cacheDir string) (minMemory, tables
 	}
 	minMemory, tables, code = info.memoryNeeds(len(wasm), cacheDir)
 	return minMemory, tables, code, nil
+}
+
+// PreflightCached is PreflightNeeds(wasm, cfg, cacheDir) for a module
+// whose SHA-256 is sum, which also reports whether cacheDir holds a
+// verified entry for this build of wazero (hit), which a Host configured
+// WithCacheDir(cacheDir) would load rather than compile. It does not wait:
+// while a CompileToCache is in progress on cacheDir it reports no hit.
+//
+// When cacheDir's entry was written by CompileToCache for this very module
+// with this build of wasmhost (its verified prepared file names both), the
+// module passed every check of the module alone then, and the parse skips
+// what only those checks need (the function bodies, the vector counts, the
+// data segments); the checks that depend on cfg, such as the memory
+// minimum, are made as always. sum must be the SHA-256 of wasm.
+func PreflightCached(wasm []byte, sum [sha256.Size]byte, cfg Config, cacheDir string) (minMemory, tables, code uint64, hit bool, err error) {
+	entry := lookupIdleEntry(cacheDir, sum)
+	info, err := parseModuleVouched(wasm, entry.vouches(), false)
+	if err == nil {
+		err = info.check(cfg)
+	}
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	minMemory, tables, code = info.memoryNeeds(len(wasm), cacheDir)
+	return minMemory, tables, code, entry.compiled(), nil
 }
 
 func (m *moduleInfo) memoryNeeds(size int, cacheDir string) (minMemory, tables, code uint64) {

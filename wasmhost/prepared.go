@@ -6,26 +6,28 @@ import (
 	"embed"
 	"encoding/binary"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"sync"
 )
 
 // preparedName is the file CompileToCache writes next to wazero's entries:
-// the module as compileFinal hands it to wazero (finalize's output) for the
-// module as Compile has it after its reactor rewrite, so that a host
-// loading a verified entry need not instrument the module again. It is an
-// entry like wazero's: the manifest covers it.
+// the module as compileFinal hands it to wazero (finalize's output, after
+// a reactor's rewrite) for the module CompileToCache was given, so that a
+// host loading a verified entry need not rewrite the module again. It is
+// an entry like wazero's: the manifest covers it. It also vouches for the
+// module: CompileToCache writes it only for a module that passed
+// preflight, so a current prepared file for a module spares a load the
+// checks of the module alone (see cacheEntry.vouches).
 const preparedName = "nebula-prepared"
 
 // preparedMagic starts a prepared file; the format is
 //
 //	magic | SHA-256 of the rewrite code (rewriteCode) | SHA-256 of the
-//	input | instrumented (1 byte) | the output
+//	module | instrumented (1 byte) | the output
 //
-// where the input is what finalize was given and the output what it
-// returned.
-const preparedMagic = "nebula-prepared v1\n"
+// where the module is what CompileToCache was given and the output what
+// finalize returned for it (for a reactor, for its rewrite). Version 1
+// named finalize's input instead, a reactor's rewrite.
+const preparedMagic = "nebula-prepared v2\n"
 
 // sources are this package's Go files: the rewrites finalize applies are
 // defined here, so their hash identifies the code that wrote a prepared
@@ -68,10 +70,10 @@ func finalize(wasm []byte) (out []byte, instrumented bool) {
 	return wasm, instrumented
 }
 
-// encodePrepared is the content of a prepared file for input, finalized to
-// out.
-func encodePrepared(input, out []byte, instrumented bool) []byte {
-	code, sum := rewriteCode(), sha256.Sum256(input)
+// encodePrepared is the content of a prepared file for the module whose
+// SHA-256 is sum, finalized to out.
+func encodePrepared(sum [sha256.Size]byte, out []byte, instrumented bool) []byte {
+	code := rewriteCode()
 	b := make([]byte, 0, len(preparedMagic)+2*sha256.Size+1+len(out))
 	b = append(b, preparedMagic...)
 	b = append(b, code[:]...)
@@ -84,25 +86,22 @@ func encodePrepared(input, out []byte, instrumented bool) []byte {
 	return append(b, out...)
 }
 
-// readPrepared returns finalize(input) as the prepared file in dir records
-// it, if the file was written by this code for input; ok is false for a
-// missing, unreadable, foreign or malformed file, which the caller ignores.
-// The file's integrity is the manifest's business (verifyCache).
-func readPrepared(dir string, input []byte) (out []byte, instrumented, ok bool) {
-	b, err := os.ReadFile(filepath.Join(dir, preparedName))
-	if err != nil {
-		return nil, false, false
-	}
-	return decodePrepared(b, input)
-}
+// preparedHeadSize is the head of a prepared file that decodePrepared
+// needs to tell whether the file is for a module (its output then
+// truncated): the header, the flag and the output's 8-byte header.
+const preparedHeadSize = len(preparedMagic) + 2*sha256.Size + 1 + 8
 
-func decodePrepared(b, input []byte) (out []byte, instrumented, ok bool) {
+// decodePrepared returns what the prepared file b records for the module
+// whose SHA-256 is sum, if it was written by this code for that module; ok
+// is false for a foreign or malformed file, which the caller ignores. The
+// file's integrity is the manifest's business (verifyCache).
+func decodePrepared(b []byte, sum [sha256.Size]byte) (out []byte, instrumented, ok bool) {
 	head := len(preparedMagic) + 2*sha256.Size + 1
 	if len(b) < head || string(b[:len(preparedMagic)]) != preparedMagic {
 		return nil, false, false
 	}
 	b = b[len(preparedMagic):]
-	code, sum := rewriteCode(), sha256.Sum256(input)
+	code := rewriteCode()
 	if !bytes.Equal(b[:sha256.Size], code[:]) || !bytes.Equal(b[sha256.Size:2*sha256.Size], sum[:]) {
 		return nil, false, false
 	}
@@ -113,14 +112,8 @@ func decodePrepared(b, input []byte) (out []byte, instrumented, ok bool) {
 	return b[1:], b[0] == 1, true
 }
 
-// writePrepared writes the prepared file for input into dir, atomically.
-func writePrepared(dir string, input, out []byte, instrumented bool) error {
-	return writeFileAtomic(dir, preparedName, encodePrepared(input, out, instrumented))
-}
-
-// hasCurrentPrepared reports whether dir's prepared file was written by
-// this code for input.
-func hasCurrentPrepared(dir string, input []byte) bool {
-	_, _, ok := readPrepared(dir, input)
-	return ok
+// writePrepared writes the prepared file for the module whose SHA-256 is
+// sum into dir, atomically.
+func writePrepared(dir string, sum [sha256.Size]byte, out []byte, instrumented bool) error {
+	return writeFileAtomic(dir, preparedName, encodePrepared(sum, out, instrumented))
 }

@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -46,10 +47,11 @@ func TestPreparedHit(t *testing.T) {
 			}
 			input := wasm
 			if info.isReactor() {
-				input = planReactor(wasm, info).wasm
+				input = planReactor(wasm, info).module()
 			}
 			want, wantInstrumented := finalize(input)
-			got, instrumented, ok := readPrepared(dir, input)
+			e := lookupEntry(dir, sha256.Sum256(wasm), true)
+			got, instrumented, ok := e.final, e.instrumented, e.vouches()
 			if !ok || !bytes.Equal(got, want) || instrumented != wantInstrumented ||
 				!instrumented { // each has a memory to yield through, if not sched_yield
 				t.Fatalf("prepared file: ok %v, %d bytes (instrumented %v); want %d bytes (instrumented %v)",
@@ -79,7 +81,8 @@ func TestPreparedHit(t *testing.T) {
 
 // TestPreparedMemoryLimit: the memory limit is the task's, not the entry's:
 // a hit refuses a module whose minimum memory is above it exactly as a
-// miss does (and as the shim's PreflightNeeds does), for a command and a
+// miss does (and as the shim's PreflightNeeds and PreflightCached do, the
+// latter with an entry that vouches for the module), for a command and a
 // reactor, and a reactor loaded from a hit is held to the limit.
 func TestPreparedMemoryLimit(t *testing.T) {
 	ctx := context.Background()
@@ -94,13 +97,18 @@ func TestPreparedMemoryLimit(t *testing.T) {
 			_, missErr := newHost(t, tooSmall).Compile(ctx, wasm)
 			_, hitErr := newHost(t, tooSmall.WithCacheDir(dir)).Compile(ctx, wasm)
 			_, _, _, shimErr := PreflightNeeds(wasm, tooSmall, dir)
+			_, _, _, _, vouchedErr := PreflightCached(wasm, sha256.Sum256(wasm), tooSmall, dir)
 			if !errors.Is(missErr, ErrMemoryMinimum) || hitErr == nil || hitErr.Error() != missErr.Error() ||
-				shimErr == nil || shimErr.Error() != missErr.Error() {
-				t.Fatalf("limit 1 page: miss %v, hit %v, PreflightNeeds %v; want the same ErrMemoryMinimum", missErr, hitErr, shimErr)
+				shimErr == nil || shimErr.Error() != missErr.Error() || vouchedErr == nil || vouchedErr.Error() != missErr.Error() {
+				t.Fatalf("limit 1 page: miss %v, hit %v, PreflightNeeds %v, PreflightCached %v; want the same ErrMemoryMinimum",
+					missErr, hitErr, shimErr, vouchedErr)
 			}
 			fits := NewConfig().WithMemoryLimit(2 * PageSize).WithReactorWarmup(false)
 			if _, _, _, err := PreflightNeeds(wasm, fits, dir); err != nil {
 				t.Fatalf("PreflightNeeds, limit 2 pages: %v", err)
+			}
+			if _, _, _, hit, err := PreflightCached(wasm, sha256.Sum256(wasm), fits, dir); err != nil || !hit {
+				t.Fatalf("PreflightCached, limit 2 pages: hit %v, %v; want a hit", hit, err)
 			}
 			mod := compileHit(t, fits, dir, wasm)
 			if !mod.IsReactor() {
@@ -138,7 +146,7 @@ func TestPreparedStale(t *testing.T) {
 		{"another module's", func(t *testing.T, dir string) {
 			echo := wasmFile(t, functions.Echo)
 			out, instrumented := finalize(echo)
-			os.WriteFile(name(dir), encodePrepared(echo, out, instrumented), 0o600)
+			os.WriteFile(name(dir), encodePrepared(sha256.Sum256(echo), out, instrumented), 0o600)
 		}},
 		{"other code's", func(t *testing.T, dir string) {
 			flipByte(t, name(dir), len(preparedMagic)) // the code's hash

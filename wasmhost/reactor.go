@@ -153,7 +153,6 @@ func (m *moduleInfo) checkFuncType(name string, want funcType) error {
 // segments to apply to the one instance that initialises, and the exports
 // that reach its mutable globals and its start function.
 type reactorPlan struct {
-	wasm    []byte        // the rewritten module (rewriteReactor)
 	data    []dataSegment // active segments, to apply in order
 	globals []string      // export names of the mutable globals
 	start   bool          // whether startExport exists
@@ -163,6 +162,20 @@ type reactorPlan struct {
 	// nothing or visible to the host; fdProbe: fdProbeExport exists, and
 	// must show the standard descriptors still open after an event.
 	keep, fdProbe bool
+
+	// rewrite makes the rewritten module (rewriteReactor), which module
+	// asks for once, if at all: a cache hit loads it, finalized, from the
+	// entry's prepared file.
+	rewrite   func() []byte
+	rewritten []byte
+}
+
+// module returns the rewritten module.
+func (p *reactorPlan) module() []byte {
+	if p.rewritten == nil {
+		p.rewritten = p.rewrite()
+	}
+	return p.rewritten
 }
 
 // planReactor rewrites a reactor that checkReactor accepted.
@@ -207,7 +220,7 @@ func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 		added = appendExport(added, startExport, externFunc, *info.start)
 		count++
 	}
-	p.wasm = rewriteReactor(wasm, info, added, count, probe, fdstat)
+	p.rewrite = func() []byte { return rewriteReactor(wasm, info, added, count, probe, fdstat) }
 	return p
 }
 

@@ -123,11 +123,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan o
 
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
+	loaded := loadGC()
 	mod, release, code := loadModule(ctx, a, stderr)
 	if mod == nil {
 		return code
 	}
 	defer release()
+	if a.Mode != hostargs.ModeFunction {
+		loaded()
+	}
 	rc, err := guestWorld(a)
 	if err != nil {
 		return fail(stderr, ExitHostError, "%v", err)
