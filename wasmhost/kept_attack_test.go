@@ -1,0 +1,50 @@
+package wasmhost
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"nebula.dev/nebula/abi"
+)
+
+// TestReactorKeptNoMemory: a reactor with no memory, or one of no pages,
+// cannot be probed with fd_fdstat_get (it has nowhere to write), so a
+// kept instance could carry a closed standard descriptor to the next
+// event. Every event closes stdout and returns fd_close's errno: a new
+// instance's is 0, so every event must succeed.
+func TestReactorKeptNoMemory(t *testing.T) {
+	const imports = `
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))`
+	const handle = `(func (export "nebula_handle") (result i32) (call $fd_close (i32.const 1)))`
+	for _, c := range []struct{ name, src string }{
+		{"no memory", `(module ` + imports + ` ` + handle + `)`},
+		{"zero pages", `(module ` + imports + ` (memory 0) ` + handle + `)`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, c.src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fsys, err := NewGuestFS(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			inv, err := NewReactorInvoker(ctx, mod, RunConfig{FS: fsys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				_, err := inv.Invoke(ctx, &abi.Request{})
+				var exit *abi.ExitError
+				if errors.As(err, &exit) {
+					t.Fatalf("event %d: fd_close(1) returned %d: stdout was already closed", i, exit.Code)
+				} else if err != nil {
+					t.Fatalf("event %d: %v", i, err)
+				}
+			}
+		})
+	}
+}
