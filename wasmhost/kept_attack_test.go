@@ -48,3 +48,33 @@ func TestReactorKeptNoMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadlineGlobalsUnreachable: the globals instrumentDeadline adds
+// come after the module's own, so a body naming a global the module does
+// not have would, once instrumented, reach them — and refill its fuel or
+// clear its stop flag forever, out of the deadline's reach. Such a module
+// is invalid: Compile refuses it, and instrumentDeadline leaves it alone.
+func TestDeadlineGlobalsUnreachable(t *testing.T) {
+	const spin = `(loop $l (global.set 1 (i32.const 0x7fffffff)) (br $l))`
+	for _, c := range []struct{ name, src string }{
+		{"command", `(module (memory 1) (func (export "_start") ` + spin + `))`},
+		{"reactor", `(module (memory 1) (func (export "nebula_handle") (result i32) ` + spin + ` (i32.const 0)))`},
+		{"reactor, own global", `(module (memory 1) (global (mut i32) (i32.const 0))
+  (func (export "nebula_handle") (result i32) (global.set 0 (i32.const 1)) (global.get 2)))`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			wasm := wat(t, c.src)
+			_, err := newHost(t, NewConfig()).Compile(context.Background(), wasm)
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Compile: %v, want ErrInvalid", err)
+			}
+			info, err := parseModule(wasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := instrumentDeadline(wasm, info); ok {
+				t.Fatal("instrumented")
+			}
+		})
+	}
+}
