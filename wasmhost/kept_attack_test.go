@@ -78,3 +78,31 @@ func TestDeadlineGlobalsUnreachable(t *testing.T) {
 		})
 	}
 }
+
+// TestReactorKeptUninstrumented: wazero stops a module without the
+// deadline's check (no memory, no sched_yield) by closing it from a
+// watcher goroutine, which can fire after the handler returned; such an
+// instance must not be kept, or the next event could find it closed.
+func TestReactorKeptUninstrumented(t *testing.T) {
+	ctx := context.Background()
+	src := `(module (func (export "nebula_handle") (result i32) (i32.const 0)))`
+	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mod.instrumented {
+		t.Fatal("a module with neither memory nor sched_yield was instrumented")
+	}
+	inv, err := NewReactorInvoker(ctx, mod, RunConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := inv.Invoke(ctx, &abi.Request{}); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+	if n := inv.keptEvents.Load(); n != 0 {
+		t.Fatalf("%d events kept an instance wazero may close", n)
+	}
+}

@@ -80,7 +80,10 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 	}
 	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base), rc: base, env: &environ{}}
 	_, guestFS := base.FS.(*GuestFS)
-	inv.keep = mod.reactor.keep && (base.FS == nil || guestFS)
+	// wazero stops an uninstrumented module (WithCloseOnContextDone) by
+	// closing it from a goroutine of its own, which may do so after the
+	// call returned: a kept instance could be closed under the next event.
+	inv.keep = mod.reactor.keep && mod.instrumented && (base.FS == nil || guestFS)
 	inv.env.reset(task, nil)
 	inv.env.build() // now read-only, shared by every instance
 	snap, err := inv.initialize(ctx, base.Stderr, mod.warmup)
