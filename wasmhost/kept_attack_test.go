@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+
 	"nebula.dev/nebula/abi"
 )
 
@@ -104,5 +106,28 @@ func TestReactorKeptUninstrumented(t *testing.T) {
 	}
 	if n := inv.keptEvents.Load(); n != 0 {
 		t.Fatalf("%d events kept an instance wazero may close", n)
+	}
+}
+
+// failingClose is a file whose Close fails, as wazero's does when the
+// kernel's close(2) reports an error.
+type failingClose struct {
+	experimentalsys.UnimplementedFile
+}
+
+func (failingClose) Close() experimentalsys.Errno { return experimentalsys.EIO }
+
+// TestFdGuardFailedClose: wazero keeps a file whose Close failed in the
+// guest's descriptor table, so the guard must not count it as closed.
+func TestFdGuardFailedClose(t *testing.T) {
+	var g fdGuard
+	g.begin()
+	g.open++
+	f := &guestFile{File: failingClose{}, handle: -1, guard: &g, event: g.event}
+	if errno := f.Close(); errno != experimentalsys.EIO {
+		t.Fatalf("Close: %v, want EIO", errno)
+	}
+	if g.clean() {
+		t.Fatal("a file whose close failed counts as closed")
 	}
 }
