@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"context"
 	"encoding/binary"
+	"os"
 	"testing"
 
 	"nebula.dev/nebula/abi"
@@ -62,8 +63,28 @@ const keptReactor = `(module
 // TestReactorKept: an instance serves the next event only if the event
 // left nothing a new instance would not have; after each hostile event
 // the next one, in a kept or a new instance, finds the snapshot's state,
-// and the kept events are exactly the clean ones.
+// and the kept events are exactly the clean ones. Every way of restoring
+// memory runs, as in TestReactorFreshState.
 func TestReactorKept(t *testing.T) {
+	noScan := func() *os.File { return nil }
+	for _, c := range []struct {
+		name    string
+		copyMax int
+		keptMax uint64
+		pagemap func() *os.File
+	}{
+		{"copy", 1 << 20, keptMax, pagemap}, {"map", 0, keptMax, pagemap},
+		{"map/drop", 0, 0, pagemap}, {"map/noscan", 0, keptMax, noScan},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func(c int, k uint64, p func() *os.File) { copyRestoreMax, keptMax, pagemap = c, k, p }(copyRestoreMax, keptMax, pagemap)
+			copyRestoreMax, keptMax, pagemap = c.copyMax, c.keptMax, c.pagemap
+			testReactorKept(t)
+		})
+	}
+}
+
+func testReactorKept(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, keptReactor))
@@ -80,6 +101,9 @@ func TestReactorKept(t *testing.T) {
 	inv, err := NewReactorInvoker(ctx, mod, RunConfig{Args: []string{"kept"}, FS: fsys})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if copied := inv.snap.copy != nil; copied != (copyRestoreMax > 0) {
+		t.Fatalf("snapshot copied: %v, want %v", copied, copyRestoreMax > 0)
 	}
 	want := [6]uint32{2, 42, 0, 0, 0, 8} // pages, $g, word, fdstat(1), fdstat(3), fdstat(4): EBADF
 	var kept int64
