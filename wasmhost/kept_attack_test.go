@@ -131,3 +131,55 @@ func TestFdGuardFailedClose(t *testing.T) {
 		t.Fatal("a file whose close failed counts as closed")
 	}
 }
+
+// TestReactorKeptRenumberSelf: fd_renumber(n, n) in wazero closes the
+// file at n and leaves it in the descriptor table, closed, which the
+// guard takes for a close and fd_fdstat_get for a free descriptor (EBADF).
+// A kept instance would carry that descriptor to the next event, whose
+// path_open would get another number and whose fd_close(n) would succeed.
+// Every event opens ".", renumbers it onto itself and reports the number
+// and fd_close's errno on it: a new instance's are 4 and 0.
+func TestReactorKeptRenumberSelf(t *testing.T) {
+	const src = `(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_renumber" (func $fd_renumber (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 3000) ".")
+  (func (export "nebula_handle") (result i32)
+    (if (call $path_open (i32.const 3) (i32.const 0) (i32.const 3000) (i32.const 1)
+      (i32.const 2) (i64.const 0x4002) (i64.const 0x4002) (i32.const 0) (i32.const 400)) (then unreachable))
+    (i32.store (i32.const 404) (call $fd_close (i32.const 4)))
+    (drop (call $path_open (i32.const 3) (i32.const 0) (i32.const 3000) (i32.const 1)
+      (i32.const 2) (i64.const 0x4002) (i64.const 0x4002) (i32.const 0) (i32.const 408)))
+    (drop (call $fd_renumber (i32.load (i32.const 408)) (i32.load (i32.const 408))))
+    (i32.store (i32.const 300) (i32.const 400))
+    (i32.store (i32.const 304) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)))
+    (i32.const 0)))`
+	ctx := context.Background()
+	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := NewGuestFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := NewReactorInvoker(ctx, mod, RunConfig{FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		resp, err := inv.Invoke(ctx, &abi.Request{})
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if want := []byte{4, 0, 0, 0, 0, 0, 0, 0}; string(resp.Stdout) != string(want) {
+			t.Fatalf("event %d: path_open's descriptor and fd_close's errno % x, want % x", i, resp.Stdout, want)
+		}
+	}
+}

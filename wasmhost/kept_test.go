@@ -154,6 +154,7 @@ func TestReactorKeptPlan(t *testing.T) {
 		{"fd_close and fd_fdstat_get", `(module ` + fdClose + fdstat + ` (memory 1) ` + handle + `)`, true, true},
 		{"fd_close alone", `(module ` + fdClose + ` (memory 1) ` + handle + `)`, false, false},
 		{"fd_renumber alone", `(module (import "wasi_snapshot_preview1" "fd_renumber" (func (param i32 i32) (result i32))) (memory 1) ` + handle + `)`, false, false},
+		{"fd_renumber with fd_close and fd_fdstat_get", `(module ` + fdClose + fdstat + `(import "wasi_snapshot_preview1" "fd_renumber" (func (param i32 i32) (result i32))) (memory 1) ` + handle + `)`, false, false},
 		{"sock_accept", `(module ` + fdClose + fdstat + `(import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32))) (memory 1) ` + handle + `)`, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
