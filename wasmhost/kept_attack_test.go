@@ -183,3 +183,38 @@ func TestReactorKeptRenumberSelf(t *testing.T) {
 		}
 	}
 }
+
+// TestReactorKeptMemoryRefusal: an event whose memory.grow the limit
+// refused, and which then returned normally, must not make the next
+// event's trap look like the memory limit. Stdin "g" asks for a page over
+// the limit and returns 0; "t" traps.
+func TestReactorKeptMemoryRefusal(t *testing.T) {
+	const src = `(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (memory 1)
+  (func (export "nebula_handle") (result i32)
+    (i32.store (i32.const 100) (i32.const 200))
+    (i32.store (i32.const 104) (i32.const 1))
+    (drop (call $fd_read (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 108)))
+    (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 103)) ;; g
+      (then (drop (memory.grow (i32.const 1)))))
+    (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 116)) ;; t
+      (then unreachable))
+    (i32.const 0)))`
+	ctx := context.Background()
+	mod, err := newHost(t, NewConfig().WithMemoryLimit(PageSize).WithReactorWarmup(false)).Compile(ctx, wat(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := NewReactorInvoker(ctx, mod, RunConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte("g")}); err != nil {
+		t.Fatalf("event 0: %v", err)
+	}
+	_, err = inv.Invoke(ctx, &abi.Request{Stdin: []byte("t")})
+	if !errors.Is(err, abi.ErrTrap) || errors.Is(err, abi.ErrMemoryLimit) {
+		t.Fatalf("event 1: %v, want ErrTrap", err)
+	}
+}

@@ -242,8 +242,10 @@ func (m *linearMemory) resetSnapshot(n uint64) {
 
 // restoreKept returns the memory of a kept instance (see keptInstance),
 // which still has the snapshot's size, to the snapshot, as resetSnapshot
-// does; false if it could not.
+// does, and forgets a refused growth, as Allocate does; false if it could
+// not.
 func (m *linearMemory) restoreKept() bool {
+	m.refused = false
 	if m.snap == nil || m.size != m.snap.size {
 		return false
 	}
