@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
@@ -216,5 +217,53 @@ func TestReactorKeptMemoryRefusal(t *testing.T) {
 	_, err = inv.Invoke(ctx, &abi.Request{Stdin: []byte("t")})
 	if !errors.Is(err, abi.ErrTrap) || errors.Is(err, abi.ErrMemoryLimit) {
 		t.Fatalf("event 1: %v, want ErrTrap", err)
+	}
+}
+
+// TestReactorKeptConcurrent: events at once, clean and hostile mixed,
+// each in its slot's kept or new instance, every one finding the
+// snapshot's state (run it with -race).
+func TestReactorKeptConcurrent(t *testing.T) {
+	ctx := context.Background()
+	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, keptReactor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := NewGuestFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := NewReactorInvoker(ctx, mod, RunConfig{Args: []string{"kept"}, FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{2, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0}
+	const workers, events = 4, 40
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			cmds := "nnnnxnnonnlncnngnnt"
+			for i := range events {
+				cmd := cmds[(i*(w+1))%len(cmds)]
+				resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte{cmd}})
+				if (err != nil) != (cmd == 't') {
+					errs <- fmt.Errorf("worker %d event %d (%c): %v", w, i, cmd, err)
+					return
+				}
+				if string(resp.Stdout) != string(want) {
+					errs <- fmt.Errorf("worker %d event %d (%c) found % x, want % x", w, i, cmd, resp.Stdout, want)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if inv.keptEvents.Load() == 0 {
+		t.Fatal("no instance was ever kept")
 	}
 }
