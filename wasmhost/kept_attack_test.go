@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 
@@ -265,5 +266,38 @@ func TestReactorKeptConcurrent(t *testing.T) {
 	}
 	if inv.keptEvents.Load() == 0 {
 		t.Fatal("no instance was ever kept")
+	}
+}
+
+// TestReactorKeptDeadline: an event whose deadline fired, even if its
+// handler returned first, does not keep its instance (the deadline's
+// watcher may be setting the stop flag as the host restores it), and the
+// next event runs normally.
+func TestReactorKeptDeadline(t *testing.T) {
+	ctx := context.Background()
+	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, keptReactor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := NewReactorInvoker(ctx, mod, RunConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte("n")}); err != nil {
+		t.Fatalf("event 0: %v", err)
+	}
+	kept := inv.keptEvents.Load()
+	expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancel()
+	inv.Invoke(expired, &abi.Request{Stdin: []byte("n")}) // any outcome
+	if n := inv.keptEvents.Load(); n != kept {
+		t.Fatalf("the instance of an event past its deadline was kept")
+	}
+	resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte("n")})
+	if err != nil {
+		t.Fatalf("event 2: %v", err)
+	}
+	if want := []byte{2, 0, 0, 0, 42, 0, 0, 0}; string(resp.Stdout[:8]) != string(want) {
+		t.Fatalf("event 2 found % x, want % x", resp.Stdout[:8], want)
 	}
 }

@@ -133,6 +133,11 @@ func testReactorKept(t *testing.T) {
 		}
 		if wasKept {
 			kept++
+			// Idle, the kept instance holds none of the event's traces.
+			k := inv.slots.idle[0].kept
+			if word, _ := k.mod.Memory().ReadUint32Le(4096); word != 0 || k.globals[0].Get() != 42 {
+				t.Errorf("event %d (%c): idle, the kept instance holds word %#x, $g %d", i, cmd, word, k.globals[0].Get())
+			}
 		}
 	}
 	if kept == 0 {
