@@ -138,6 +138,10 @@ func testReactorKept(t *testing.T) {
 			if word, _ := k.mod.Memory().ReadUint32Le(4096); word != 0 || k.globals[0].Get() != 42 {
 				t.Errorf("event %d (%c): idle, the kept instance holds word %#x, $g %d", i, cmd, word, k.globals[0].Get())
 			}
+			// Nor the probe's answer, written at address 0.
+			if b, _ := k.mod.Memory().Read(0, 24); string(b) != string(make([]byte, 24)) {
+				t.Errorf("event %d (%c): idle, the kept instance holds % x at 0", i, cmd, b)
+			}
 		}
 	}
 	if kept == 0 {
