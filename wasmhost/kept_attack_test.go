@@ -243,7 +243,7 @@ func TestReactorKeptConcurrent(t *testing.T) {
 	errs := make(chan error, workers)
 	for w := range workers {
 		go func() {
-			cmds := "nnnnxnnonnlncnngnnt"
+			cmds := "nnnnxnnonnlncnngnntne"
 			for i := range events {
 				cmd := cmds[(i*(w+1))%len(cmds)]
 				resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte{cmd}})

@@ -15,13 +15,14 @@ import (
 // (stdout), 3 (the preopened root) and 4 (none) —, leaves traces, and then
 // does what stdin's first byte asks: c closes stdout, x closes the
 // preopened root, o opens "." and keeps it, l lists the preopened root
-// (moving its position), g grows memory, t traps.
+// (moving its position), g grows memory, t traps, e calls proc_exit(0).
 const keptReactor = `(module
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_readdir" (func $fd_readdir (param i32 i32 i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
   (memory (export "memory") 2)
@@ -57,7 +58,9 @@ const keptReactor = `(module
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 103)) ;; g
         (then (drop (memory.grow (i32.const 1)))))
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 116)) ;; t
-        (then unreachable)))
+        (then unreachable))
+      (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 101)) ;; e
+        (then (call $proc_exit (i32.const 0)))))
     (i32.const 0)))`
 
 // TestReactorKept: an instance serves the next event only if the event
@@ -107,7 +110,7 @@ func testReactorKept(t *testing.T) {
 	}
 	want := [6]uint32{2, 42, 0, 0, 0, 8} // pages, $g, word, fdstat(1), fdstat(3), fdstat(4): EBADF
 	var kept int64
-	for i, cmd := range "nncnonxnlngntnn" {
+	for i, cmd := range "nncnonxnlngntnenn" {
 		before := inv.keptEvents.Load()
 		resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte{byte(cmd)}})
 		if cmd == 't' {
