@@ -130,7 +130,21 @@ func (m *moduleInfo) check(c Config) error {
 	if err != nil {
 		return err
 	}
-	return m.checkMemory(c)
+	if err := m.checkMemory(c); err != nil {
+		return err
+	}
+	return m.checkGlobalRefs()
+}
+
+// checkGlobalRefs requires the function bodies to use only the module's
+// own globals: the host adds globals after them (instrumentDeadline), which
+// a body naming a global the module does not have would otherwise reach.
+func (m *moduleInfo) checkGlobalRefs() error {
+	if n := uint32(m.importsOf.globals + len(m.globals)); m.code.globals > n {
+		return fmt.Errorf("%w: function %d uses global %d, the module has %d", ErrInvalid,
+			m.code.globalAt, m.code.globals-1, n)
+	}
+	return nil
 }
 
 // moduleInfo is what Nebula needs to know about a module before compiling
@@ -195,6 +209,9 @@ type codeStats struct {
 	// mutations records instructions a snapshot cannot allow, by the
 	// first function that uses each (see snapshotPlan).
 	mutations map[string]uint32
+	// globals is one more than the largest global index a decoded body
+	// reads or writes (global.get, global.set), globalAt its function.
+	globals, globalAt uint32
 }
 
 type funcType struct{ params, results []api.ValueType }
@@ -637,7 +654,8 @@ func (c *codeStats) measure(index uint32, b []byte) (ok bool, err error) {
 	body := &reader{b: b}
 	locals, err := body.locals()
 	if err != nil {
-		return false, nil // malformed: left to wazero's validation
+		c.undecoded++ // this body and the rest: left to wazero's validation
+		return false, nil
 	}
 	if locals > MaxLocals {
 		return false, fmt.Errorf("%w: function %d declares %d locals, the limit is %d (MaxLocals)",
@@ -652,6 +670,10 @@ func (c *codeStats) measure(index uint32, b []byte) (ok bool, err error) {
 		}
 		if _, seen := c.mutations[op]; !seen {
 			c.mutations[op] = index
+		}
+	}, func(global uint32) {
+		if global >= c.globals {
+			c.globals, c.globalAt = global+1, index
 		}
 	})
 	if depth > MaxNesting {
@@ -934,15 +956,20 @@ func (r *reader) locals() (uint64, error) {
 // as it exceeds limit. ok is false if it met an opcode it does not know or
 // a malformed immediate: the depth is then a lower bound, and wazero's
 // validation decides. It calls mutation with the name of each instruction
-// that changes a table or uses passive data (snapshotPlan refuses them).
-func (r *reader) maxNesting(limit int, mutation func(op string)) (depth int, ok bool) {
+// that changes a table or uses passive data (snapshotPlan refuses them),
+// and global with the index of each global.get and global.set.
+func (r *reader) maxNesting(limit int, mutation func(op string), global func(index uint32)) (depth int, ok bool) {
 	cur := 0
 	for r.off < len(r.b) {
+		at := r.off
 		op, sub, known, err := r.instruction()
 		if !known || err != nil {
 			return depth, false
 		}
 		switch op {
+		case 0x23, 0x24: // global.get, global.set
+			index, _ := (&reader{b: r.b[:r.off], off: at + 1}).u32()
+			global(index)
 		case 0x02, 0x03, 0x04, 0x06: // block, loop, if, try
 			if cur++; cur > depth {
 				depth = cur

@@ -30,13 +30,15 @@ const deadlineFuel = 1 << 16
 //
 // ok is false, and wasm returned as is, when the module has neither an
 // import of sched_yield nor a memory, a function body cannot be decoded,
-// or the module exports one of the names; it must then be compiled with
+// the module exports one of the names, or a body uses a global the module
+// does not have (it could reach ours); it must then be compiled with
 // WithCloseOnContextDone. The result depends only on wasm.
 func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 	_, stopTaken := info.exports[stopExport]
 	_, fuelTaken := info.exports[fuelExport]
 	yield, found := info.yieldInstr()
-	if stopTaken || fuelTaken || !found || info.code.undecoded > 0 || len(info.undecoded) > 0 {
+	if stopTaken || fuelTaken || !found || info.code.undecoded > 0 || len(info.undecoded) > 0 ||
+		info.checkGlobalRefs() != nil {
 		return wasm, false
 	}
 	stop := uint32(info.importsOf.globals + len(info.globals))

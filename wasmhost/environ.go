@@ -139,7 +139,7 @@ func environOf(ctx context.Context) *environ {
 // environSizesGet implements WASI's environ_sizes_get(count_ptr, size_ptr).
 func environSizesGet(ctx context.Context, mod api.Module, stack []uint64) {
 	e := environOf(ctx)
-	mem := mod.Memory()
+	mem := memoryOf(mod)
 	if mem == nil || !mem.WriteUint32Le(uint32(stack[0]), uint32(e.count)) ||
 		!mem.WriteUint32Le(uint32(stack[1]), uint32(len(e.block))) {
 		stack[0] = wasiErrnoFault
@@ -153,7 +153,7 @@ func environSizesGet(ctx context.Context, mod api.Module, stack []uint64) {
 func environGet(ctx context.Context, mod api.Module, stack []uint64) {
 	e := environOf(ctx)
 	ptrs, buf := uint32(stack[0]), uint32(stack[1])
-	mem := mod.Memory()
+	mem := memoryOf(mod)
 	if mem == nil {
 		stack[0] = wasiErrnoFault
 		return

@@ -97,3 +97,24 @@ func TestMergeEnv(t *testing.T) {
 		t.Fatalf("NUL: %v", err)
 	}
 }
+
+// TestEnvironNoMemory: a module without a memory gets WASI's fault, not a
+// panic in the host function.
+func TestEnvironNoMemory(t *testing.T) {
+	ctx := context.Background()
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	mod, err := r.Instantiate(ctx, wat(t, `(module)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e environ
+	ctx = withEnviron(ctx, &e)
+	for _, fn := range []api.GoModuleFunc{environSizesGet, environGet} {
+		stack := []uint64{0, 0}
+		fn(ctx, mod, stack)
+		if stack[0] != wasiErrnoFault {
+			t.Errorf("errno %d, want %d (fault)", stack[0], wasiErrnoFault)
+		}
+	}
+}

@@ -83,16 +83,18 @@ func (f *guestFile) visible(e experimentalsys.Dirent) bool {
 }
 
 // Close implements the same method as documented on sys.File
+// A failed close leaves the file in the guest's descriptor table: the
+// guard counts it as a change.
 func (f *guestFile) Close() experimentalsys.Errno {
+	errno := f.File.Close()
 	if g := f.guard; g != nil {
-		if f.event == g.event {
+		if f.event == g.event && errno == 0 {
 			g.open--
 		} else {
 			g.touched = true
 		}
 		f.guard = nil
 	}
-	errno := f.File.Close()
 	if f.handle >= 0 {
 		unix.Close(f.handle)
 		f.handle = -1

@@ -68,6 +68,8 @@ func addModuleSeeds(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add(wat(f, keptReactor)) // a reactor the rewrite adds a function to
+	// a body naming a global the deadline's rewrite adds
+	f.Add(wat(f, `(module (memory 1) (func (export "_start") (global.set 1 (i32.const 7))))`))
 	f.Add(functions.NestedBlocks(64, 3))
 	f.Add(functions.NestedBlocks(MaxNesting+1, 1))
 	f.Add(functions.BigFunction(4096))
@@ -229,9 +231,13 @@ func FuzzInstrumentDeadline(f *testing.F) {
 				t.Fatalf("the instrumented module does not export the global %q", name)
 			}
 		}
-		if len(wasm) <= fuzzCompileMax && interpreterCompile(wasm) == nil {
-			if err := interpreterCompile(out); err != nil {
-				t.Fatalf("wazero compiles the module but not its instrumented form: %v", err)
+		if len(wasm) <= fuzzCompileMax {
+			errIn, errOut := interpreterCompile(wasm), interpreterCompile(out)
+			if errIn == nil && errOut != nil {
+				t.Fatalf("wazero compiles the module but not its instrumented form: %v", errOut)
+			}
+			if errIn != nil && errOut == nil {
+				t.Fatalf("wazero refuses the module (%v) but compiles its instrumented form", errIn)
 			}
 		}
 	})

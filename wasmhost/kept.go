@@ -21,7 +21,8 @@ import (
 // no proc_exit, no deadline), its memory has the snapshot's size, it
 // closed every file it opened and touched none it found (fdGuard), and,
 // if the module imports fd_close, the descriptors open before the event
-// are all still open (fdProbeExport). What wazero keeps per instance
+// are all still open (fdProbeExport; with no memory for the probe to
+// write in, the instance is never kept). What wazero keeps per instance
 // besides — arguments, clocks, random source, stdio — is the same for
 // every event or, for stdio, the slot's and reset per event.
 type keptInstance struct {
@@ -55,12 +56,16 @@ func (inv *ReactorInvoker) newKept(mod api.Module, stack []uint64) *keptInstance
 	if inv.mod.reactor.fdProbe {
 		k.probe = mod.ExportedFunction(fdProbeExport)
 		// The probe writes fd_fdstat_get's 24 bytes at address 0: put
-		// them back, the event must find the snapshot.
+		// them back, the event must find the snapshot. Without room for
+		// them nothing can be probed, and the instance is never kept.
+		k.fds = ^uint64(0) // matches no real set
 		var saved [24]byte
-		if b, ok := mod.Memory().Read(0, 24); ok {
-			copy(saved[:], b)
-			k.fds = k.openFDs()
-			mod.Memory().Write(0, saved[:])
+		if m := memoryOf(mod); m != nil {
+			if b, ok := m.Read(0, 24); ok {
+				copy(saved[:], b)
+				k.fds = k.openFDs()
+				m.Write(0, saved[:])
+			}
 		}
 	}
 	return k
@@ -116,7 +121,7 @@ func (inv *ReactorInvoker) restoreKept(k *keptInstance, s *reactorSlot) bool {
 	if k.mod.IsClosed() || !s.guard.clean() {
 		return false
 	}
-	if m := k.mod.Memory(); m == nil && inv.snap.size != 0 || m != nil && uint64(m.Size()) != inv.snap.size {
+	if m := memoryOf(k.mod); m == nil && inv.snap.size != 0 || m != nil && uint64(m.Size()) != inv.snap.size {
 		return false
 	}
 	if k.probe != nil && !k.stillOpen() {

@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"context"
 	"encoding/binary"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -15,13 +16,14 @@ import (
 // (stdout), 3 (the preopened root) and 4 (none) —, leaves traces, and then
 // does what stdin's first byte asks: c closes stdout, x closes the
 // preopened root, o opens "." and keeps it, l lists the preopened root
-// (moving its position), g grows memory, t traps.
+// (moving its position), g grows memory, t traps, e calls proc_exit(0).
 const keptReactor = `(module
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_readdir" (func $fd_readdir (param i32 i32 i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
   (memory (export "memory") 2)
@@ -57,14 +59,36 @@ const keptReactor = `(module
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 103)) ;; g
         (then (drop (memory.grow (i32.const 1)))))
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 116)) ;; t
-        (then unreachable)))
+        (then unreachable))
+      (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 101)) ;; e
+        (then (call $proc_exit (i32.const 0)))))
     (i32.const 0)))`
 
 // TestReactorKept: an instance serves the next event only if the event
 // left nothing a new instance would not have; after each hostile event
 // the next one, in a kept or a new instance, finds the snapshot's state,
-// and the kept events are exactly the clean ones.
+// and the kept events are exactly the clean ones. Every way of restoring
+// memory runs, as in TestReactorFreshState.
 func TestReactorKept(t *testing.T) {
+	noScan := func() *os.File { return nil }
+	for _, c := range []struct {
+		name    string
+		copyMax int
+		keptMax uint64
+		pagemap func() *os.File
+	}{
+		{"copy", 1 << 20, keptMax, pagemap}, {"map", 0, keptMax, pagemap},
+		{"map/drop", 0, 0, pagemap}, {"map/noscan", 0, keptMax, noScan},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func(c int, k uint64, p func() *os.File) { copyRestoreMax, keptMax, pagemap = c, k, p }(copyRestoreMax, keptMax, pagemap)
+			copyRestoreMax, keptMax, pagemap = c.copyMax, c.keptMax, c.pagemap
+			testReactorKept(t)
+		})
+	}
+}
+
+func testReactorKept(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, keptReactor))
@@ -82,9 +106,12 @@ func TestReactorKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if copied := inv.snap.copy != nil; copied != (copyRestoreMax > 0) {
+		t.Fatalf("snapshot copied: %v, want %v", copied, copyRestoreMax > 0)
+	}
 	want := [6]uint32{2, 42, 0, 0, 0, 8} // pages, $g, word, fdstat(1), fdstat(3), fdstat(4): EBADF
 	var kept int64
-	for i, cmd := range "nncnonxnlngntnn" {
+	for i, cmd := range "nncnonxnlngntnenn" {
 		before := inv.keptEvents.Load()
 		resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte{byte(cmd)}})
 		if cmd == 't' {
@@ -110,6 +137,15 @@ func TestReactorKept(t *testing.T) {
 		}
 		if wasKept {
 			kept++
+			// Idle, the kept instance holds none of the event's traces.
+			k := inv.slots.idle[0].kept
+			if word, _ := k.mod.Memory().ReadUint32Le(4096); word != 0 || k.globals[0].Get() != 42 {
+				t.Errorf("event %d (%c): idle, the kept instance holds word %#x, $g %d", i, cmd, word, k.globals[0].Get())
+			}
+			// Nor the probe's answer, written at address 0.
+			if b, _ := k.mod.Memory().Read(0, 24); string(b) != string(make([]byte, 24)) {
+				t.Errorf("event %d (%c): idle, the kept instance holds % x at 0", i, cmd, b)
+			}
 		}
 	}
 	if kept == 0 {
@@ -131,6 +167,7 @@ func TestReactorKeptPlan(t *testing.T) {
 		{"fd_close and fd_fdstat_get", `(module ` + fdClose + fdstat + ` (memory 1) ` + handle + `)`, true, true},
 		{"fd_close alone", `(module ` + fdClose + ` (memory 1) ` + handle + `)`, false, false},
 		{"fd_renumber alone", `(module (import "wasi_snapshot_preview1" "fd_renumber" (func (param i32 i32) (result i32))) (memory 1) ` + handle + `)`, false, false},
+		{"fd_renumber with fd_close and fd_fdstat_get", `(module ` + fdClose + fdstat + `(import "wasi_snapshot_preview1" "fd_renumber" (func (param i32 i32) (result i32))) (memory 1) ` + handle + `)`, false, false},
 		{"sock_accept", `(module ` + fdClose + fdstat + `(import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32 i32) (result i32))) (memory 1) ` + handle + `)`, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {

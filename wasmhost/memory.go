@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"syscall"
 	"unsafe"
 
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 )
 
@@ -241,8 +243,10 @@ func (m *linearMemory) resetSnapshot(n uint64) {
 
 // restoreKept returns the memory of a kept instance (see keptInstance),
 // which still has the snapshot's size, to the snapshot, as resetSnapshot
-// does; false if it could not.
+// does, and forgets a refused growth, as Allocate does; false if it could
+// not.
 func (m *linearMemory) restoreKept() bool {
+	m.refused = false
 	if m.snap == nil || m.size != m.snap.size {
 		return false
 	}
@@ -415,3 +419,17 @@ func (m *moduleInfo) memoryNeeds(size int, cacheDir string) (minMemory, tables, 
 // amd64, compiled over module size: 3.8 for the 3 MB Go probe, 3.9 for the
 // 3.5 MB Go escape suite, 3.3–4.2 for small WAT modules (under 1 KiB).
 func CompiledSizeEstimate(n int) uint64 { return 4*uint64(n) + 64<<10 }
+
+// memoryOf returns mod's linear memory, or nil if it has none.
+//
+// # Notes
+//
+// wazero's Module.Memory returns a nil *MemoryInstance in a non-nil
+// api.Memory for a module without a memory, whose methods panic.
+func memoryOf(mod api.Module) api.Memory {
+	m := mod.Memory()
+	if m == nil || reflect.ValueOf(m).IsNil() {
+		return nil
+	}
+	return m
+}

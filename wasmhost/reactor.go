@@ -184,16 +184,19 @@ func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 	var added, probe []byte
 	var count uint32
 	// A guest changes its descriptor table by opening files (through the
-	// host's GuestFS, which counts them), by closing or renumbering
-	// descriptors (fd_renumber refuses the standard ones and the
-	// preopened directories; fd_close does not, so the host probes them),
-	// and by accepting connections (never kept).
+	// host's GuestFS, which counts them), by closing descriptors (fd_close
+	// takes the standard ones too, so the host probes them), by
+	// renumbering them and by accepting connections (both never kept).
 	i32 := api.ValueTypeI32
 	fdstat, hasFdstat := info.importedFunc("fd_fdstat_get", funcType{params: []api.ValueType{i32, i32}, results: []api.ValueType{i32}})
 	_, closes := info.importedFunc("fd_close", funcType{params: []api.ValueType{i32}, results: []api.ValueType{i32}})
 	_, accepts := info.importedAny("sock_accept")
+	// wazero's fd_renumber(n, n) closes the file at n and leaves it in
+	// the table, closed: a change neither the guard nor the probe (EBADF,
+	// as for a free descriptor) can tell from a close.
+	_, renames := info.importedAny("fd_renumber")
 	switch {
-	case accepts:
+	case accepts, renames:
 	case !closes:
 		p.keep = true
 	case hasFdstat && info.hasSection(3) && info.hasSection(10):
@@ -202,9 +205,6 @@ func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 		probe = appendU32(nil, info.funcTypes[fdstat])
 		added = appendExport(added, fdProbeExport, externFunc, index)
 		count++
-	}
-	if _, renames := info.importedAny("fd_renumber"); renames && !closes {
-		p.keep = false // without fd_close to probe for, no probe: be safe
 	}
 	for i, g := range info.globals {
 		if !g.mutable {

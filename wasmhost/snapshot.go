@@ -80,7 +80,10 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 	}
 	inv := &ReactorInvoker{mod: mod, base: mod.moduleConfig(&base), rc: base, env: &environ{}}
 	_, guestFS := base.FS.(*GuestFS)
-	inv.keep = mod.reactor.keep && (base.FS == nil || guestFS)
+	// wazero stops an uninstrumented module (WithCloseOnContextDone) by
+	// closing it from a goroutine of its own, which may do so after the
+	// call returned: a kept instance could be closed under the next event.
+	inv.keep = mod.reactor.keep && mod.instrumented && (base.FS == nil || guestFS)
 	inv.env.reset(task, nil)
 	inv.env.build() // now read-only, shared by every instance
 	snap, err := inv.initialize(ctx, base.Stderr, mod.warmup)
@@ -162,7 +165,7 @@ func (inv *ReactorInvoker) initialize(ctx context.Context, out io.Writer, warmup
 // runInit applies plan's data segments to inst's memory and calls the
 // module's start function and InitializeExport, if it has them.
 func runInit(ctx context.Context, inst api.Module, plan *reactorPlan, mem *linearMemory) error {
-	memory := inst.Memory()
+	memory := memoryOf(inst)
 	for i, d := range plan.data {
 		if memory == nil || !memory.Write(d.offset, d.init) {
 			return fmt.Errorf("data segment %d (%d bytes at %#x) is out of bounds", i, len(d.init), d.offset)
@@ -218,7 +221,7 @@ func capture(inst api.Module, plan *reactorPlan) (*snapshot, error) {
 	for _, name := range plan.globals {
 		snap.globals = append(snap.globals, inst.ExportedGlobal(name).Get())
 	}
-	if memory := inst.Memory(); memory != nil {
+	if memory := memoryOf(inst); memory != nil {
 		buf, _ := memory.Read(0, memory.Size())
 		if err := snap.store(buf); err != nil {
 			return nil, err
@@ -406,7 +409,7 @@ func (inv *ReactorInvoker) restore(mod api.Module, mem *linearMemory) error {
 		if !mem.mapped || mem.region == nil {
 			return errors.New("wasmhost: the snapshot could not be mapped into the instance's memory")
 		}
-		memory := mod.Memory()
+		memory := memoryOf(mod)
 		pages := uint32(snap.size / PageSize)
 		if cur := memory.Size() / PageSize; cur < pages {
 			if _, ok := memory.Grow(pages - cur); !ok {
@@ -455,7 +458,7 @@ func eventEnv(ctx context.Context, mod api.Module, stack []uint64) {
 	if s, ok := ctx.Value(eventKey{}).(*reactorSlot); ok {
 		block = s.env
 	}
-	memory := mod.Memory()
+	memory := memoryOf(mod)
 	var size uint64
 	if memory != nil {
 		size = uint64(memory.Size())
