@@ -180,6 +180,9 @@ func TestReactorKeptPlan(t *testing.T) {
 			if p.keep != c.keep || p.fdProbe != c.probe {
 				t.Fatalf("keep %v, probe %v; want %v, %v", p.keep, p.fdProbe, c.keep, c.probe)
 			}
+			if (p.noKeep == "") != p.keep {
+				t.Fatalf("keep %v, and why not: %q", p.keep, p.noKeep)
+			}
 			if _, err := parseModule(p.module()); err != nil {
 				t.Fatalf("the rewritten module does not parse: %v", err)
 			}

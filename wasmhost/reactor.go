@@ -162,6 +162,8 @@ type reactorPlan struct {
 	// nothing or visible to the host; fdProbe: fdProbeExport exists, and
 	// must show the standard descriptors still open after an event.
 	keep, fdProbe bool
+	// noKeep says why keep is false.
+	noKeep string
 
 	// rewrite makes the rewritten module (rewriteReactor), which module
 	// asks for once, if at all: a cache hit loads it, finalized, from the
@@ -196,7 +198,10 @@ func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 	// as for a free descriptor) can tell from a close.
 	_, renames := info.importedAny("fd_renumber")
 	switch {
-	case accepts, renames:
+	case accepts:
+		p.noKeep = "it imports sock_accept"
+	case renames:
+		p.noKeep = "it imports fd_renumber"
 	case !closes:
 		p.keep = true
 	case hasFdstat && info.hasSection(3) && info.hasSection(10):
@@ -205,6 +210,8 @@ func planReactor(wasm []byte, info *moduleInfo) *reactorPlan {
 		probe = appendU32(nil, info.funcTypes[fdstat])
 		added = appendExport(added, fdProbeExport, externFunc, index)
 		count++
+	default:
+		p.noKeep = "it imports fd_close without fd_fdstat_get"
 	}
 	for i, g := range info.globals {
 		if !g.mutable {

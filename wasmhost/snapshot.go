@@ -47,6 +47,7 @@ type ReactorInvoker struct {
 	// keep: instances serve more than one event (see keptInstance);
 	// keptEvents counts the events after which one was kept.
 	keep       bool
+	noKeep     string // why not keep
 	keptEvents atomic.Int64
 
 	// SnapshotTime is how long initialisation and capturing the snapshot
@@ -84,6 +85,14 @@ func NewReactorInvoker(ctx context.Context, mod *Module, base RunConfig) (*React
 	// closing it from a goroutine of its own, which may do so after the
 	// call returned: a kept instance could be closed under the next event.
 	inv.keep = mod.reactor.keep && mod.instrumented && (base.FS == nil || guestFS)
+	switch {
+	case !mod.reactor.keep:
+		inv.noKeep = mod.reactor.noKeep
+	case !mod.instrumented:
+		inv.noKeep = "its deadline is left to wazero"
+	case !inv.keep:
+		inv.noKeep = "its file system is not a GuestFS"
+	}
 	inv.env.reset(task, nil)
 	inv.env.build() // now read-only, shared by every instance
 	snap, err := inv.initialize(ctx, base.Stderr, mod.warmup)
@@ -105,6 +114,15 @@ func (*ReactorInvoker) Runtime() string { return abi.RuntimeWasm }
 
 // SnapshotSize is the size of the snapshot's linear memory, in bytes.
 func (inv *ReactorInvoker) SnapshotSize() uint64 { return inv.snap.size }
+
+// InstanceReuse says, for logs, whether an instance serves more than one
+// event (see keptInstance), and if not why.
+func (inv *ReactorInvoker) InstanceReuse() string {
+	if inv.keep {
+		return "an instance kept between events that leave nothing behind"
+	}
+	return "a new instance per event: " + inv.noKeep
+}
 
 // RestoreMethod names how events' memory is restored, for logs: "copy"
 // (a small snapshot), "mapped, written pages copied back" (PAGEMAP_SCAN)

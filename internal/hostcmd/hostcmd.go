@@ -239,8 +239,8 @@ func initReactor(ctx context.Context, cancel context.CancelCauseFunc, mod *wasmh
 		if r.inv.WarmupErr != nil {
 			fmt.Fprintf(rc.Stderr, "nebula: %s: the warm-up event failed (%v): snapshot taken without it\n", rc.Args[0], r.inv.WarmupErr)
 		}
-		fmt.Fprintf(rc.Stderr, "nebula: %s: reactor initialised; snapshot of %d bytes taken in %v; memory restored by %s\n",
-			rc.Args[0], r.inv.SnapshotSize(), r.inv.SnapshotTime.Round(time.Microsecond), r.inv.RestoreMethod())
+		fmt.Fprintf(rc.Stderr, "nebula: %s: reactor initialised; snapshot of %d bytes taken in %v; memory restored by %s; %s\n",
+			rc.Args[0], r.inv.SnapshotSize(), r.inv.SnapshotTime.Round(time.Microsecond), r.inv.RestoreMethod(), r.inv.InstanceReuse())
 		return r.inv, 0
 	case sig := <-sigs:
 		s, _ := sig.(syscall.Signal)

@@ -135,8 +135,9 @@ func TestHostReactor(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("exit: %v; stderr %s", err, stderr.String())
 		}
-		if !strings.Contains(stderr.String(), "reactor initialised; snapshot of 65536 bytes") {
-			t.Errorf("stderr %q: want the snapshot's line", stderr.String())
+		if !strings.Contains(stderr.String(), "reactor initialised; snapshot of 65536 bytes") ||
+			!strings.Contains(stderr.String(), "; an instance kept between events that leave nothing behind\n") {
+			t.Errorf("stderr %q: want the snapshot's line, instances kept", stderr.String())
 		}
 	})
 }
