@@ -18,16 +18,10 @@ import (
 // else a load needs, for a command and a reactor alike: a reactor's plan
 // from it rewrites the module to the same bytes.
 func TestEntryVouches(t *testing.T) {
-	ctx := context.Background()
 	for _, name := range []string{functions.Hello, functions.Reactor, functions.ReactorState, functions.Probe} {
 		t.Run(name, func(t *testing.T) {
 			wasm := wasmFile(t, name)
-			dir := filepath.Join(t.TempDir(), "cache")
-			if name == functions.Probe {
-				dir = sharedProbeCache(t)
-			} else if _, _, err := CompileToCache(ctx, wasm, dir, Config{}); err != nil {
-				t.Fatal(err)
-			}
+			dir := cacheWith(t, name, wasm)
 			for _, load := range []bool{false, true} {
 				e := lookupEntry(dir, sha256.Sum256(wasm), load)
 				if !e.vouches() || !e.compiled() || (e.final != nil) != load {

@@ -163,18 +163,7 @@ func TestReactorKeptRenumberSelf(t *testing.T) {
     (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)))
     (i32.const 0)))`
 	ctx := context.Background()
-	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := NewGuestFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := NewReactorInvoker(ctx, mod, RunConfig{FS: fsys})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := newWATReactor(t, Config{}, src)
 	for i := range 3 {
 		resp, err := inv.Invoke(ctx, &abi.Request{})
 		if err != nil {
@@ -226,18 +215,7 @@ func TestReactorKeptMemoryRefusal(t *testing.T) {
 // snapshot's state (run it with -race).
 func TestReactorKeptConcurrent(t *testing.T) {
 	ctx := context.Background()
-	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, keptReactor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := NewGuestFS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := NewReactorInvoker(ctx, mod, RunConfig{Args: []string{"kept"}, FS: fsys})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := newWATReactor(t, Config{}, keptReactor)
 	want := []byte{2, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0}
 	const workers, events = 4, 40
 	errs := make(chan error, workers)

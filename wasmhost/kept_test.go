@@ -90,21 +90,9 @@ func TestReactorKept(t *testing.T) {
 
 func testReactorKept(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	mod, err := newHost(t, NewConfig().WithReactorWarmup(false)).Compile(ctx, wat(t, keptReactor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !mod.reactor.keep || !mod.reactor.fdProbe {
-		t.Fatalf("plan: keep %v, fd probe %v; want both", mod.reactor.keep, mod.reactor.fdProbe)
-	}
-	fsys, err := NewGuestFS(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := NewReactorInvoker(ctx, mod, RunConfig{Args: []string{"kept"}, FS: fsys})
-	if err != nil {
-		t.Fatal(err)
+	inv := newWATReactor(t, Config{}, keptReactor)
+	if !inv.mod.reactor.keep || !inv.mod.reactor.fdProbe {
+		t.Fatalf("plan: keep %v, fd probe %v; want both", inv.mod.reactor.keep, inv.mod.reactor.fdProbe)
 	}
 	if copied := inv.snap.copy != nil; copied != (copyRestoreMax > 0) {
 		t.Fatalf("snapshot copied: %v, want %v", copied, copyRestoreMax > 0)
@@ -228,4 +216,23 @@ func TestReactorKeptGo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newWATReactor compiles the reactor src with cfg, without the warm-up
+// event, and initialises it with a GuestFS of its own.
+func newWATReactor(tb testing.TB, cfg Config, src string) *ReactorInvoker {
+	tb.Helper()
+	mod, err := newHost(tb, cfg.WithReactorWarmup(false)).Compile(context.Background(), wat(tb, src))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fsys, err := NewGuestFS(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	inv, err := NewReactorInvoker(context.Background(), mod, RunConfig{Args: []string{"reactor"}, FS: fsys})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return inv
 }

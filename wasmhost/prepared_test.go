@@ -35,12 +35,7 @@ func TestPreparedHit(t *testing.T) {
 	for _, name := range []string{functions.Hello, functions.Reactor, functions.Probe} {
 		t.Run(name, func(t *testing.T) {
 			wasm := wasmFile(t, name)
-			dir := filepath.Join(t.TempDir(), "cache")
-			if name == functions.Probe {
-				dir = sharedProbeCache(t)
-			} else if _, _, err := CompileToCache(ctx, wasm, dir, Config{}); err != nil {
-				t.Fatal(err)
-			}
+			dir := cacheWith(t, name, wasm)
 			info, err := preflight(wasm, Config{})
 			if err != nil {
 				t.Fatal(err)
@@ -189,4 +184,18 @@ func TestPreparedStale(t *testing.T) {
 			compileHit(t, Config{}, dir, hello)
 		})
 	}
+}
+
+// cacheWith returns a cache directory holding the entry of wasm, the
+// function name: the tests' shared one for the probe.
+func cacheWith(tb testing.TB, name string, wasm []byte) string {
+	tb.Helper()
+	if name == functions.Probe {
+		return sharedProbeCache(tb)
+	}
+	dir := filepath.Join(tb.TempDir(), "cache")
+	if _, _, err := CompileToCache(context.Background(), wasm, dir, Config{}); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
 }
