@@ -76,6 +76,10 @@ type environ struct {
 	built bool
 	count int
 	block []byte // KEY=VALUE\0 ...
+
+	// vars is a reactor event's variables, not in its WASI environment
+	// but behind EventEnvImport, as event_env returns them.
+	vars []byte
 }
 
 // reset makes e the environment of an invocation with the event

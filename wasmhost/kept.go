@@ -121,9 +121,6 @@ func (inv *ReactorInvoker) restoreKept(k *keptInstance, s *reactorSlot) bool {
 	if k.mod.IsClosed() || !s.guard.clean() {
 		return false
 	}
-	if m := memoryOf(k.mod); m == nil && inv.snap.size != 0 || m != nil && uint64(m.Size()) != inv.snap.size {
-		return false
-	}
 	if k.probe != nil && !k.stillOpen() {
 		return false
 	}

@@ -218,7 +218,7 @@ func runInit(ctx context.Context, inst api.Module, plan *reactorPlan, mem *linea
 // warmUp runs the warm-up event in inst, within WarmupTimeout; its error
 // is a *warmupError.
 func (inv *ReactorInvoker) warmUp(ctx context.Context, inst api.Module) error {
-	wctx, cancel := context.WithTimeout(context.WithValue(ctx, eventKey{}, &reactorSlot{}), WarmupTimeout)
+	wctx, cancel := context.WithTimeout(ctx, WarmupTimeout) // no variables: ctx's environment has none
 	stop := inv.mod.watchDeadline(wctx, inst)
 	res, err := inst.ExportedFunction(HandleExport).Call(wctx)
 	stop()
@@ -332,7 +332,7 @@ func pwriteAll(fd int, b []byte, off int64) error {
 // not in the WASI environment but behind event_env.
 type reactorSlot struct {
 	slot
-	env   []byte   // the event's variables, as event_env returns them
+	call  environ  // the task's environment (the invoker's, shared) and the event's variables
 	stack []uint64 // for nebula_handle's result
 
 	guard fdGuard       // the files of the slot's instance (see keptInstance)
@@ -342,7 +342,7 @@ type reactorSlot struct {
 func (inv *ReactorInvoker) getSlot() *reactorSlot {
 	s, ok := inv.slots.get()
 	if !ok {
-		s = &reactorSlot{stack: make([]uint64, 2)}
+		s = &reactorSlot{stack: make([]uint64, 2), call: *inv.env}
 		base := inv.base
 		if inv.keep {
 			base = inv.guardedConfig(&s.guard)
@@ -353,9 +353,6 @@ func (inv *ReactorInvoker) getSlot() *reactorSlot {
 }
 
 func (inv *ReactorInvoker) putSlot(s *reactorSlot) { inv.slots.put(s) }
-
-// eventKey is the context key of the event's reactorSlot, for event_env.
-type eventKey struct{}
 
 // Invoke implements abi.Invoker: it takes the slot's kept instance or
 // instantiates the module and restores the snapshot into it (memory and
@@ -371,10 +368,9 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 
 	ctx, cancel := s.begin(ctx, req)
 	defer cancel(nil)
-	s.env = appendEnvBlock(s.env[:0], req.Env)
+	s.call.vars = appendEnvBlock(s.call.vars[:0], req.Env)
 	defer s.release()
-	ctx = experimental.WithMemoryAllocator(ctx, &s.mem)
-	ctx = withEnviron(context.WithValue(ctx, eventKey{}, s), inv.env)
+	ctx = withEnviron(experimental.WithMemoryAllocator(ctx, &s.mem), &s.call)
 
 	resp := &abi.Response{}
 	t0 := time.Now()
@@ -469,12 +465,12 @@ func instantiateReactorImports(ctx context.Context, r wazero.Runtime) error {
 var errEventEnvRange = errors.New("nebula_v1.event_env: buffer outside linear memory")
 
 // eventEnv implements EventEnvImport. Outside an event (during
-// initialisation) the block is empty.
+// initialisation and the warm-up) the block is empty.
 func eventEnv(ctx context.Context, mod api.Module, stack []uint64) {
 	buf, n := uint32(stack[0]), uint32(stack[1])
 	var block []byte
-	if s, ok := ctx.Value(eventKey{}).(*reactorSlot); ok {
-		block = s.env
+	if e, ok := ctx.Value(environKey{}).(*environ); ok {
+		block = e.vars
 	}
 	memory := memoryOf(mod)
 	var size uint64
