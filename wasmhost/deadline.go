@@ -8,10 +8,12 @@ import (
 
 // The mutable i32 globals instrumentDeadline adds to a module, exported:
 // stopExport, 0 while the guest may run, and fuelExport, the checks left
-// before the next yield.
+// before the next yield; and deferredStartExport, the module's start
+// function, which instantiation no longer runs (see instrumentDeadline).
 const (
-	stopExport = "nebula.deadline.stop"
-	fuelExport = "nebula.deadline.fuel"
+	stopExport          = "nebula.deadline.stop"
+	fuelExport          = "nebula.deadline.fuel"
+	deferredStartExport = "nebula.deadline.start"
 )
 
 // deadlineFuel is how many checks pass between two yields to the Go
@@ -28,6 +30,12 @@ const deadlineFuel = 1 << 16
 // the cost: wazero returns to Go at every check, and watches each call's
 // context from a goroutine of its own (docs/rationale.md).
 //
+// A start function would run inside wazero's InstantiateModule, before
+// the host watches the instance's globals, so nothing could stop it: its
+// start section is removed and the function exported as
+// deferredStartExport, which the host calls once it watches the deadline
+// (Module.start).
+//
 // ok is false, and wasm returned as is, when the module has neither an
 // import of sched_yield nor a memory, a function body cannot be decoded,
 // the module exports one of the names, or a body uses a global the module
@@ -36,8 +44,9 @@ const deadlineFuel = 1 << 16
 func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 	_, stopTaken := info.exports[stopExport]
 	_, fuelTaken := info.exports[fuelExport]
+	_, startTaken := info.exports[deferredStartExport]
 	yield, found := info.yieldInstr()
-	if stopTaken || fuelTaken || !found || info.code.undecoded > 0 || len(info.undecoded) > 0 ||
+	if stopTaken || fuelTaken || startTaken || !found || info.code.undecoded > 0 || len(info.undecoded) > 0 ||
 		info.checkGlobalRefs() != nil {
 		return wasm, false
 	}
@@ -45,6 +54,11 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 	fuel := stop + 1
 	check := deadlineCheck(yield, stop, fuel)
 	newGlobal, newExport := deadlineGlobals(stop, fuel)
+	exports := uint32(2)
+	if info.start != nil {
+		newExport = appendExport(newExport, deferredStartExport, externFunc, *info.start)
+		exports++
+	}
 
 	out = make([]byte, 0, len(wasm)+len(wasm)/8+64)
 	out = append(out, wasm[:8]...)
@@ -63,7 +77,7 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 			emit(6, newGlobal, 2)
 		}
 		if !haveExports && !emitted[7] && id != 0 && sectionOrder[id] > sectionOrder[7] {
-			emit(7, newExport, 2)
+			emit(7, newExport, exports)
 		}
 	}
 	for _, s := range info.sections {
@@ -75,11 +89,11 @@ func instrumentDeadline(wasm []byte, info *moduleInfo) (out []byte, ok bool) {
 			n, _ := r.u32()
 			entries := append([]byte(nil), wasm[r.off:s.end]...)
 			if s.id == 6 {
-				entries = append(entries, newGlobal...)
+				emit(6, append(entries, newGlobal...), n+2)
 			} else {
-				entries = append(entries, newExport...)
+				emit(7, append(entries, newExport...), n+exports)
 			}
-			emit(s.id, entries, n+2)
+		case 8: // the start section: exported instead
 		case 10:
 			bodies, n, ok := instrumentCode(r, check)
 			if !ok {
@@ -247,6 +261,18 @@ func (m *Module) watchDeadline(ctx context.Context, mod api.Module) (stop func()
 }
 
 func noWatch() bool { return false }
+
+// start runs a command instance's start function, if instrumentDeadline
+// deferred it, and then `_start`; call it once watchDeadline watches mod.
+func (m *Module) start(ctx context.Context, mod api.Module) error {
+	if m.deferredStart {
+		if _, err := mod.ExportedFunction(deferredStartExport).Call(ctx); err != nil {
+			return err
+		}
+	}
+	_, err := mod.ExportedFunction(startFunction).Call(ctx)
+	return err
+}
 
 // appendS32 appends v in signed LEB128.
 func appendS32(b []byte, v int32) []byte {

@@ -2,9 +2,12 @@ package wasmhost
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"testing"
 	"time"
+
+	"nebula.dev/nebula/abi"
 )
 
 // TestDeadlineStopsGuest: a guest spinning in a loop, or recursing
@@ -27,6 +30,13 @@ func TestDeadlineStopsGuest(t *testing.T) {
 		{"neither sched_yield nor memory", `(module ` + spin + ` (func (export "_start") (call $spin)))`, false},
 		{"names taken", `(module ` + yield + `(global (export "nebula.deadline.stop") i32 (i32.const 0)) ` + spin +
 			` (func (export "_start") (call $spin)))`, false},
+		// A start function runs inside instantiation, before the host
+		// watches the instance: the rewrite defers it (deferredStartExport).
+		{"start function", `(module (memory 1) ` + spin + ` (start $spin) (func (export "_start")))`, true},
+		{"start function, sched_yield", `(module ` + yield + spin + ` (start $spin) (func (export "_start")))`, true},
+		{"start function, uninstrumented", `(module ` + spin + ` (start $spin) (func (export "_start")))`, false},
+		{"start function, name taken", `(module (memory 1) ` + spin + ` (start $spin) (func (export "_start"))
+			(export "nebula.deadline.start" (func $spin)))`, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			wasm := wat(t, c.src)
@@ -115,6 +125,79 @@ func TestDeadlineYields(t *testing.T) {
 			defer dcancel()
 			if code, _ := mod.Run(dctx, RunConfig{}); code != ExitCodeTimeout {
 				t.Errorf("with a deadline: exit code %d, want %d", code, ExitCodeTimeout)
+			}
+		})
+	}
+}
+
+// TestDeadlineStartFunction: a command's start function, deferred by the
+// rewrite or not, runs once per instance, after its data segments and
+// before `_start`; an event whose start function spins is stopped at its
+// deadline, one whose start function traps fails, and the Invoker serves
+// the next event.
+func TestDeadlineStartFunction(t *testing.T) {
+	const module = `(module
+		(import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+		(memory (export "memory") 1)
+		(data (i32.const 16) "x")
+		(func $start
+			(i32.store8 (i32.const 16) (i32.add (i32.load8_u (i32.const 16)) (i32.const 1)))
+			(if (i32.eq (i32.load8_u (i32.const 17)) (i32.const 0)) (then (return)))
+			(if (i32.eq (i32.load8_u (i32.const 17)) (i32.const 1)) (then (unreachable)))
+			(loop (br 0)))
+		(start $start)
+		(func (export "_start")
+			(i32.store (i32.const 0) (i32.const 16))
+			(i32.store (i32.const 4) (i32.const 1))
+			(drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))`
+	for _, c := range []struct {
+		name, extra                 string
+		instrumented, deferredStart bool
+	}{
+		{"deferred", "", true, true},
+		{"uninstrumented", `(global (export "nebula.deadline.fuel") i32 (i32.const 0))`, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// The byte at 17 chooses what the start function does: return
+			// (0), trap (1) or spin (2); the data segment sets it.
+			compile := func(mode string) *Module {
+				src := module + `(data (i32.const 17) "` + mode + `")` + c.extra + `)`
+				mod, err := newHost(t, NewConfig()).Compile(context.Background(), wat(t, src))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if mod.instrumented != c.instrumented || mod.deferredStart != c.deferredStart {
+					t.Fatalf("instrumented %v, deferred start %v; want %v, %v", mod.instrumented, mod.deferredStart, c.instrumented, c.deferredStart)
+				}
+				return mod
+			}
+			ok := NewInvoker(compile(`\00`), RunConfig{})
+			for i := 0; i < 3; i++ {
+				resp, _, err := invoke(t, context.Background(), ok, "")
+				if err != nil || string(resp.Stdout) != "y" {
+					t.Fatalf("event %d: %q, %v; want \"y\" (the start function ran once, after the data)", i, resp.Stdout, err)
+				}
+			}
+
+			traps := NewInvoker(compile(`\01`), RunConfig{})
+			if _, _, err := invoke(t, context.Background(), traps, ""); !errors.Is(err, abi.ErrTrap) {
+				t.Fatalf("a start function that traps: %v, want ErrTrap", err)
+			}
+
+			spins := NewInvoker(compile(`\02`), RunConfig{})
+			for i := 0; i < 2; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				done := make(chan error, 1)
+				go func() { _, _, err := invoke(t, ctx, spins, ""); done <- err }()
+				select {
+				case err := <-done:
+					if !errors.Is(err, abi.ErrTimeout) {
+						t.Errorf("event %d: %v, want ErrTimeout", i, err)
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatalf("event %d: a spinning start function was not stopped 30 s after its deadline", i)
+				}
+				cancel()
 			}
 		})
 	}

@@ -66,8 +66,9 @@ type Module struct {
 	// reactor is the plan of a reactor module (see NewReactorInvoker);
 	// nil for a command.
 	reactor *reactorPlan
-	// instrumented: the module checks its own deadline (instrumentDeadline).
-	instrumented bool
+	// instrumented: the module checks its own deadline (instrumentDeadline);
+	// deferredStart: its start function is called by the host (Module.start).
+	instrumented, deferredStart bool
 
 	cacheHit    bool
 	prepared    bool // the module wazero loaded came from the entry's prepared file
@@ -155,6 +156,10 @@ func baseModuleConfig() wazero.ModuleConfig {
 func (m *Module) compile(ctx context.Context, final []byte, instrumented bool, cacheDir string) (err error) {
 	m.instrumented = instrumented
 	m.runtime, m.cache, m.compiled, err = compileFinal(ctx, final, instrumented, cacheDir)
+	if err == nil && instrumented {
+		// instrumentDeadline refuses a module exporting the name itself.
+		_, m.deferredStart = m.compiled.ExportedFunctions()[deferredStartExport]
+	}
 	return
 }
 

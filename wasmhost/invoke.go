@@ -164,7 +164,7 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
 	}
 	stop := inv.mod.watchDeadline(ctx, mod)
-	_, err = mod.ExportedFunction(startFunction).Call(ctx)
+	err = inv.mod.start(ctx, mod)
 	stop()
 	resp.Execution = time.Since(t1)
 	r := classify(ctx, err, &s.mem)

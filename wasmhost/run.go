@@ -152,7 +152,7 @@ func (m *Module) Run(ctx context.Context, rc RunConfig) (exitCode int, err error
 	}
 	defer mod.Close(context.Background())
 	stop := m.watchDeadline(ctx, mod)
-	_, err = mod.ExportedFunction(startFunction).Call(ctx)
+	err = m.start(ctx, mod)
 	stop()
 
 	r := classify(ctx, err, mem)

@@ -269,6 +269,24 @@ func TestFunctionTrap(t *testing.T) {
 	}
 }
 
+// TestFunctionStartSpins: a module whose start function (which runs at
+// instantiation, before `_start`) spins is stopped at the event's
+// deadline like any guest: 504, more times than the function has slots,
+// and the next event is served.
+func TestFunctionStartSpins(t *testing.T) {
+	d := startWithProbe(t)
+	f := startFunction(t, d, harness.StartSpinFnWasmImage, "fn-startspin",
+		"--annotation", "nebula.dev/timeout=1s", "--annotation", "nebula.dev/concurrency=1")
+	for i := 0; i < 3; i++ {
+		if r := binary(t, f, "x", "", []byte("spin"), nil); r.status != http.StatusGatewayTimeout {
+			t.Fatalf("spinning start function %d: status %d %q, want 504", i, r.status, r.body)
+		}
+	}
+	if r := binary(t, f, "x", "", []byte("go"), nil); r.status != 200 || string(r.body) != "ok" {
+		t.Fatalf("after the spins: %d %q, want 200 ok", r.status, r.body)
+	}
+}
+
 // TestFunctionDrain: SIGTERM lets in-flight invocations finish, refuses
 // new ones, and the task exits 0.
 func TestFunctionDrain(t *testing.T) {

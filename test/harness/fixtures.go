@@ -33,6 +33,9 @@ const (
 	EchoReactorImage = "localhost/nebula/echo-reactor:latest"
 	EchoFnWasmImage  = "localhost/nebula/echo-fn-wasm:latest"
 	TrapFnWasmImage  = "localhost/nebula/trap-fn-wasm:latest"
+	// StartSpinFnWasmImage has a start function that spins when the
+	// event's data begins with "spin" (test/functions/startspin.wat).
+	StartSpinFnWasmImage = "localhost/nebula/startspin-fn-wasm:latest"
 	// MemhogFnWasmImage exhausts memory, its table or stdout, chosen by the
 	// event's data (test/functions/memhog.wat).
 	MemhogFnWasmImage = "localhost/nebula/memhog-fn-wasm:latest"
@@ -54,13 +57,14 @@ var images = map[string][]string{
 	"hello-wasm.tar": {"hello.wasm", "-t", HelloWasmImage},
 	"exit7-wasm.tar": {"exit7.wasm", "-t", Exit7WasmImage},
 
-	"probe-fn-wasm.tar":  {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
-	"probe-fn.tar":       {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
-	"probe-reactor.tar":  {"probe-reactor.wasm", "--function", "-t", ProbeReactorImage},
-	"echo-reactor.tar":   {"echoreactor.wasm", "--function", "-t", EchoReactorImage},
-	"echo-fn-wasm.tar":   {"echo.wasm", "--function", "-t", EchoFnWasmImage},
-	"trap-fn-wasm.tar":   {"trap.wasm", "--function", "-t", TrapFnWasmImage},
-	"memhog-fn-wasm.tar": {"memhog.wasm", "--function", "-t", MemhogFnWasmImage},
+	"probe-fn-wasm.tar":     {"probe.wasm", "--function", "--arg", "ce", "-t", ProbeFnWasmImage},
+	"probe-fn.tar":          {"probe", "--function", "--arg", "ce", "-t", ProbeFnImage},
+	"probe-reactor.tar":     {"probe-reactor.wasm", "--function", "-t", ProbeReactorImage},
+	"echo-reactor.tar":      {"echoreactor.wasm", "--function", "-t", EchoReactorImage},
+	"echo-fn-wasm.tar":      {"echo.wasm", "--function", "-t", EchoFnWasmImage},
+	"trap-fn-wasm.tar":      {"trap.wasm", "--function", "-t", TrapFnWasmImage},
+	"startspin-fn-wasm.tar": {"startspin.wasm", "--function", "-t", StartSpinFnWasmImage},
+	"memhog-fn-wasm.tar":    {"memhog.wasm", "--function", "-t", MemhogFnWasmImage},
 
 	"escape-wasm.tar":    {"escape.wasm", "-t", EscapeWasmImage},
 	"escape-fn-wasm.tar": {"escape.wasm", "--function", "-t", EscapeFnWasmImage},
