@@ -245,18 +245,35 @@ func (m *moduleInfo) importedAny(name string) (uint32, bool) {
 // stopExport global and emptying its fuel (see instrumentDeadline); call
 // the returned function when the call returns. A module that was not
 // instrumented is stopped by wazero (WithCloseOnContextDone).
-func (m *Module) watchDeadline(ctx context.Context, mod api.Module) (stop func() bool) {
+func (m *Module) watchDeadline(ctx context.Context, mod api.Module) func() bool {
+	stop, fuel := m.deadlineGlobals(mod)
+	return watchGlobals(ctx, stop, fuel)
+}
+
+// deadlineGlobals returns the deadline's globals of mod, an instance of
+// m; nil if m was not instrumented.
+func (m *Module) deadlineGlobals(mod api.Module) (stop, fuel api.MutableGlobal) {
 	if !m.instrumented {
-		return noWatch
+		return nil, nil
 	}
-	g, ok := mod.ExportedGlobal(stopExport).(api.MutableGlobal)
-	f, fok := mod.ExportedGlobal(fuelExport).(api.MutableGlobal)
+	stop, ok := mod.ExportedGlobal(stopExport).(api.MutableGlobal)
+	fuel, fok := mod.ExportedGlobal(fuelExport).(api.MutableGlobal)
 	if !ok || !fok {
+		return nil, nil
+	}
+	return stop, fuel
+}
+
+// watchGlobals sets stop and empties fuel, a deadline's globals, when ctx
+// is done; the returned function stops watching and reports whether it
+// did so before that. Without globals it watches nothing.
+func watchGlobals(ctx context.Context, stop, fuel api.MutableGlobal) func() bool {
+	if stop == nil || fuel == nil {
 		return noWatch
 	}
 	return context.AfterFunc(ctx, func() {
-		g.Set(1)
-		f.Set(0)
+		stop.Set(1)
+		fuel.Set(0)
 	})
 }
 

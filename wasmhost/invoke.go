@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 
 	"nebula.dev/nebula/abi"
@@ -55,6 +56,14 @@ type slot struct {
 	env    environ
 	mem    linearMemory
 	done   <-chan struct{} // the invocation's ctx.Done(), for nanosleep
+
+	// How stopGuest stops the current guest: through the deadline's
+	// globals of an instrumented instance (stopG, fuelG), else by
+	// cancelling the invocation's context, which wazero watches (cancel).
+	// kick wakes a guest sleeping in nanosleep.
+	stopG, fuelG api.MutableGlobal
+	cancel       context.CancelCauseFunc
+	kick         chan struct{}
 }
 
 // getSlot takes an idle slot, or makes one.
@@ -73,6 +82,8 @@ func (inv *Invoker) getSlot() *slot {
 func (s *slot) init(mod *Module, base wazero.ModuleConfig, snap *snapshot) {
 	s.mem = linearMemory{limit: mod.memoryLimit(), reuse: true, snap: snap}
 	s.stdout.limit = mod.stdoutLimit
+	s.stdout.stop = s.stopGuest
+	s.kick = make(chan struct{}, 1)
 	s.cfg = base.
 		WithStdin(&s.stdin).
 		WithStdout(&s.stdout).
@@ -115,6 +126,24 @@ func (s *slot) nanosleep(ns int64) {
 	case <-t.C:
 	case <-s.done:
 		t.Stop()
+	case <-s.kick:
+		t.Stop()
+	}
+}
+
+// stopGuest stops the slot's current guest (over its output limit): at its
+// next deadline check, or through its context; a sleep ends at once.
+func (s *slot) stopGuest() {
+	if s.cancel != nil {
+		s.cancel(abi.ErrOutputLimit)
+	}
+	if s.stopG != nil {
+		s.stopG.Set(1)
+		s.fuelG.Set(0)
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -142,8 +171,7 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 	s := inv.getSlot()
 	defer inv.putSlot(s)
 
-	ctx, cancel := s.begin(ctx, req)
-	defer cancel(nil)
+	ctx = s.begin(ctx, req, inv.mod.instrumented)
 	defer s.release()
 	resp := &abi.Response{}
 	if err := s.env.reset(inv.env, req.Env); err != nil {
@@ -163,7 +191,8 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 		}
 		return resp, fmt.Errorf("%w: instantiate: %v", abi.ErrTrap, err)
 	}
-	stop := inv.mod.watchDeadline(ctx, mod)
+	s.stopG, s.fuelG = inv.mod.deadlineGlobals(mod)
+	stop := watchGlobals(ctx, s.stopG, s.fuelG)
 	err = inv.mod.start(ctx, mod)
 	stop()
 	resp.Execution = time.Since(t1)
@@ -174,19 +203,27 @@ func (inv *Invoker) Invoke(ctx context.Context, req *abi.Request) (*abi.Response
 }
 
 // begin readies the slot for req: the event's data as stdin, stdout
-// collected under its limit and stderr to req's. The context it returns is
-// cancelled when the guest's output goes over the limit, which stops the
-// guest (watchDeadline); the caller must cancel it when done.
-func (s *slot) begin(ctx context.Context, req *abi.Request) (context.Context, context.CancelCauseFunc) {
-	ctx, cancel := context.WithCancelCause(ctx)
+// collected under its limit and stderr to req's. A guest over the limit
+// is stopped (stopGuest): an instrumented one through its globals, which
+// the caller sets in s.stopG and s.fuelG once it has the instance;
+// otherwise the context begin returns is cancelled, and wazero closes the
+// instance. The caller must call release when done.
+func (s *slot) begin(ctx context.Context, req *abi.Request, instrumented bool) context.Context {
+	if !instrumented {
+		ctx, s.cancel = context.WithCancelCause(ctx)
+	}
 	s.done = ctx.Done()
+	select {
+	case <-s.kick:
+	default:
+	}
 	s.stdin.Reset(req.Stdin)
-	s.stdout.reset(cancel)
+	s.stdout.reset()
 	s.stderr.w = req.Stderr
 	if s.stderr.w == nil {
 		s.stderr.w = io.Discard
 	}
-	return ctx, cancel
+	return ctx
 }
 
 // finish completes resp with the guest's stdout and turns the invocation's
@@ -230,24 +267,28 @@ func (s *slot) release() {
 	s.stdin.Reset(nil)
 	s.env.release()
 	s.stderr.w = nil
-	s.stdout.cancel = nil
 	s.done = nil
+	if s.cancel != nil {
+		s.cancel(nil)
+		s.cancel = nil
+	}
+	s.stopG, s.fuelG = nil, nil
 	if cap(s.stdout.buf) > 64<<10 {
 		s.stdout.buf = nil // don't pin a large reply in the pool
 	}
 }
 
 // capWriter collects stdout up to a limit. Over it, it fails the write and
-// cancels the invocation, which stops the guest.
+// stops the guest.
 type capWriter struct {
-	buf    []byte
-	limit  int64 // <= 0: none
-	over   bool
-	cancel context.CancelCauseFunc
+	buf   []byte
+	limit int64 // <= 0: none
+	over  bool
+	stop  func() // the slot's stopGuest
 }
 
-func (w *capWriter) reset(cancel context.CancelCauseFunc) {
-	w.buf, w.over, w.cancel = w.buf[:0], false, cancel
+func (w *capWriter) reset() {
+	w.buf, w.over = w.buf[:0], false
 }
 
 var errOutputLimit = errors.New("stdout limit reached")
@@ -258,7 +299,7 @@ func (w *capWriter) Write(p []byte) (int, error) {
 	}
 	if w.limit > 0 && int64(len(w.buf))+int64(len(p)) > w.limit {
 		w.over = true
-		w.cancel(abi.ErrOutputLimit)
+		w.stop()
 		return 0, errOutputLimit
 	}
 	if need := len(w.buf) + len(p); need > cap(w.buf) {

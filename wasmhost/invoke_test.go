@@ -212,3 +212,50 @@ func TestInvokeMemoryCleared(t *testing.T) {
 		}
 	}
 }
+
+// TestInvokerOutputLimitWakesSleep: a guest that goes over its output
+// limit and then sleeps an hour is stopped at once, instrumented (its
+// globals are set and its sleep woken) or not (its context is cancelled).
+func TestInvokerOutputLimitWakesSleep(t *testing.T) {
+	const body = `
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 4096))
+    (i32.store (i32.const 4) (i32.const 4096))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store8 (i32.const 1032) (i32.const 0))                 ;; a clock subscription
+    (i64.store (i32.const 1048) (i64.const 3600000000000))      ;; of an hour
+    (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 3000))))`
+	for _, c := range []struct {
+		name, extra  string
+		instrumented bool
+	}{
+		{"instrumented", "", true},
+		{"uninstrumented", `(global (export "nebula.deadline.stop") i32 (i32.const 0))`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mod, err := newHost(t, NewConfig().WithStdoutLimit(1024)).Compile(context.Background(), wat(t, `(module `+body+c.extra+`)`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mod.instrumented != c.instrumented {
+				t.Fatalf("instrumented %v, want %v", mod.instrumented, c.instrumented)
+			}
+			inv := NewInvoker(mod, RunConfig{})
+			for i := range 2 {
+				done := make(chan error, 1)
+				go func() { _, _, err := invoke(t, context.Background(), inv, ""); done <- err }()
+				select {
+				case err := <-done:
+					if !errors.Is(err, abi.ErrOutputLimit) {
+						t.Fatalf("event %d: %v, want ErrOutputLimit", i, err)
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatalf("event %d: still sleeping 30 s after going over its output limit", i)
+				}
+			}
+		})
+	}
+}

@@ -105,13 +105,7 @@ func (k *keptInstance) stillOpen() bool {
 // the returned function reports whether it stopped the watch before it
 // fired.
 func (k *keptInstance) watchDeadline(ctx context.Context) (stop func() bool) {
-	if k.stop == nil || k.fuel == nil {
-		return noWatch
-	}
-	return context.AfterFunc(ctx, func() {
-		k.stop.Set(1)
-		k.fuel.Set(0)
-	})
+	return watchGlobals(ctx, k.stop, k.fuel)
 }
 
 // restoreKept returns k, after an event that returned, to the snapshot,

@@ -279,3 +279,46 @@ func TestReactorKeptDeadline(t *testing.T) {
 		t.Fatalf("event 2 found % x, want % x", resp.Stdout[:8], want)
 	}
 }
+
+// TestReactorKeptOutputLimit: a guest that goes over its output limit is
+// stopped through its deadline globals; one that returns before its next
+// check still has them set, and its instance must not serve the next
+// event (this reactor has no fd_close, so no probe runs its code first).
+func TestReactorKeptOutputLimit(t *testing.T) {
+	const src = `(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "ok")
+  (func (export "nebula_handle") (result i32)
+    (i32.store (i32.const 100) (i32.const 200))
+    (i32.store (i32.const 104) (i32.const 1))
+    (drop (call $fd_read (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 108)))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 2))
+    (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 102)) ;; f: 4 KiB
+      (then (i32.store (i32.const 4) (i32.const 4096))))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.const 0)))`
+	inv := newWATReactor(t, NewConfig().WithStdoutLimit(1024), src)
+	if !inv.keep {
+		t.Fatalf("not kept: %s", inv.mod.reactor.noKeep)
+	}
+	ctx := context.Background()
+	for i, data := range []string{"n", "f", "n", "f", "f", "n", "n"} {
+		before := inv.keptEvents.Load()
+		resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte(data)})
+		if data == "f" {
+			if !errors.Is(err, abi.ErrOutputLimit) {
+				t.Fatalf("event %d (%s): %v, want ErrOutputLimit", i, data, err)
+			}
+			if inv.keptEvents.Load() > before {
+				t.Fatalf("event %d (%s): the instance stopped over its limit was kept", i, data)
+			}
+			continue
+		}
+		if err != nil || string(resp.Stdout) != "ok" {
+			t.Fatalf("event %d (%s): %q, %v; want ok", i, data, resp.Stdout, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,7 +17,8 @@ import (
 // (stdout), 3 (the preopened root) and 4 (none) —, leaves traces, and then
 // does what stdin's first byte asks: c closes stdout, x closes the
 // preopened root, o opens "." and keeps it, l lists the preopened root
-// (moving its position), g grows memory, t traps, e calls proc_exit(0).
+// (moving its position), g grows memory, t traps, e calls proc_exit(0),
+// f writes 4 KiB more to stdout and returns.
 const keptReactor = `(module
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -61,7 +63,12 @@ const keptReactor = `(module
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 116)) ;; t
         (then unreachable))
       (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 101)) ;; e
-        (then (call $proc_exit (i32.const 0)))))
+        (then (call $proc_exit (i32.const 0))))
+      (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 102)) ;; f
+        (then
+          (i32.store (i32.const 300) (i32.const 0))
+          (i32.store (i32.const 304) (i32.const 4096))
+          (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308))))))
     (i32.const 0)))`
 
 // TestReactorKept: an instance serves the next event only if the event
@@ -90,7 +97,7 @@ func TestReactorKept(t *testing.T) {
 
 func testReactorKept(t *testing.T) {
 	ctx := context.Background()
-	inv := newWATReactor(t, Config{}, keptReactor)
+	inv := newWATReactor(t, Config{}.WithStdoutLimit(1024), keptReactor)
 	if !inv.mod.reactor.keep || !inv.mod.reactor.fdProbe {
 		t.Fatalf("plan: keep %v, fd probe %v; want both", inv.mod.reactor.keep, inv.mod.reactor.fdProbe)
 	}
@@ -99,14 +106,25 @@ func testReactorKept(t *testing.T) {
 	}
 	want := [6]uint32{2, 42, 0, 0, 0, 8} // pages, $g, word, fdstat(1), fdstat(3), fdstat(4): EBADF
 	var kept int64
-	for i, cmd := range "nncnonxnlngntnenn" {
+	for i, cmd := range "nncnonxnlngntnenfnn" {
 		before := inv.keptEvents.Load()
 		resp, err := inv.Invoke(ctx, &abi.Request{Stdin: []byte{byte(cmd)}})
-		if cmd == 't' {
+		switch {
+		case cmd == 't':
 			if err == nil {
 				t.Fatalf("event %d (%c): no trap", i, cmd)
 			}
-		} else if err != nil {
+		case cmd == 'f':
+			// Over the limit, the guest returned: its stop global is set,
+			// and the instance must not serve the next event.
+			if !errors.Is(err, abi.ErrOutputLimit) {
+				t.Fatalf("event %d (%c): %v, want ErrOutputLimit", i, cmd, err)
+			}
+			if inv.keptEvents.Load() > before {
+				t.Fatalf("event %d (%c): instance kept", i, cmd)
+			}
+			continue
+		case err != nil:
 			t.Fatalf("event %d (%c): %v", i, cmd, err)
 		}
 		var got [6]uint32

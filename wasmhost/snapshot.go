@@ -366,18 +366,19 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	s := inv.getSlot()
 	defer inv.putSlot(s)
 
-	ctx, cancel := s.begin(ctx, req)
-	defer cancel(nil)
+	ctx = s.begin(ctx, req, inv.mod.instrumented)
 	s.call.vars = appendEnvBlock(s.call.vars[:0], req.Env)
 	defer s.release()
-	ctx = withEnviron(experimental.WithMemoryAllocator(ctx, &s.mem), &s.call)
+	ctx = withEnviron(ctx, &s.call)
 
 	resp := &abi.Response{}
 	t0 := time.Now()
 	k := s.kept
 	s.kept = nil
 	if k == nil {
-		mod, err := inv.mod.runtime.InstantiateModule(ctx, inv.mod.compiled, s.cfg)
+		// Instances of one slot reuse its linear memory's mapping (see
+		// linearMemory); a kept instance has its memory already.
+		mod, err := inv.mod.runtime.InstantiateModule(experimental.WithMemoryAllocator(ctx, &s.mem), inv.mod.compiled, s.cfg)
 		if err != nil {
 			resp.Startup = time.Since(t0)
 			if ctx.Err() != nil {
@@ -396,6 +397,7 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	t1 := time.Now()
 	resp.Startup = t1.Sub(t0) + k.restored // a kept instance's restore belongs to this event
 	k.restored = 0
+	s.stopG, s.fuelG = k.stop, k.fuel
 	watch := k.watchDeadline(ctx)
 	err := k.handle.CallWithStack(ctx, s.stack[:1])
 	fired := !watch()
@@ -405,7 +407,9 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 		r = outcome{kind: outcomeExit, code: int(int32(s.stack[0]))}
 	}
 	t2 := time.Now()
-	if err == nil && !(fired && k.stop != nil) && inv.keep && inv.restoreKept(k, s) {
+	// A guest stopped by its deadline or its output limit has its stop
+	// global set: never kept.
+	if err == nil && !(fired && k.stop != nil) && !s.stdout.over && inv.keep && inv.restoreKept(k, s) {
 		k.restored = time.Since(t2)
 		s.kept = k
 		inv.keptEvents.Add(1)
