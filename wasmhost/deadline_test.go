@@ -187,17 +187,14 @@ func TestDeadlineStartFunction(t *testing.T) {
 			spins := NewInvoker(compile(`\02`), RunConfig{})
 			for i := 0; i < 2; i++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-				done := make(chan error, 1)
-				go func() { _, _, err := invoke(t, ctx, spins, ""); done <- err }()
-				select {
-				case err := <-done:
-					if !errors.Is(err, abi.ErrTimeout) {
-						t.Errorf("event %d: %v, want ErrTimeout", i, err)
-					}
-				case <-time.After(30 * time.Second):
+				err := invokeWithin(t, ctx, spins, 30*time.Second)
+				cancel()
+				if err == errStillRunning {
 					t.Fatalf("event %d: a spinning start function was not stopped 30 s after its deadline", i)
 				}
-				cancel()
+				if !errors.Is(err, abi.ErrTimeout) {
+					t.Errorf("event %d: %v, want ErrTimeout", i, err)
+				}
 			}
 		})
 	}

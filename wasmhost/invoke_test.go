@@ -24,6 +24,24 @@ func invoke(tb testing.TB, ctx context.Context, inv abi.Invoker, stdin string, e
 	return resp, stderr.String(), err
 }
 
+// errStillRunning is invokeWithin's error for an invocation that has
+// not returned in time.
+var errStillRunning = errors.New("the invocation is still running")
+
+// invokeWithin invokes inv with no data and returns its error, or
+// errStillRunning if it has not returned within limit (it is then left
+// running).
+func invokeWithin(tb testing.TB, ctx context.Context, inv abi.Invoker, limit time.Duration) error {
+	done := make(chan error, 1)
+	go func() { _, _, err := invoke(tb, ctx, inv, ""); done <- err }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(limit):
+		return errStillRunning
+	}
+}
+
 func TestInvoker(t *testing.T) {
 	ctx := context.Background()
 	probe := compile(t, NewConfig().WithMemoryLimit(64<<20).WithStdoutLimit(1<<20), functions.Probe)
@@ -245,15 +263,12 @@ func TestInvokerOutputLimitWakesSleep(t *testing.T) {
 			}
 			inv := NewInvoker(mod, RunConfig{})
 			for i := range 2 {
-				done := make(chan error, 1)
-				go func() { _, _, err := invoke(t, context.Background(), inv, ""); done <- err }()
-				select {
-				case err := <-done:
-					if !errors.Is(err, abi.ErrOutputLimit) {
-						t.Fatalf("event %d: %v, want ErrOutputLimit", i, err)
-					}
-				case <-time.After(30 * time.Second):
+				err := invokeWithin(t, context.Background(), inv, 30*time.Second)
+				if err == errStillRunning {
 					t.Fatalf("event %d: still sleeping 30 s after going over its output limit", i)
+				}
+				if !errors.Is(err, abi.ErrOutputLimit) {
+					t.Fatalf("event %d: %v, want ErrOutputLimit", i, err)
 				}
 			}
 		})
