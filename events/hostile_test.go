@@ -312,3 +312,59 @@ func TestWasmRunningCapped(t *testing.T) {
 }
 
 func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+// A plain HTTP request whose path decodes to a NUL byte (%00) is a 400
+// and never reaches the invoker: PATH_INFO would carry the NUL into the
+// guest's environment, which a command's WASI environment and a process's
+// execve refuse (a 500) and a reactor's event_env block would split into
+// two variables.
+func TestPathNULRefused(t *testing.T) {
+	f := &recordEnv{}
+	srv, err := events.New(f, events.NewConfig().WithFunction("fn").WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	for _, path := range []string{"/a%00b", "/%00CE_ID=forged", "/x/%00"} {
+		c := dialSend(t, host(ts.URL), "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+		if code := readStatus(t, c); code != http.StatusBadRequest {
+			t.Errorf("POST %s: %d, want 400", path, code)
+		}
+	}
+	if env := f.env(); env != nil {
+		t.Errorf("the invoker was called with %q", env)
+	}
+	// The front door keeps serving, and an escaped NUL in the query
+	// string stays escaped (QUERY_STRING is not decoded).
+	c := dialSend(t, host(ts.URL), "POST /ok?q=%00 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	if code := readStatus(t, c); code != http.StatusOK {
+		t.Errorf("POST /ok?q=%%00: %d, want 200", code)
+	}
+	for _, kv := range f.env() {
+		if strings.IndexByte(kv, 0) >= 0 {
+			t.Errorf("variable %q has a NUL byte", kv)
+		}
+	}
+}
+
+// recordEnv is an invoker that keeps the environment of its last call.
+type recordEnv struct {
+	mu   sync.Mutex
+	last []string
+}
+
+func (*recordEnv) Runtime() string { return abi.RuntimeWasm }
+
+func (f *recordEnv) Invoke(_ context.Context, req *abi.Request) (*abi.Response, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = append([]string(nil), req.Env...)
+	return &abi.Response{}, nil
+}
+
+func (f *recordEnv) env() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}

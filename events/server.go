@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -436,6 +437,9 @@ func (s *Server) parseRequest(r *http.Request, md mode, body []byte, j *job, c *
 		return err
 	}
 	if md == modePlain {
+		if strings.IndexByte(r.URL.Path, 0) >= 0 {
+			return errPathNUL
+		}
 		c.trace = readTraceContext(r.Header, nil)
 		j.req = abi.Request{ID: requestID(r), Stdin: body, Env: cgiEnv(r, len(body), c.trace)}
 	} else {
@@ -444,6 +448,10 @@ func (s *Server) parseRequest(r *http.Request, md mode, body []byte, j *job, c *
 	}
 	return nil
 }
+
+// errPathNUL refuses a plain HTTP request whose path decodes to a NUL
+// byte: PATH_INFO, a variable of the guest's environment, cannot hold one.
+var errPathNUL = badRequest("request path contains a NUL byte (%00)")
 
 // admitAndInvoke waits for a slot and runs req, recording its phases in c
 // and the metrics. On failure it answers the request and returns the
