@@ -407,3 +407,17 @@ func TestReactorCache(t *testing.T) {
 		t.Errorf("CacheHit %v (%s), IsReactor %v; want both", mod.CacheHit(), mod.CacheDetail(), mod.IsReactor())
 	}
 }
+
+// An event variable with a NUL byte is refused, as a command's is
+// (mergeEnv): in event_env's block of NUL-terminated entries it would
+// become two variables, the second of the client's choosing.
+func TestReactorEventVarNUL(t *testing.T) {
+	inv := newReactorInvoker(t, Config{}, functions.Reactor)
+	resp, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("x"), Env: []string{"CE_ID=a\x00FORGED=1"}})
+	if !errors.Is(err, errEnvNUL) {
+		t.Errorf("a NUL in a variable: %v, stdout %q; want errEnvNUL", err, resp.Stdout)
+	}
+	if _, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("x"), Env: []string{"CE_ID=a"}}); err != nil {
+		t.Errorf("the next event: %v", err)
+	}
+}
