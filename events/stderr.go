@@ -10,6 +10,12 @@ import (
 // newline: a longer line is written in pieces, each prefixed.
 const maxLine = 16 << 10
 
+// flushAt is how many bytes of whole lines a lineWriter gathers before it
+// writes them: what a guest writes at once, up to its whole memory, costs
+// the host that much and a line, not a copy of it with every line
+// prefixed.
+const flushAt = 2 * maxLine
+
 // sink serialises writes to the task's stderr. Every Write it does holds
 // whole lines only, so lines of concurrent invocations never interleave.
 type sink struct {
@@ -73,21 +79,27 @@ func (lw *lineWriter) Write(p []byte) (int, error) {
 	defer lw.mu.Unlock()
 	out := lw.out[:0]
 	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
+		// A line ends within maxLine bytes, or is cut there; len(lw.pending)
+		// is always below maxLine.
+		i := bytes.IndexByte(p[:min(len(p), maxLine-len(lw.pending)+1)], '\n')
 		if i < 0 {
 			if len(lw.pending)+len(p) < maxLine {
 				lw.pending = append(lw.pending, p...)
 				break
 			}
 			// Too long to hold: emit what we have as a line of its own.
-			take := min(len(p), maxLine-len(lw.pending))
+			take := maxLine - len(lw.pending)
 			out = append(append(append(out, lw.prefix...), lw.pending...), p[:take]...)
 			out = append(out, '\n')
 			lw.pending, p = lw.pending[:0], p[take:]
-			continue
+		} else {
+			out = append(append(append(out, lw.prefix...), lw.pending...), p[:i+1]...)
+			lw.pending, p = lw.pending[:0], p[i+1:]
 		}
-		out = append(append(append(out, lw.prefix...), lw.pending...), p[:i+1]...)
-		lw.pending, p = lw.pending[:0], p[i+1:]
+		if len(out) >= flushAt {
+			lw.s.write(out)
+			out = out[:0]
+		}
 	}
 	if len(out) > 0 {
 		lw.s.write(out)
