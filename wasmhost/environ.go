@@ -178,10 +178,14 @@ func environGet(ctx context.Context, mod api.Module, stack []uint64) {
 }
 
 // instantiateWASI instantiates wasi_snapshot_preview1 in r: wazero's
-// functions, but the environment's from the call's context.
+// functions, but the environment's from the call's context, and the
+// arguments of some checked first (exportLimitedWASI).
 func instantiateWASI(ctx context.Context, r wazero.Runtime) error {
 	b := r.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+	if err := exportLimitedWASI(b); err != nil {
+		return err
+	}
 	i32 := api.ValueTypeI32
 	b.NewFunctionBuilder().
 		WithGoModuleFunction(api.GoModuleFunc(environSizesGet), []api.ValueType{i32, i32}, []api.ValueType{i32}).
