@@ -421,3 +421,92 @@ func TestStructuredAttributesBounded(t *testing.T) {
 		}
 	}
 }
+
+// bigReply is an invoker whose every reply is n bytes: a small request,
+// a large reply.
+type bigReply struct{ n int }
+
+func (*bigReply) Runtime() string { return abi.RuntimeWasm }
+
+func (b *bigReply) Invoke(context.Context, *abi.Request) (*abi.Response, error) {
+	return &abi.Response{Stdout: make([]byte, b.n)}, nil
+}
+
+// Replies a client does not read are held within the body budget and the
+// body timeout. Clients asking a function for large replies and reading
+// none of them pinned each reply in the host's heap, and their
+// connections, for as long as they liked: nothing bounded them. A reply
+// now counts against the budget request bodies share until written, an
+// event arriving while the budget is spent gets a 503, and a reply not
+// taken within the body timeout closes its connection.
+func TestUnreadRepliesBounded(t *testing.T) {
+	const reply = 16 << 20
+	srv, err := events.New(&bigReply{n: reply}, events.NewConfig().WithFunction("fn").
+		WithRegisterer(prometheus.NewRegistry()).WithMaxBody(1<<20).WithBodyBudget(8<<20).
+		WithBodyTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, _ := serving(t, srv, context.Background())
+	var unread []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", host(url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		if _, err := io.WriteString(c, rawHeaders(1)+"x"); err != nil {
+			t.Fatal(err)
+		}
+		unread = append(unread, c)
+	}
+	// While their replies are held, a new event is refused.
+	refused := false
+	for deadline := time.Now().Add(10 * time.Second); !refused && time.Now().Before(deadline); {
+		resp, err := post(t, http.DefaultClient, url, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused = resp.StatusCode == http.StatusServiceUnavailable
+		if resp.StatusCode != http.StatusOK && !refused {
+			t.Fatalf("a new event: %d", resp.StatusCode)
+		}
+		if !refused {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if !refused {
+		t.Error("new events were admitted while 48 MiB of unread replies were held")
+	}
+	// Past the body timeout the unread replies' connections are closed,
+	// having sent less than the reply (the other clients were refused
+	// with a 503), and events are served again.
+	time.Sleep(4 * time.Second)
+	cut := 0
+	for i, c := range unread {
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("unread client %d: %v", i, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("unread client %d: its reply was still open 30 s later (%d bytes read)", i, n)
+		}
+		switch {
+		case resp.StatusCode == http.StatusServiceUnavailable:
+		case resp.StatusCode == http.StatusOK && n < reply && err != nil:
+			cut++
+		default:
+			t.Errorf("unread client %d: %d, %d bytes, %v; want a 503 or a reply cut short", i, resp.StatusCode, n, err)
+		}
+	}
+	if cut == 0 {
+		t.Error("no unread reply was cut short")
+	}
+	waitFor(t, func() bool {
+		resp, err := post(t, http.DefaultClient, url, "t")
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+}
