@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"sync"
+	"unicode/utf8"
 )
 
 // maxLine bounds the part of a line held back while waiting for its
@@ -37,13 +38,29 @@ func (s *sink) lines(id, msg string) {
 	s.put(lw)
 }
 
-// get returns a lineWriter prefixing lines with "[id] ".
+// maxPrefixID bounds the event id in the prefix of its guest's lines: a
+// client chooses the id, up to the headers' 64 KiB, and a guest writing
+// short lines would have each cost that much of the task's log.
+const maxPrefixID = 128
+
+// get returns a lineWriter prefixing lines with "[id] ", an id over
+// maxPrefixID bytes cut at a character boundary and followed by "…".
 func (s *sink) get(id string) *lineWriter {
 	lw, _ := s.pool.Get().(*lineWriter)
 	if lw == nil {
 		lw = &lineWriter{s: s}
 	}
-	lw.prefix = append(append(append(lw.prefix[:0], '['), id...), "] "...)
+	lw.prefix = append(lw.prefix[:0], '[')
+	if len(id) > maxPrefixID {
+		cut := maxPrefixID
+		for cut > 0 && !utf8.RuneStart(id[cut]) {
+			cut--
+		}
+		lw.prefix = append(append(lw.prefix, id[:cut]...), "…"...)
+	} else {
+		lw.prefix = append(lw.prefix, id...)
+	}
+	lw.prefix = append(lw.prefix, "] "...)
 	return lw
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // countingWriter counts what it is given, and the largest single write.
@@ -35,7 +36,7 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 // line whole.
 func TestStderrBounded(t *testing.T) {
 	id := strings.Repeat("i", 1<<10)
-	w := &countingWriter{prefix: []byte("[" + id + "] ")}
+	w := &countingWriter{prefix: []byte("[" + id[:maxPrefixID] + "…] ")}
 	s := &sink{w: w}
 	lw := s.get(id)
 	const lines = 64 << 10
@@ -54,5 +55,28 @@ func TestStderrBounded(t *testing.T) {
 	}
 	if want := lines + 4 + 1 + 1; w.lines != want || w.bad != 0 {
 		t.Errorf("%d lines, %d without the prefix; want %d, all prefixed", w.lines, w.bad, want)
+	}
+}
+
+// An event's id prefixes each line its guest writes to stderr, and a
+// client chooses the id: up to the 64 KiB of headers. Cut to 128 bytes,
+// it cannot multiply a guest's lines by 64 KiB each in the task's log.
+func TestStderrPrefixBounded(t *testing.T) {
+	id := strings.Repeat("é", 32<<10) // 64 KiB, two bytes a rune
+	w := &countingWriter{prefix: []byte("[")}
+	s := &sink{w: w}
+	lw := s.get(id)
+	if _, err := lw.Write(bytes.Repeat([]byte("x\n"), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	s.put(lw)
+	if w.lines != 1000 || w.n > 1000*(maxPrefixID+16) {
+		t.Errorf("1000 short lines took %d bytes in %d lines", w.n, w.lines)
+	}
+	if got := string(lw.prefix); !utf8.ValidString(got) || !strings.HasSuffix(got, "…] ") {
+		t.Errorf("prefix of %d bytes, want valid UTF-8 ending in an ellipsis", len(got))
+	}
+	if lw := s.get("short-id"); string(lw.prefix) != "[short-id] " {
+		t.Errorf("prefix %q", lw.prefix)
 	}
 }
