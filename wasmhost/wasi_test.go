@@ -3,6 +3,8 @@ package wasmhost
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -85,5 +87,56 @@ func TestWASILimitsNameLengths(t *testing.T) {
 		if name == "poll_oneoff" && names[2] != "nsubscriptions" {
 			t.Errorf("poll_oneoff's third parameter is %q", names[2])
 		}
+	}
+}
+
+// TestGuestFSOpenFileLimit: with LimitOpenFiles, a guest that opens files
+// without closing them gets EAGAIN at the limit (counted across every
+// instance, each file holding two of the host's descriptors), and what
+// it held is counted free again once its instance is gone. Without the
+// limit one guest could take every descriptor the host process has,
+// its listeners' included.
+func TestGuestFSOpenFileLimit(t *testing.T) {
+	const eagain = 6
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := NewGuestFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys.LimitOpenFiles(8)
+	// Opens "f" until an open fails or 100 succeeded, then exits with
+	// the count | the errno << 8.
+	src := `(module
+		(import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+		(import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+		(memory 1)
+		(data (i32.const 100) "f")
+		(func (export "_start") (local $n i32) (local $errno i32)
+			(loop $l
+				(local.set $errno (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 1)
+					(i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 200)))
+				(if (i32.eqz (local.get $errno)) (then
+					(local.set $n (i32.add (local.get $n) (i32.const 1)))
+					(br_if $l (i32.lt_u (local.get $n) (i32.const 100))))))
+			(call $exit (i32.or (local.get $n) (i32.shl (local.get $errno) (i32.const 8))))))`
+	mod, err := newHost(t, Config{}).Compile(context.Background(), wat(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for run := range 2 {
+		code, err := mod.Run(context.Background(), RunConfig{FS: fsys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The preopened root counts too, once used (wazero opens it then).
+		if n, errno := code&0xff, code>>8; n != 7 || errno != eagain {
+			t.Errorf("run %d: %d files opened, then errno %d; want 7 (and the root), then EAGAIN (%d)", run, n, errno, eagain)
+		}
+	}
+	if n := fsys.files.n.Load(); n != 0 {
+		t.Errorf("%d files still counted open", n)
 	}
 }
