@@ -17,7 +17,8 @@ var (
 
 // bodyReader reads request bodies into memory, growing each buffer as bytes
 // arrive (never to a length the client merely declared) up to the max body,
-// and keeping the bytes buffered by all requests within a budget.
+// and keeping the bytes buffered by all requests within a budget, which
+// the replies being written share (hold).
 type bodyReader struct {
 	max     int64
 	budget  int64
@@ -88,6 +89,18 @@ func readDeadliner(w http.ResponseWriter) deadliner {
 	}
 	return nil
 }
+
+// hold reserves the n bytes of a reply from the budget until it has been
+// written, whether or not they fit: replies are what the guests already
+// wrote. It returns what to unreserve.
+func (br *bodyReader) hold(n int) int64 {
+	br.used.Add(int64(n))
+	return int64(n)
+}
+
+// spent reports whether the budget is overspent: bodies alone never
+// take more than it, replies may (hold).
+func (br *bodyReader) spent() bool { return br.used.Load() > br.budget }
 
 func (br *bodyReader) unreserve(n int64) {
 	if n != 0 {

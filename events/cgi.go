@@ -111,7 +111,7 @@ func parseCGIResponse(out []byte) (resp cgiResponse, reason string, ok bool) {
 	for _, line := range strings.Split(strings.ReplaceAll(string(out[:end]), "\r\n", "\n"), "\n") {
 		name, value, found := strings.Cut(line, ":")
 		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
-		if !found || !validToken(name) || strings.ContainsAny(value, "\x00\r") {
+		if !found || !validToken(name) || !validFieldValue(value) {
 			return resp, "malformed header line " + strconv.Quote(line) + " in the function's CGI response", false
 		}
 		k := http.CanonicalHeaderKey(name)
@@ -135,6 +135,18 @@ func parseCGIResponse(out []byte) (resp cgiResponse, reason string, ok bool) {
 		resp.status = http.StatusFound
 	}
 	return resp, "", true
+}
+
+// validFieldValue tells an HTTP field value (RFC 9110 §5.5): no control
+// character but horizontal tab. HTTP/1 clients refuse a whole response
+// with one ("malformed MIME header line"), so it is the function's error.
+func validFieldValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // validToken tells an HTTP field name (RFC 9110 §5.6.2 token).

@@ -301,6 +301,9 @@ func (p *parser) parseStructured(body []byte, ev *inEvent) error {
 	if !json.Valid(body) {
 		return errMalformedJSON
 	}
+	if attributeBytes(body) > maxAttributeBytes {
+		return errAttributesTooLarge
+	}
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(body, &members); err != nil {
 		return badRequest("structured CloudEvent: not a JSON object")
@@ -329,6 +332,103 @@ func (p *parser) parseStructured(body []byte, ev *inEvent) error {
 		return err
 	}
 	return data.decode(ev)
+}
+
+// maxAttributeBytes bounds a structured event's attributes, every member
+// but data and data_base64, names and values as written: what a binary
+// event's headers may hold (MaxHeaderBytes). Decoding them costs the host
+// tens of times their size, outside the body budget, and each becomes a
+// variable of the guest's environment.
+const maxAttributeBytes = MaxHeaderBytes
+
+var errAttributesTooLarge = &errStatus{http.StatusRequestEntityTooLarge,
+	"structured CloudEvent: its attributes (every member but data) exceed 64 KiB, what a binary event's headers hold"}
+
+// attributeBytes returns the bytes of the members of body, valid JSON,
+// other than "data" and "data_base64": their names and values as
+// written. It is 0 if body is not an object.
+func attributeBytes(body []byte) int {
+	i := skipJSONSpace(body, 0)
+	if i == len(body) || body[i] != '{' {
+		return 0
+	}
+	n := 0
+	for i++; ; {
+		i = skipJSONSpace(body, i)
+		if i == len(body) || body[i] == '}' {
+			return n
+		}
+		if body[i] == ',' {
+			i++
+			continue
+		}
+		name := i
+		i = skipJSONString(body, i)
+		key := body[name:i]
+		i = skipJSONSpace(body, i) + 1 // the colon
+		value := skipJSONSpace(body, i)
+		i = skipJSONValue(body, value)
+		if k := string(key); k != `"data"` && k != `"data_base64"` {
+			n += len(key) + i - value
+		}
+	}
+}
+
+func skipJSONSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipJSONString returns the index after the string starting at b[i].
+func skipJSONString(b []byte, i int) int {
+	start := i + 1
+	for i = start; ; i++ {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return len(b)
+		}
+		i += j
+		k := i
+		for k > start && b[k-1] == '\\' {
+			k--
+		}
+		if (i-k)%2 == 0 { // not escaped
+			return i + 1
+		}
+	}
+}
+
+// skipJSONValue returns the index after the value starting at b[i].
+func skipJSONValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '"':
+			i = skipJSONString(b, i)
+			if depth == 0 {
+				return i
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
+	}
+	return i
 }
 
 // structuredData is a structured event's data as it came: its data and

@@ -3,6 +3,7 @@ package events
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -240,6 +241,27 @@ func TestAppendJSONString(t *testing.T) {
 	} {
 		if got := string(appendJSONString(nil, in)); got != want {
 			t.Errorf("appendJSONString(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestAttributeBytes(t *testing.T) {
+	for body, want := range map[string]int{
+		`{}`:                                0,
+		` { } `:                             0,
+		`[1,2]`:                             0,
+		`{"a":1}`:                           4,
+		`{ "a" : 1 , "bb" : "x\"y" }`:       3 + 1 + 4 + 6,
+		`{"data":{"a":[1,"}]"]},"id":"\\"}`: 4 + 4,
+		`{"data_base64":"AAAA","x":[{"y":null}]}`: 3 + 12,
+		`{"x":true,"data":"q","y":-1.5e3}`:        3 + 4 + 3 + 6,
+		`{"x":"\\\\","z":"\\\""}`:                 3 + 6 + 3 + 6,
+	} {
+		if !json.Valid([]byte(body)) {
+			t.Fatalf("%s: not valid JSON", body)
+		}
+		if got := attributeBytes([]byte(body)); got != want {
+			t.Errorf("%s: %d, want %d", body, got, want)
 		}
 	}
 }

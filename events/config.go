@@ -233,6 +233,13 @@ func (c Config) check() error {
 	default:
 		return fmt.Errorf("events: invalid protocol %q", c.protocol)
 	}
+	for _, a := range []struct{ name, v string }{
+		{"reply type", c.replyType}, {"reply source", c.replySource}, {"reply content type", c.replyCT},
+	} {
+		if err := checkString(a.v); err != nil {
+			return fmt.Errorf("events: invalid %s %q: %w", a.name, a.v, err)
+		}
+	}
 	if c.replySource != "" {
 		if _, err := url.Parse(c.replySource); err != nil {
 			return fmt.Errorf("events: invalid reply source %q: not a URI-reference", c.replySource)

@@ -637,6 +637,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"bad content type": events.NewConfig().WithFunction("f").WithReplyContentType("text/"),
 		"bad source":       events.NewConfig().WithFunction("f").WithReplySource("http://a b:x/"),
 		"negative timeout": events.NewConfig().WithFunction("f").WithTimeout(-time.Second),
+		"type with NUL":    events.NewConfig().WithFunction("f").WithReplyType("a\x00b"),
+		"source not UTF-8": events.NewConfig().WithFunction("f").WithReplySource("/s\xff"),
+		"content type NUL": events.NewConfig().WithFunction("f").WithReplyContentType("text/plain; a=\"\x00\""),
 	} {
 		if _, err := events.New(&fake{}, cfg.WithRegisterer(prometheus.NewRegistry())); err == nil {
 			t.Errorf("%s: New accepted it", name)

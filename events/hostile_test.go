@@ -312,3 +312,201 @@ func TestWasmRunningCapped(t *testing.T) {
 }
 
 func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+// A plain HTTP request whose path decodes to a NUL byte (%00) is a 400
+// and never reaches the invoker: PATH_INFO would carry the NUL into the
+// guest's environment, which a command's WASI environment and a process's
+// execve refuse (a 500) and a reactor's event_env block would split into
+// two variables.
+func TestPathNULRefused(t *testing.T) {
+	f := &recordEnv{}
+	srv, err := events.New(f, events.NewConfig().WithFunction("fn").WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	for _, path := range []string{"/a%00b", "/%00CE_ID=forged", "/x/%00"} {
+		c := dialSend(t, host(ts.URL), "POST "+path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+		if code := readStatus(t, c); code != http.StatusBadRequest {
+			t.Errorf("POST %s: %d, want 400", path, code)
+		}
+	}
+	if env := f.env(); env != nil {
+		t.Errorf("the invoker was called with %q", env)
+	}
+	// The front door keeps serving, and an escaped NUL in the query
+	// string stays escaped (QUERY_STRING is not decoded).
+	c := dialSend(t, host(ts.URL), "POST /ok?q=%00 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	if code := readStatus(t, c); code != http.StatusOK {
+		t.Errorf("POST /ok?q=%%00: %d, want 200", code)
+	}
+	for _, kv := range f.env() {
+		if strings.IndexByte(kv, 0) >= 0 {
+			t.Errorf("variable %q has a NUL byte", kv)
+		}
+	}
+}
+
+// recordEnv is an invoker that keeps the environment of its last call.
+type recordEnv struct {
+	mu   sync.Mutex
+	last []string
+}
+
+func (*recordEnv) Runtime() string { return abi.RuntimeWasm }
+
+func (f *recordEnv) Invoke(_ context.Context, req *abi.Request) (*abi.Response, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = append([]string(nil), req.Env...)
+	return &abi.Response{}, nil
+}
+
+func (f *recordEnv) env() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
+// A structured event's attributes — every member but data and
+// data_base64 — are bounded as a binary event's headers are
+// (MaxHeaderBytes): one 10 MiB event of 880,000 tiny extension attributes
+// took 400 MiB of the host's heap to parse, outside the body budget, and
+// became as many variables of the guest's environment. It is a 413 now,
+// refused before the members are decoded; large data is not concerned.
+func TestStructuredAttributesBounded(t *testing.T) {
+	f := &recordEnv{}
+	srv, err := events.New(f, events.NewConfig().WithFunction("fn").WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(body string) (int, uint64) {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/cloudevents+json")
+		rec := httptest.NewRecorder()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		srv.Handler().ServeHTTP(rec, r)
+		runtime.ReadMemStats(&after)
+		return rec.Code, after.TotalAlloc - before.TotalAlloc
+	}
+	const head = `{"specversion":"1.0","id":"1","source":"/s","type":"t"`
+	var b strings.Builder
+	b.WriteString(head)
+	for i := 0; b.Len() < 10<<20-100; i++ {
+		fmt.Fprintf(&b, `,"x%d":0`, i)
+	}
+	b.WriteString(`}`)
+	if code, alloc := post(b.String()); code != http.StatusRequestEntityTooLarge || alloc > 48<<20 {
+		t.Errorf("880,000 extensions: %d, %d MiB allocated; want 413 and at most about the body", code, alloc>>20)
+	}
+	if env := f.env(); env != nil {
+		t.Errorf("the invoker was called with %d variables", len(env))
+	}
+	// Escaped quotes do not end a string.
+	escaped := head + `,"x":"` + strings.Repeat(`\"`, 40<<10) + `"}`
+	if code, _ := post(escaped); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("an 80 KiB extension: %d, want 413", code)
+	}
+	// Under the bound, and with large data of every kind, events pass.
+	for name, body := range map[string]string{
+		"60 KiB of extensions": head + `,"x":"` + strings.Repeat("a", 60<<10) + `"}`,
+		"8 MiB of JSON data":   head + `,"data":{"a":[` + strings.Repeat(`"\"}",`, 1<<20) + `1]}}`,
+		"8 MiB of base64 data": head + `,"data_base64":"` + strings.Repeat("AAAA", 2<<20) + `"}`,
+		"data first":           `{"data":"` + strings.Repeat("b", 1<<20) + `","specversion":"1.0","id":"1","source":"/s","type":"t"}`,
+	} {
+		if code, _ := post(body); code != http.StatusAccepted {
+			t.Errorf("%s: %d, want 202 (no output)", name, code)
+		}
+	}
+}
+
+// bigReply is an invoker whose every reply is n bytes: a small request,
+// a large reply.
+type bigReply struct{ n int }
+
+func (*bigReply) Runtime() string { return abi.RuntimeWasm }
+
+func (b *bigReply) Invoke(context.Context, *abi.Request) (*abi.Response, error) {
+	return &abi.Response{Stdout: make([]byte, b.n)}, nil
+}
+
+// Replies a client does not read are held within the body budget and the
+// body timeout. Clients asking a function for large replies and reading
+// none of them pinned each reply in the host's heap, and their
+// connections, for as long as they liked: nothing bounded them. A reply
+// now counts against the budget request bodies share until written, an
+// event arriving while the budget is spent gets a 503, and a reply not
+// taken within the body timeout closes its connection.
+func TestUnreadRepliesBounded(t *testing.T) {
+	const reply = 16 << 20
+	srv, err := events.New(&bigReply{n: reply}, events.NewConfig().WithFunction("fn").
+		WithRegisterer(prometheus.NewRegistry()).WithMaxBody(1<<20).WithBodyBudget(8<<20).
+		WithBodyTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, _ := serving(t, srv, context.Background())
+	var unread []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", host(url))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		if _, err := io.WriteString(c, rawHeaders(1)+"x"); err != nil {
+			t.Fatal(err)
+		}
+		unread = append(unread, c)
+	}
+	// While their replies are held, a new event is refused.
+	refused := false
+	for deadline := time.Now().Add(10 * time.Second); !refused && time.Now().Before(deadline); {
+		resp, err := post(t, http.DefaultClient, url, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused = resp.StatusCode == http.StatusServiceUnavailable
+		if resp.StatusCode != http.StatusOK && !refused {
+			t.Fatalf("a new event: %d", resp.StatusCode)
+		}
+		if !refused {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if !refused {
+		t.Error("new events were admitted while 48 MiB of unread replies were held")
+	}
+	// Past the body timeout the unread replies' connections are closed,
+	// having sent less than the reply (the other clients were refused
+	// with a 503), and events are served again.
+	time.Sleep(4 * time.Second)
+	cut := 0
+	for i, c := range unread {
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("unread client %d: %v", i, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("unread client %d: its reply was still open 30 s later (%d bytes read)", i, n)
+		}
+		switch {
+		case resp.StatusCode == http.StatusServiceUnavailable:
+		case resp.StatusCode == http.StatusOK && n < reply && err != nil:
+			cut++
+		default:
+			t.Errorf("unread client %d: %d, %d bytes, %v; want a 503 or a reply cut short", i, resp.StatusCode, n, err)
+		}
+	}
+	if cut == 0 {
+		t.Error("no unread reply was cut short")
+	}
+	waitFor(t, func() bool {
+		resp, err := post(t, http.DefaultClient, url, "t")
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+}

@@ -1,9 +1,12 @@
 package events
 
 import (
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,9 +45,28 @@ type limitedConn struct {
 	state http.ConnState
 	since time.Time
 	once  sync.Once
+	// stalled: a write missed its deadline (a reply the client did not
+	// take, see Server.replyDeadline); Close then resets the connection.
+	stalled atomic.Bool
 }
 
+func (c *limitedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.stalled.Store(true)
+	}
+	return n, err
+}
+
+// Close closes the connection; one whose reply stalled is reset (RST),
+// which drops what the kernel still holds of the reply at once rather
+// than keeping it for a client that does not read.
 func (c *limitedConn) Close() error {
+	if c.stalled.Load() {
+		refuse(c.Conn)
+		c.once.Do(func() { c.l.remove(c) })
+		return nil
+	}
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.remove(c) })
 	return err

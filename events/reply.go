@@ -166,7 +166,10 @@ func (s *Server) reply(w http.ResponseWriter, md mode, ev *inEvent, out []byte, 
 		bp := s.getBuf()
 		defer s.bufs.Put(bp)
 		b := appendStructured((*bp)[:0], unsafe36(&idBuf), s.replySource, typ, now, ct, out)
-		*bp = b
+		defer s.bodies.unreserve(s.bodies.hold(len(b)))
+		if cap(b) <= 1<<20 { // keep small buffers only
+			*bp = b
+		}
 		vals := make([]string, 3)
 		vals[0], vals[1], vals[2] = ceJSON[0], strconv.Itoa(len(b)), c.serverTiming()
 		h["Content-Type"] = vals[0:1:1]

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -317,6 +318,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // fail answers with a short text/plain error and returns code.
 func (s *Server) fail(w http.ResponseWriter, c *call, code int, msg string) int {
+	s.replyDeadline(w)
 	h := w.Header()
 	h["Content-Type"] = textPlain
 	h["X-Content-Type-Options"] = nosniff
@@ -366,9 +368,15 @@ func (s *Server) event(w http.ResponseWriter, r *http.Request, c *call) int {
 	if err := s.parseRequest(r, md, body, j, c); err != nil {
 		return s.clientError(w, c, err)
 	}
+	if s.bodies.spent() { // by replies not yet taken
+		return s.fail(w, c, http.StatusServiceUnavailable, errBodyBudget.Error())
+	}
 	resp, code := s.admitAndInvoke(w, r, c, &j.req)
 	if code != 0 {
 		return code
+	}
+	if resp != nil {
+		defer s.bodies.unreserve(s.bodies.hold(len(resp.Stdout)))
 	}
 	return s.answer(w, md, &j.ev, j.req.ID, resp, c)
 }
@@ -436,6 +444,9 @@ func (s *Server) parseRequest(r *http.Request, md mode, body []byte, j *job, c *
 		return err
 	}
 	if md == modePlain {
+		if strings.IndexByte(r.URL.Path, 0) >= 0 {
+			return errPathNUL
+		}
 		c.trace = readTraceContext(r.Header, nil)
 		j.req = abi.Request{ID: requestID(r), Stdin: body, Env: cgiEnv(r, len(body), c.trace)}
 	} else {
@@ -444,6 +455,10 @@ func (s *Server) parseRequest(r *http.Request, md mode, body []byte, j *job, c *
 	}
 	return nil
 }
+
+// errPathNUL refuses a plain HTTP request whose path decodes to a NUL
+// byte: PATH_INFO, a variable of the guest's environment, cannot hold one.
+var errPathNUL = badRequest("request path contains a NUL byte (%00)")
 
 // admitAndInvoke waits for a slot and runs req, recording its phases in c
 // and the metrics. On failure it answers the request and returns the
@@ -480,6 +495,7 @@ func (s *Server) admitAndInvoke(w http.ResponseWriter, r *http.Request, c *call,
 // answer replies with the function's output: as plain HTTP, as a
 // CloudEvent in mode md, or 202 Accepted when there is none.
 func (s *Server) answer(w http.ResponseWriter, md mode, ev *inEvent, id string, resp *abi.Response, c *call) int {
+	s.replyDeadline(w)
 	var out []byte
 	if resp != nil {
 		out = resp.Stdout
@@ -496,6 +512,18 @@ func (s *Server) answer(w http.ResponseWriter, md mode, ev *inEvent, id string, 
 	}
 	return s.reply(w, md, ev, out, c)
 }
+
+// replyDeadline gives the client the body timeout to take the reply about
+// to be written, after which its connection (its stream, for HTTP/2) is
+// closed: a reply nobody reads must not hold its bytes and its connection
+// for good. net/http clears the deadline once the response is written.
+func (s *Server) replyDeadline(w http.ResponseWriter) {
+	if d, ok := w.(writeDeadliner); ok {
+		_ = d.SetWriteDeadline(time.Now().Add(s.bodies.timeout))
+	}
+}
+
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
 // requestID names a plain HTTP invocation in logs: its X-Request-Id when
 // it has a printable one, else a new UUID.

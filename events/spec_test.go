@@ -273,6 +273,11 @@ func TestPlainHTTP(t *testing.T) {
 		{"Location: /elsewhere\n\n", "", 302},                // RFC 3875 §6.2.3
 		{"Status: 99 Odd\n\n", "", 500},                      // invalid status
 		{"Content-Type: text/plain\nno colon\n\nx", "", 500}, // malformed block
+		// A control character in a value: HTTP/1 clients refused the
+		// whole response ("malformed MIME header line").
+		{"Content-Type: text/plain\nX-A: a\x01b\n\nx", "", 500},
+		{"Content-Type: text/plain\nX-A: a\x7fb\n\nx", "", 500},
+		{"Content-Type: text/plain\nX-A: a\tb\xff\n\nx", "x", 200}, // HTAB and obs-text are field content
 		{"", "", 200},                // nothing: an empty 200
 		{"status: 418\n\n", "", 418}, // names are case-insensitive
 		{"Content-Type: text/plain\n(no blank line)", "Content-Type: text/plain\n(no blank line)", 200},

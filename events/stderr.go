@@ -4,11 +4,18 @@ import (
 	"bytes"
 	"io"
 	"sync"
+	"unicode/utf8"
 )
 
 // maxLine bounds the part of a line held back while waiting for its
 // newline: a longer line is written in pieces, each prefixed.
 const maxLine = 16 << 10
+
+// flushAt is how many bytes of whole lines a lineWriter gathers before it
+// writes them: what a guest writes at once, up to its whole memory, costs
+// the host that much and a line, not a copy of it with every line
+// prefixed.
+const flushAt = 2 * maxLine
 
 // sink serialises writes to the task's stderr. Every Write it does holds
 // whole lines only, so lines of concurrent invocations never interleave.
@@ -31,13 +38,29 @@ func (s *sink) lines(id, msg string) {
 	s.put(lw)
 }
 
-// get returns a lineWriter prefixing lines with "[id] ".
+// maxPrefixID bounds the event id in the prefix of its guest's lines: a
+// client chooses the id, up to the headers' 64 KiB, and a guest writing
+// short lines would have each cost that much of the task's log.
+const maxPrefixID = 128
+
+// get returns a lineWriter prefixing lines with "[id] ", an id over
+// maxPrefixID bytes cut at a character boundary and followed by "…".
 func (s *sink) get(id string) *lineWriter {
 	lw, _ := s.pool.Get().(*lineWriter)
 	if lw == nil {
 		lw = &lineWriter{s: s}
 	}
-	lw.prefix = append(append(append(lw.prefix[:0], '['), id...), "] "...)
+	lw.prefix = append(lw.prefix[:0], '[')
+	if len(id) > maxPrefixID {
+		cut := maxPrefixID
+		for cut > 0 && !utf8.RuneStart(id[cut]) {
+			cut--
+		}
+		lw.prefix = append(append(lw.prefix, id[:cut]...), "…"...)
+	} else {
+		lw.prefix = append(lw.prefix, id...)
+	}
+	lw.prefix = append(lw.prefix, "] "...)
 	return lw
 }
 
@@ -73,21 +96,27 @@ func (lw *lineWriter) Write(p []byte) (int, error) {
 	defer lw.mu.Unlock()
 	out := lw.out[:0]
 	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
+		// A line ends within maxLine bytes, or is cut there; len(lw.pending)
+		// is always below maxLine.
+		i := bytes.IndexByte(p[:min(len(p), maxLine-len(lw.pending)+1)], '\n')
 		if i < 0 {
 			if len(lw.pending)+len(p) < maxLine {
 				lw.pending = append(lw.pending, p...)
 				break
 			}
 			// Too long to hold: emit what we have as a line of its own.
-			take := min(len(p), maxLine-len(lw.pending))
+			take := maxLine - len(lw.pending)
 			out = append(append(append(out, lw.prefix...), lw.pending...), p[:take]...)
 			out = append(out, '\n')
 			lw.pending, p = lw.pending[:0], p[take:]
-			continue
+		} else {
+			out = append(append(append(out, lw.prefix...), lw.pending...), p[:i+1]...)
+			lw.pending, p = lw.pending[:0], p[i+1:]
 		}
-		out = append(append(append(out, lw.prefix...), lw.pending...), p[:i+1]...)
-		lw.pending, p = lw.pending[:0], p[i+1:]
+		if len(out) >= flushAt {
+			lw.s.write(out)
+			out = out[:0]
+		}
 	}
 	if len(out) > 0 {
 		lw.s.write(out)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opencontainers/runtime-spec/specs-go"
 
@@ -198,10 +199,16 @@ var knobs = []knob{
 		if strings.TrimSpace(v) == "" {
 			return errors.New("want a non-empty CloudEvents type")
 		}
+		if err := checkString(v); err != nil {
+			return err
+		}
 		k.ReplyType = v
 		return nil
 	}},
 	{"reply-source", func(k *Knobs, v string) error {
+		if err := checkString(v); err != nil {
+			return err
+		}
 		if _, err := url.Parse(v); err != nil || v == "" {
 			return errors.New("want a non-empty URI-reference")
 		}
@@ -209,6 +216,9 @@ var knobs = []knob{
 		return nil
 	}},
 	{"reply-content-type", func(k *Knobs, v string) error {
+		if err := checkString(v); err != nil {
+			return err
+		}
 		if _, _, err := mime.ParseMediaType(v); err != nil {
 			return fmt.Errorf("want a media type: %v", err)
 		}
@@ -321,3 +331,20 @@ func positiveDuration(v string) (time.Duration, error) {
 // ParseSize parses a byte count with an optional binary suffix: "1048576",
 // "64Ki", "256Mi", "2Gi"; the host program's sizes are written the same way.
 func ParseSize(v string) (uint64, error) { return hostargs.ParseSize(v) }
+
+// checkString requires v to be a CloudEvents String, as the reply's
+// attributes must be: valid UTF-8 without the control characters
+// U+0000–U+001F and U+007F–U+009F. It also keeps a NUL out of the host
+// program's arguments, which execve cannot pass: the task would be
+// created and then fail to start.
+func checkString(v string) error {
+	if !utf8.ValidString(v) {
+		return errors.New("want valid UTF-8 (a CloudEvents String)")
+	}
+	for _, r := range v {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+			return fmt.Errorf("control character %U (want a CloudEvents String)", r)
+		}
+	}
+	return nil
+}

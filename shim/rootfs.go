@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/containerd/containerd/api/types"
@@ -94,7 +95,7 @@ func (r *rootfsFiles) open(p string) (*os.File, error) {
 		}
 		if !fi.Mode().IsRegular() {
 			f.Close()
-			return nil, errors.New("not a regular file")
+			return nil, errNotRegular
 		}
 		return f, nil
 	}
@@ -157,20 +158,41 @@ func (r *rootfsFiles) readFile(p string, max int64) ([]byte, error) {
 	}
 }
 
+// errNotRegular refuses a path that is not a regular file.
+var errNotRegular = errors.New("not a regular file")
+
+// openInRoot opens the regular file rel under root for reading. It looks
+// at what rel is before opening it: the layers are host directories, and
+// opening a device node there would open the host's device (see
+// TestRootfsDevicesNotOpened), so rel is resolved to an O_PATH handle,
+// which opens nothing, and only a regular file is reopened through it.
 func openInRoot(root, rel string) (*os.File, error) {
 	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: root, Err: err}
 	}
 	defer unix.Close(dir)
-	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK,
+	name := filepath.Join(root, rel)
+	path, err := unix.Openat2(dir, rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	})
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: filepath.Join(root, rel), Err: err}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
-	return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
+	defer unix.Close(path)
+	var st unix.Stat_t
+	if err := unix.Fstat(path, &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: name, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, errNotRegular
+	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(path), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 // lazyRootfs opens the task's root file system on first use: most tasks

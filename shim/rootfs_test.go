@@ -105,3 +105,34 @@ func TestRootfsReadFileOneBuffer(t *testing.T) {
 		t.Error("a file one byte over the limit was read")
 	}
 }
+
+// TestRootfsDevicesNotOpened: an image's entrypoint that is a device node
+// is refused without being opened. The layers are host directories, so
+// opening a node there opens the host's device, as root and outside the
+// container's device cgroup (a watchdog arms when opened); an image can
+// ship nodes, and a container with CAP_MKNOD can make one in its upper
+// layer before a `ctr task exec`. The test's nodes have a major number no
+// driver has (240, local use): opening one fails with ENXIO, which is how
+// the test tells that it was opened.
+func TestRootfsDevicesNotOpened(t *testing.T) {
+	layer := t.TempDir()
+	dev := int(unix.Mkdev(240, 0))
+	for name, mode := range map[string]uint32{"char.wasm": unix.S_IFCHR, "block.wasm": unix.S_IFBLK, "fifo.wasm": unix.S_IFIFO} {
+		if err := unix.Mknod(filepath.Join(layer, name), mode|0o644, dev); err != nil {
+			t.Fatalf("mknod %s: %v", name, err)
+		}
+	}
+	os.Symlink("/char.wasm", filepath.Join(layer, "link.wasm"))
+	r := &rootfsFiles{layers: []string{layer}}
+	for _, p := range []string{"/char.wasm", "/block.wasm", "/fifo.wasm", "/link.wasm"} {
+		_, err := r.header(p)
+		if errors.Is(err, unix.ENXIO) {
+			t.Errorf("%s: the device was opened: %v", p, err)
+		} else if err == nil || err.Error() != "not a regular file" {
+			t.Errorf("%s: %v, want not a regular file", p, err)
+		}
+		if _, err := r.readFile(p, 100); err == nil || errors.Is(err, unix.ENXIO) {
+			t.Errorf("readFile %s: %v, want not a regular file", p, err)
+		}
+	}
+}

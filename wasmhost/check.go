@@ -133,7 +133,31 @@ func (m *moduleInfo) check(c Config) error {
 	if err := m.checkMemory(c); err != nil {
 		return err
 	}
+	if err := m.checkData(); err != nil {
+		return err
+	}
 	return m.checkGlobalRefs()
+}
+
+// checkData requires every active data segment with a constant offset to
+// fit the minimum memory, which is the memory's size when instantiation
+// writes it: one that does not fails every instance (a reactor's
+// initialisation, each event of a command), so the module cannot start.
+func (m *moduleInfo) checkData() error {
+	if len(m.memories) != 1 {
+		return nil // none, or an import, which checkImports refuses
+	}
+	size := uint64(m.memories[0].min) * PageSize
+	for i, d := range m.data {
+		if d.passive || d.memory != 0 || !d.constOffset {
+			continue
+		}
+		if uint64(d.offset)+uint64(len(d.init)) > size {
+			return fmt.Errorf("%w: data segment %d (%d bytes at %#x) ends beyond the module's minimum memory of %d bytes: no instance could start",
+				ErrInvalid, i, len(d.init), d.offset, size)
+		}
+	}
+	return nil
 }
 
 // checkGlobalRefs requires the function bodies to use only the module's

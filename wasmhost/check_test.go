@@ -81,6 +81,15 @@ func TestCheck(t *testing.T) {
 			wasm: wat(t, `(module (memory 100) (func (export "_start")))`)},
 		{name: "maximum memory over the limit is fine", cfg: NewConfig().WithMemoryLimit(1 << 20),
 			wasm: wat(t, `(module (memory 1 1000) (func (export "_start")))`)},
+		// Instantiation writes active segments into the minimum memory:
+		// one beyond it fails every instance, so the module cannot start.
+		{name: "data beyond the minimum memory", err: ErrInvalid,
+			msg:  "data segment 1 (10 bytes at 0xfffa) ends beyond the module's minimum memory of 65536 bytes: no instance could start",
+			wasm: wat(t, `(module (memory 1) (data (i32.const 0) "a") (data (i32.const 65530) "0123456789") (func (export "_start")))`)},
+		{name: "reactor data beyond the minimum memory", err: ErrInvalid, msg: "data segment 0 (1 bytes at 0x10000) ends beyond",
+			wasm: wat(t, `(module (memory 1) (data (i32.const 65536) "x") (func (export "nebula_handle") (result i32) (i32.const 0)))`)},
+		{name: "data up to the minimum memory is fine",
+			wasm: wat(t, `(module (memory 1) (data (i32.const 65526) "0123456789") (func (export "_start")))`)},
 		{name: "invalid body", err: ErrInvalid, msg: "invalid WebAssembly module: ",
 			wasm: wat(t, `(module (func (export "_start") (drop (i32.const 1)) (drop)))`)},
 	}

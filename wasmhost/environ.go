@@ -37,8 +37,10 @@ var errEnvNUL = errors.New("wasmhost: environment variable contains a NUL byte")
 // mergeEnv returns vars with the KEY=VALUE entries of add applied in order,
 // as a process's setenv would: a key already there keeps its position and
 // takes the new value, a new key is appended. Entries with no '=' or an
-// empty key are ignored; one containing NUL is an error.
+// empty key are ignored; one containing NUL is an error. It takes time
+// linear in the variables (an event may bring thousands).
 func mergeEnv(vars []envVar, add []string) ([]envVar, error) {
+	var index map[string]int // past linearEnvMax variables
 	for _, kv := range add {
 		k, _, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
@@ -47,8 +49,24 @@ func mergeEnv(vars []envVar, add []string) ([]envVar, error) {
 		if strings.IndexByte(kv, 0) >= 0 {
 			return vars, fmt.Errorf("%w: %.64q", errEnvNUL, kv)
 		}
-		i := indexEnv(vars, k)
+		if index == nil && len(vars) >= linearEnvMax {
+			index = make(map[string]int, len(vars)+len(add))
+			for i := range vars {
+				if _, dup := index[vars[i].key]; !dup {
+					index[vars[i].key] = i
+				}
+			}
+		}
+		i := -1
+		if index == nil {
+			i = indexEnv(vars, k)
+		} else if j, found := index[k]; found {
+			i = j
+		}
 		if i < 0 {
+			if index != nil {
+				index[k] = len(vars)
+			}
 			vars = append(vars, envVar{key: k, kv: kv})
 		} else {
 			vars[i].kv = kv
@@ -57,11 +75,46 @@ func mergeEnv(vars []envVar, add []string) ([]envVar, error) {
 	return vars, nil
 }
 
+// linearEnvMax is the most variables looked up by a linear search, as a
+// handful are: allocation-free, and faster than a map at that size.
+const linearEnvMax = 32
+
 func indexEnv(vars []envVar, key string) int {
 	for i := range vars {
 		if vars[i].key == key {
 			return i
 		}
+	}
+	return -1
+}
+
+// envIndex finds keys in vars: by a linear search, or past linearEnvMax
+// variables through a map of their first positions.
+type envIndex struct {
+	vars []envVar
+	m    map[string]int
+}
+
+func newEnvIndex(vars []envVar) envIndex {
+	x := envIndex{vars: vars}
+	if len(vars) > linearEnvMax {
+		x.m = make(map[string]int, len(vars))
+		for i := range vars {
+			if _, dup := x.m[vars[i].key]; !dup {
+				x.m[vars[i].key] = i
+			}
+		}
+	}
+	return x
+}
+
+// find returns the index of key, or -1.
+func (x envIndex) find(key string) int {
+	if x.m == nil {
+		return indexEnv(x.vars, key)
+	}
+	if i, ok := x.m[key]; ok {
+		return i
 	}
 	return -1
 }
@@ -103,15 +156,16 @@ func (e *environ) build() {
 		return
 	}
 	e.built, e.count, e.block = true, 0, e.block[:0]
+	inEvent, inTask := newEnvIndex(e.event), newEnvIndex(e.task)
 	for _, v := range e.task {
-		if i := indexEnv(e.event, v.key); i >= 0 {
+		if i := inEvent.find(v.key); i >= 0 {
 			v = e.event[i]
 		}
 		e.block = append(append(e.block, v.kv...), 0)
 		e.count++
 	}
 	for _, v := range e.event {
-		if indexEnv(e.task, v.key) < 0 {
+		if inTask.find(v.key) < 0 {
 			e.block = append(append(e.block, v.kv...), 0)
 			e.count++
 		}
@@ -178,10 +232,14 @@ func environGet(ctx context.Context, mod api.Module, stack []uint64) {
 }
 
 // instantiateWASI instantiates wasi_snapshot_preview1 in r: wazero's
-// functions, but the environment's from the call's context.
+// functions, but the environment's from the call's context, and the
+// arguments of some checked first (exportLimitedWASI).
 func instantiateWASI(ctx context.Context, r wazero.Runtime) error {
 	b := r.NewHostModuleBuilder(wasi_snapshot_preview1.ModuleName)
 	wasi_snapshot_preview1.NewFunctionExporter().ExportFunctions(b)
+	if err := exportLimitedWASI(b); err != nil {
+		return err
+	}
 	i32 := api.ValueTypeI32
 	b.NewFunctionBuilder().
 		WithGoModuleFunction(api.GoModuleFunc(environSizesGet), []api.ValueType{i32, i32}, []api.ValueType{i32}).

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -116,5 +119,51 @@ func TestEnvironNoMemory(t *testing.T) {
 		if stack[0] != wasiErrnoFault {
 			t.Errorf("errno %d, want %d (fault)", stack[0], wasiErrnoFault)
 		}
+	}
+}
+
+// TestEnvironManyVariables: an event's variables are merged over the
+// task's in time linear in their number, with the same result as a
+// handful. An event can bring thousands (one CE_* per extension
+// attribute, one HTTP_* per header); the lookups were a linear search
+// each, and 500,000 variables took minutes of a core before the guest
+// started, outside its deadline.
+func TestEnvironManyVariables(t *testing.T) {
+	const n = 500_000
+	task := make([]string, 0, n/2)
+	for i := range n / 2 {
+		task = append(task, fmt.Sprintf("T%d=task", i))
+	}
+	add := make([]string, 0, n+2)
+	for i := range n {
+		add = append(add, fmt.Sprintf("E%d=%d", i, i))
+	}
+	add = append(add, "T7=event", "E3=again") // over the task's, over an earlier one
+	done := make(chan *environ, 1)
+	go func() {
+		vars, _ := mergeEnv(nil, task)
+		var e environ
+		if err := e.reset(vars, add); err != nil {
+			t.Error(err)
+		}
+		e.build()
+		done <- &e
+	}()
+	var e *environ
+	select {
+	case e = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("merging 500,000 variables did not finish in 60 s")
+	}
+	if want := n/2 + n; e.count != want {
+		t.Errorf("%d variables, want %d", e.count, want)
+	}
+	for _, kv := range []string{"\x00T7=event\x00", "\x00E3=again\x00", "\x00T8=task\x00", fmt.Sprintf("\x00E%d=%d\x00", n-1, n-1)} {
+		if !strings.Contains("\x00"+string(e.block), kv) {
+			t.Errorf("the block lacks %q", kv[1:len(kv)-1])
+		}
+	}
+	if strings.Contains(string(e.block), "E3=3\x00") {
+		t.Error("E3's first value was kept")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
@@ -77,7 +78,29 @@ type GuestFS struct {
 	prefix []string              // hidden paths relative to the root, cleaned
 	mounts map[uint64]struct{}   // IDs of mounts the guest may not enter
 
-	guard *fdGuard // nil but in a copy from guarded
+	guard *fdGuard   // nil but in a copy from guarded
+	files *openFiles // shared with the copies; nil: no limit
+}
+
+// openFiles counts the files open through a GuestFS and its copies.
+type openFiles struct {
+	n   atomic.Int64
+	max int64
+}
+
+// LimitOpenFiles makes OpenFile fail with EAGAIN while n files opened
+// through g are open, whichever instances opened them. Call it before g
+// is used.
+//
+// # Notes
+//
+//   - Each open file holds two of the host's descriptors (the checked
+//     O_PATH handle and the file), and the host process shares its
+//     RLIMIT_NOFILE with its listeners: without a limit, one guest
+//     opening files in a loop left none for accepting connections.
+//   - EAGAIN, not EMFILE, which WASI has but wazero does not pass on.
+func (g *GuestFS) LimitOpenFiles(n int) {
+	g.files = &openFiles{max: int64(n)}
 }
 
 // fileID identifies a file system object.
@@ -466,6 +489,25 @@ func toOpenFlags(flag experimentalsys.Oflag) int {
 // the object checked. O_CREAT creates the file in a checked directory
 // first; O_TRUNC is applied after the check.
 func (g *GuestFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (experimentalsys.File, experimentalsys.Errno) {
+	c := g.files
+	if c == nil {
+		return g.openFile(p, flag, perm)
+	}
+	if c.n.Add(1) > c.max {
+		c.n.Add(-1)
+		return nil, experimentalsys.EAGAIN
+	}
+	f, errno := g.openFile(p, flag, perm)
+	if errno != 0 {
+		c.n.Add(-1)
+		return nil, errno
+	}
+	f.counted = true
+	return f, 0
+}
+
+// openFile opens p for OpenFile.
+func (g *GuestFS) openFile(p string, flag experimentalsys.Oflag, perm fs.FileMode) (*guestFile, experimentalsys.Errno) {
 	if g.hiddenName(p) {
 		return nil, experimentalsys.ENOENT
 	}

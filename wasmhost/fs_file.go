@@ -20,6 +20,8 @@ type guestFile struct {
 
 	guard *fdGuard // nil unless opened through a guarded GuestFS
 	event uint64   // guard's event when opened
+	// counted: the file counts towards g's limit (LimitOpenFiles).
+	counted bool
 }
 
 // Readdir implements the same method as documented on sys.File. It omits
@@ -98,6 +100,10 @@ func (f *guestFile) Close() experimentalsys.Errno {
 	if f.handle >= 0 {
 		unix.Close(f.handle)
 		f.handle = -1
+	}
+	if f.counted {
+		f.counted = false
+		f.g.files.n.Add(-1)
 	}
 	return errno
 }

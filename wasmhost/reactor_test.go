@@ -336,7 +336,8 @@ func TestReactorStartAndData(t *testing.T) {
 }
 
 // TestReactorInitFailures: what fails in initialisation fails
-// NewReactorInvoker with the reason.
+// NewReactorInvoker with the reason. (Data beyond the minimum memory is
+// refused before, by Compile: TestCheck.)
 func TestReactorInitFailures(t *testing.T) {
 	const handle = `(func (export "nebula_handle") (result i32) (i32.const 0))`
 	tests := []struct{ name, src, msg string }{
@@ -344,7 +345,6 @@ func TestReactorInitFailures(t *testing.T) {
 		{"proc_exit", `(module (import "wasi_snapshot_preview1" "proc_exit" (func $e (param i32)))
 			(func (export "_initialize") (call $e (i32.const 3))) ` + handle + `)`, "_initialize called proc_exit(3)"},
 		{"start traps", `(module (func $s unreachable) (start $s) ` + handle + `)`, "the start function: guest trapped"},
-		{"data out of bounds", `(module (memory 1) (data (i32.const 65535) "xy") ` + handle + `)`, "data segment 0 (2 bytes at 0xffff) is out of bounds"},
 		{"memory limit", `(module (memory 1) (func (export "_initialize") (if (i32.lt_s (memory.grow (i32.const 10)) (i32.const 0)) (then unreachable))) ` + handle + `)`,
 			"memory limit of 131072 bytes reached"},
 	}
@@ -405,5 +405,19 @@ func TestReactorCache(t *testing.T) {
 	}
 	if !mod.CacheHit() || !mod.IsReactor() {
 		t.Errorf("CacheHit %v (%s), IsReactor %v; want both", mod.CacheHit(), mod.CacheDetail(), mod.IsReactor())
+	}
+}
+
+// An event variable with a NUL byte is refused, as a command's is
+// (mergeEnv): in event_env's block of NUL-terminated entries it would
+// become two variables, the second of the client's choosing.
+func TestReactorEventVarNUL(t *testing.T) {
+	inv := newReactorInvoker(t, Config{}, functions.Reactor)
+	resp, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("x"), Env: []string{"CE_ID=a\x00FORGED=1"}})
+	if !errors.Is(err, errEnvNUL) {
+		t.Errorf("a NUL in a variable: %v, stdout %q; want errEnvNUL", err, resp.Stdout)
+	}
+	if _, err := inv.Invoke(context.Background(), &abi.Request{Stdin: []byte("x"), Env: []string{"CE_ID=a"}}); err != nil {
+		t.Errorf("the next event: %v", err)
 	}
 }

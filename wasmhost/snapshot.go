@@ -367,8 +367,11 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	defer inv.putSlot(s)
 
 	ctx = s.begin(ctx, req, inv.mod.instrumented)
-	s.call.vars = appendEnvBlock(s.call.vars[:0], req.Env)
 	defer s.release()
+	var err error
+	if s.call.vars, err = appendEnvBlock(s.call.vars[:0], req.Env); err != nil {
+		return &abi.Response{}, err
+	}
 	ctx = withEnviron(ctx, &s.call)
 
 	resp := &abi.Response{}
@@ -399,7 +402,7 @@ func (inv *ReactorInvoker) Invoke(ctx context.Context, req *abi.Request) (*abi.R
 	k.restored = 0
 	s.stopG, s.fuelG = k.stop, k.fuel
 	watch := k.watchDeadline(ctx)
-	err := k.handle.CallWithStack(ctx, s.stack[:1])
+	err = k.handle.CallWithStack(ctx, s.stack[:1])
 	fired := !watch()
 	resp.Execution = time.Since(t1)
 	r := classify(ctx, err, &s.mem)
@@ -442,14 +445,19 @@ func (inv *ReactorInvoker) restore(mod api.Module, mem *linearMemory) error {
 }
 
 // appendEnvBlock appends env's KEY=VALUE entries to b, each followed by a
-// NUL, as event_env returns them.
-func appendEnvBlock(b []byte, env []string) []byte {
+// NUL, as event_env returns them. Like mergeEnv, it ignores entries with
+// no '=' or an empty key and refuses one containing NUL, which would read
+// as two.
+func appendEnvBlock(b []byte, env []string) ([]byte, error) {
 	for _, kv := range env {
 		if k, _, ok := strings.Cut(kv, "="); ok && k != "" {
+			if strings.IndexByte(kv, 0) >= 0 {
+				return b, fmt.Errorf("%w: %.64q", errEnvNUL, kv)
+			}
 			b = append(append(b, kv...), 0)
 		}
 	}
-	return b
+	return b, nil
 }
 
 // instantiateReactorImports instantiates ImportModule's functions in r.

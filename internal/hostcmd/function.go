@@ -48,6 +48,28 @@ func connectionCap(knob int, stderr io.Writer) int {
 	return want
 }
 
+// hostFDs is what the host keeps of RLIMIT_NOFILE for itself, besides the
+// connections and the guests' files: listeners, the module's cache
+// entry, the runtime's own (epoll, pipes), stdio.
+const hostFDs = 64
+
+// guestFileLimit is how many files the wasm guests may hold open at
+// once (wasmhost.GuestFS.LimitOpenFiles): half (a file holds two
+// descriptors) of what RLIMIT_NOFILE leaves beside hostFDs and, in
+// function mode, the connections of both ports, but at least 8. Beyond
+// it a guest's open fails, rather than the front door's accept.
+func guestFileLimit(a hostargs.Args) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 8
+	}
+	free := int(min(rl.Cur, 1<<20)) - hostFDs
+	if a.Mode == hostargs.ModeFunction {
+		free -= connectionCap(a.MaxConnections, io.Discard) + events.MetricsMaxConnections
+	}
+	return max(free/2, 8)
+}
+
 // spawnInvoker runs the entrypoint afresh for every event.
 func spawnInvoker(args []string) abi.Invoker {
 	wd, err := os.Getwd()

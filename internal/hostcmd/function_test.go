@@ -1,11 +1,18 @@
 package hostcmd
 
 import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"nebula.dev/nebula/events"
+	"nebula.dev/nebula/internal/hostargs"
+	"nebula.dev/nebula/wasmhost"
 )
 
 // TestConnectionCap: under containerd's default RLIMIT_NOFILE of 1024 the
@@ -30,5 +37,72 @@ func TestConnectionCap(t *testing.T) {
 	}
 	if got := connectionCap(100, &warn); got != 100 {
 		t.Errorf("100: %d", got)
+	}
+}
+
+// TestGuestFileLimit: under containerd's default RLIMIT_NOFILE of 1024, a
+// guest opening files without closing them is refused (EAGAIN) while the
+// connections of both ports and the host's own descriptors still fit;
+// it used to open files until the process had no descriptor left
+// (EMFILE, which the guest sees as EIO), and the front door could then
+// accept no connection.
+func TestGuestFileLimit(t *testing.T) {
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 1024, Max: old.Max}); err != nil {
+		t.Fatal(err)
+	}
+	a := hostargs.Args{Mode: hostargs.ModeFunction, Command: []string{"/fn.wasm"}}
+	rc, err := guestWorld(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Opens the file f until an open fails or 2000 succeeded, then exits
+	// with the count | the errno << 16.
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	os.WriteFile(f, nil, 0o644)
+	src, wasm := filepath.Join(dir, "open.wat"), filepath.Join(dir, "open.wasm")
+	os.WriteFile(src, []byte(`(module
+		(import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+		(import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+		(memory 1)
+		(data (i32.const 100) "`+f[1:]+`")
+		(func (export "_start") (local $n i32) (local $errno i32)
+			(loop $l
+				(local.set $errno (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const `+strconv.Itoa(len(f)-1)+`)
+					(i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 200)))
+				(if (i32.eqz (local.get $errno)) (then
+					(local.set $n (i32.add (local.get $n) (i32.const 1)))
+					(br_if $l (i32.lt_u (local.get $n) (i32.const 2000))))))
+			(call $exit (i32.or (local.get $n) (i32.shl (local.get $errno) (i32.const 16))))))`), 0o644)
+	if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm: %v: %s", err, out)
+	}
+	b, err := os.ReadFile(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := wasmhost.New(context.Background(), wasmhost.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	mod, err := h.Compile(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := mod.Run(context.Background(), rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const eagain = 6
+	n, errno := code&0xffff, code>>16
+	// What the guests may hold leaves the connections of both ports free.
+	if most := (1024 - events.DefaultMaxConnections - events.MetricsMaxConnections) / 2; errno != eagain || n >= most {
+		t.Errorf("the guest opened %d files, then errno %d; want fewer than %d, then EAGAIN (%d)", n, errno, most, eagain)
 	}
 }

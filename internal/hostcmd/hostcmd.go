@@ -166,6 +166,7 @@ func guestWorld(a hostargs.Args) (wasmhost.RunConfig, error) {
 	if err != nil {
 		return wasmhost.RunConfig{}, err
 	}
+	root.LimitOpenFiles(guestFileLimit(a))
 	wd, err := os.Getwd()
 	if err != nil {
 		wd = "/"

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -284,6 +286,55 @@ func TestFunctionStartSpins(t *testing.T) {
 	}
 	if r := binary(t, f, "x", "", []byte("go"), nil); r.status != 200 || string(r.body) != "ok" {
 		t.Fatalf("after the spins: %d %q, want 200 ok", r.status, r.body)
+	}
+}
+
+// TestFunctionFileHog: a guest that opens files until refused and holds
+// them until its deadline gets its refusal, while the front door, which
+// shares the host's RLIMIT_NOFILE (containerd's 1024), still accepts new
+// keep-alive connections, as many as its cap. Before the guests' files
+// were limited, the guest took all but one descriptor: one new
+// connection was accepted, and while it stayed open (keep-alive, as
+// queue-proxy's do) no other until the guest's deadline.
+func TestFunctionFileHog(t *testing.T) {
+	d := startWithProbe(t)
+	f := startFunction(t, d, harness.MemhogFnWasmImage, "fn-filehog",
+		"--annotation", "nebula.dev/timeout=15s", "--annotation", "nebula.dev/concurrency=2")
+	hog := make(chan int, 1)
+	go func() {
+		code := 0
+		client := &http.Client{Timeout: 60 * time.Second}
+		if resp, err := client.Post(f.URL, "text/plain", strings.NewReader("f")); err == nil {
+			resp.Body.Close()
+			code = resp.StatusCode
+		}
+		hog <- code
+	}()
+	time.Sleep(2 * time.Second) // the guest takes what it can, then holds it
+	host := strings.TrimPrefix(f.URL, "http://")
+	host, _, _ = strings.Cut(host, "/")
+	for i := range 8 { // each connection stays open
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d, opened while the guest holds its files: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok\n" {
+			t.Fatalf("connection %d: %d %q, want 200 ok", i, resp.StatusCode, body)
+		}
+	}
+	if code := <-hog; code != http.StatusGatewayTimeout {
+		t.Errorf("the guest holding files: %d, want 504", code)
 	}
 }
 

@@ -32,7 +32,7 @@ const (
 	Trap        = "trap.wasm"        // executes unreachable
 	BadImport   = "badimport.wasm"   // imports env.nope
 	NoStart     = "nostart.wasm"     // exports no _start
-	Memhog      = "memhog.wasm"      // exhausts memory, its table or stdout, by stdin's first byte
+	Memhog      = "memhog.wasm"      // exhausts memory, its table, stdout or open files, by stdin's first byte
 	EchoReactor = "echoreactor.wasm" // echo.wasm as a reactor (nebula_handle)
 	Probe       = "probe.wasm"       // probe/main.go for GOOS=wasip1 GOARCH=wasm
 	ProbeExe    = "probe"            // probe/main.go as a static native binary

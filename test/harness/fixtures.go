@@ -36,8 +36,8 @@ const (
 	// StartSpinFnWasmImage has a start function that spins when the
 	// event's data begins with "spin" (test/functions/startspin.wat).
 	StartSpinFnWasmImage = "localhost/nebula/startspin-fn-wasm:latest"
-	// MemhogFnWasmImage exhausts memory, its table or stdout, chosen by the
-	// event's data (test/functions/memhog.wat).
+	// MemhogFnWasmImage exhausts memory, its table, stdout or open files,
+	// chosen by the event's data (test/functions/memhog.wat).
 	MemhogFnWasmImage = "localhost/nebula/memhog-fn-wasm:latest"
 
 	// The escape suite (test/functions/escape), to run once and as a
