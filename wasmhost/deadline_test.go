@@ -199,3 +199,28 @@ func TestDeadlineStartFunction(t *testing.T) {
 		})
 	}
 }
+
+// TestStartFunctionRefused: a start section naming a function that is
+// not of type () -> () is invalid WebAssembly. The deadline rewrite moves
+// the start function to an export, which wazero accepts of any type, so
+// preflight must refuse it, as wazero refuses the module itself: Compile
+// agrees with Check, and no event calls it with the wrong arguments.
+func TestStartFunctionRefused(t *testing.T) {
+	for _, c := range []struct{ name, src string }{
+		{"a parameter", `(module (memory 1) (func $s (param i32)) (start $s) (func (export "_start")))`},
+		{"a result", `(module (memory 1) (func $s (result i32) (i32.const 1)) (start $s) (func (export "_start")))`},
+		{"out of range", `(module (memory 1) (start 7) (func (export "_start")))`},
+		{"an import", `(module (import "wasi_snapshot_preview1" "sched_yield" (func $y (result i32)))
+			(memory 1) (start $y) (func (export "_start")))`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			wasm := wat(t, c.src)
+			if err := Check(context.Background(), wasm, NewConfig()); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Check: %v, want ErrInvalid", err)
+			}
+			if _, err := newHost(t, NewConfig()).Compile(context.Background(), wasm); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Compile: %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
