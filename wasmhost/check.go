@@ -130,6 +130,9 @@ func (m *moduleInfo) check(c Config) error {
 	if err != nil {
 		return err
 	}
+	if err := m.checkStartSection(); err != nil {
+		return err
+	}
 	if err := m.checkMemory(c); err != nil {
 		return err
 	}
@@ -786,6 +789,27 @@ func (m *moduleInfo) checkStart() error {
 			}
 		}
 	} // an index out of range is left to wazero's validation
+	return nil
+}
+
+// checkStartSection requires the start section, if any, to name a
+// function of type () -> (), as wazero's validation does: the host's
+// rewrites export the start function instead (instrumentDeadline,
+// rewriteReactor), and an export may have any type, so wazero no longer
+// sees a start function to validate.
+func (m *moduleInfo) checkStartSection() error {
+	if m.start == nil {
+		return nil
+	}
+	f := *m.start
+	if int(f) >= len(m.funcTypes) {
+		return fmt.Errorf("%w: the start section names function %d; the module has %d", ErrInvalid, f, len(m.funcTypes))
+	}
+	if t := m.funcTypes[f]; int(t) < len(m.types) {
+		if ft := m.types[t]; len(ft.params) != 0 || len(ft.results) != 0 {
+			return fmt.Errorf("%w: start function %d has type %s, want () -> ()", ErrInvalid, f, ft)
+		}
+	} // a type index out of range is left to wazero's validation
 	return nil
 }
 
