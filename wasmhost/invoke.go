@@ -60,10 +60,8 @@ type slot struct {
 	// How stopGuest stops the current guest: through the deadline's
 	// globals of an instrumented instance (stopG, fuelG), else by
 	// cancelling the invocation's context, which wazero watches (cancel).
-	// kick wakes a guest sleeping in nanosleep.
 	stopG, fuelG api.MutableGlobal
 	cancel       context.CancelCauseFunc
-	kick         chan struct{}
 }
 
 // getSlot takes an idle slot, or makes one.
@@ -83,7 +81,6 @@ func (s *slot) init(mod *Module, base wazero.ModuleConfig, snap *snapshot) {
 	s.mem = linearMemory{limit: mod.memoryLimit(), reuse: true, snap: snap}
 	s.stdout.limit = mod.stdoutLimit
 	s.stdout.stop = s.stopGuest
-	s.kick = make(chan struct{}, 1)
 	s.cfg = base.
 		WithStdin(&s.stdin).
 		WithStdout(&s.stdout).
@@ -116,9 +113,13 @@ func (p *slotPool[S]) put(s S) {
 	p.mu.Unlock()
 }
 
-// nanosleep is sleeper for the slot's current invocation.
+// nanosleep is sleeper for the slot's current invocation. A guest over
+// its output limit does not sleep: the guest calls it, as it writes its
+// output, on the invocation's goroutine, so it cannot be asleep when it
+// goes over the limit (stopGuest), and every later sleep must return at
+// once, not only the next.
 func (s *slot) nanosleep(ns int64) {
-	if ns <= 0 {
+	if ns <= 0 || s.stdout.over {
 		return
 	}
 	t := time.NewTimer(time.Duration(ns))
@@ -126,13 +127,12 @@ func (s *slot) nanosleep(ns int64) {
 	case <-t.C:
 	case <-s.done:
 		t.Stop()
-	case <-s.kick:
-		t.Stop()
 	}
 }
 
 // stopGuest stops the slot's current guest (over its output limit): at its
-// next deadline check, or through its context; a sleep ends at once.
+// next deadline check, or through its context; it sleeps no more
+// (nanosleep).
 func (s *slot) stopGuest() {
 	if s.cancel != nil {
 		s.cancel(abi.ErrOutputLimit)
@@ -140,10 +140,6 @@ func (s *slot) stopGuest() {
 	if s.stopG != nil {
 		s.stopG.Set(1)
 		s.fuelG.Set(0)
-	}
-	select {
-	case s.kick <- struct{}{}:
-	default:
 	}
 }
 
@@ -213,10 +209,6 @@ func (s *slot) begin(ctx context.Context, req *abi.Request, instrumented bool) c
 		ctx, s.cancel = context.WithCancelCause(ctx)
 	}
 	s.done = ctx.Done()
-	select {
-	case <-s.kick:
-	default:
-	}
 	s.stdin.Reset(req.Stdin)
 	s.stdout.reset()
 	s.stderr.w = req.Stderr
