@@ -130,6 +130,10 @@ type environ struct {
 	count int
 	block []byte // KEY=VALUE\0 ...
 
+	// inTask indexes task; kept from one invocation to the next, whose
+	// task is the same slice (see taskIndex).
+	inTask envIndex
+
 	// vars is a reactor event's variables, not in its WASI environment
 	// but behind EventEnvImport, as event_env returns them.
 	vars []byte
@@ -156,7 +160,7 @@ func (e *environ) build() {
 		return
 	}
 	e.built, e.count, e.block = true, 0, e.block[:0]
-	inEvent, inTask := newEnvIndex(e.event), newEnvIndex(e.task)
+	inEvent, inTask := newEnvIndex(e.event), e.taskIndex()
 	for _, v := range e.task {
 		if i := inEvent.find(v.key); i >= 0 {
 			v = e.event[i]
@@ -170,6 +174,22 @@ func (e *environ) build() {
 			e.count++
 		}
 	}
+}
+
+// taskIndex returns the index of e.task, made once for a slot's
+// invocations: their task's variables are one slice, never modified, and
+// a map of more than linearEnvMax of them made for each event cost it
+// allocations and a few microseconds.
+func (e *environ) taskIndex() envIndex {
+	if !sameVars(e.inTask.vars, e.task) {
+		e.inTask = newEnvIndex(e.task)
+	}
+	return e.inTask
+}
+
+// sameVars reports whether a and b are the same slice.
+func sameVars(a, b []envVar) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // environKey is the context key of an invocation's *environ.
