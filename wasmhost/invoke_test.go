@@ -231,11 +231,16 @@ func TestInvokeMemoryCleared(t *testing.T) {
 	}
 }
 
-// TestInvokerOutputLimitWakesSleep: a guest that goes over its output
-// limit and then sleeps an hour is stopped at once, instrumented (its
-// globals are set and its sleep woken) or not (its context is cancelled).
-func TestInvokerOutputLimitWakesSleep(t *testing.T) {
-	const body = `
+// TestInvokerOutputLimitEndsSleeps: a guest that goes over its output
+// limit and then sleeps an hour, once or twice in a row with no deadline
+// check between the calls (straight-line code), is stopped at once,
+// instrumented (its globals are set, and every later sleep returns at
+// once) or not (its context is cancelled).
+func TestInvokerOutputLimitEndsSleeps(t *testing.T) {
+	const sleep = `
+    (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 3000)))`
+	module := func(sleeps int, extra string) string {
+		return `(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
@@ -244,17 +249,21 @@ func TestInvokerOutputLimitWakesSleep(t *testing.T) {
     (i32.store (i32.const 4) (i32.const 4096))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
     (i32.store8 (i32.const 1032) (i32.const 0))                 ;; a clock subscription
-    (i64.store (i32.const 1048) (i64.const 3600000000000))      ;; of an hour
-    (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 3000))))`
+    (i64.store (i32.const 1048) (i64.const 3600000000000))      ;; of an hour` +
+			strings.Repeat(sleep, sleeps) + `)` + extra + `)`
+	}
 	for _, c := range []struct {
-		name, extra  string
+		name         string
+		sleeps       int
+		extra        string
 		instrumented bool
 	}{
-		{"instrumented", "", true},
-		{"uninstrumented", `(global (export "nebula.deadline.stop") i32 (i32.const 0))`, false},
+		{"instrumented", 1, "", true},
+		{"instrumented, two sleeps", 2, "", true},
+		{"uninstrumented, two sleeps", 2, `(global (export "nebula.deadline.stop") i32 (i32.const 0))`, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			mod, err := newHost(t, NewConfig().WithStdoutLimit(1024)).Compile(context.Background(), wat(t, `(module `+body+c.extra+`)`))
+			mod, err := newHost(t, NewConfig().WithStdoutLimit(1024)).Compile(context.Background(), wat(t, module(c.sleeps, c.extra)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -272,41 +281,5 @@ func TestInvokerOutputLimitWakesSleep(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestInvokerOutputLimitEndsEverySleep: a guest over its output limit
-// that sleeps an hour twice in a row, with no deadline check between the
-// calls (straight-line code), is stopped at once: every sleep after the
-// limit returns at once, not only the first.
-func TestInvokerOutputLimitEndsEverySleep(t *testing.T) {
-	const src = `(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 4096))
-    (i32.store (i32.const 4) (i32.const 4096))
-    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
-    (i32.store8 (i32.const 1032) (i32.const 0))                 ;; a clock subscription
-    (i64.store (i32.const 1048) (i64.const 3600000000000))      ;; of an hour
-    (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 3000)))
-    (drop (call $poll (i32.const 1024) (i32.const 2048) (i32.const 1) (i32.const 3000)))))`
-	mod, err := newHost(t, NewConfig().WithStdoutLimit(1024)).Compile(context.Background(), wat(t, src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !mod.instrumented {
-		t.Fatal("the module was not instrumented")
-	}
-	inv := NewInvoker(mod, RunConfig{})
-	for i := range 2 {
-		err := invokeWithin(t, context.Background(), inv, 30*time.Second)
-		if err == errStillRunning {
-			t.Fatalf("event %d: still sleeping 30 s after going over its output limit", i)
-		}
-		if !errors.Is(err, abi.ErrOutputLimit) {
-			t.Fatalf("event %d: %v, want ErrOutputLimit", i, err)
-		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"nebula.dev/nebula/test/functions"
 )
 
 // TestWASIArgumentsBounded: a WASI call cannot make the host allocate in
@@ -109,19 +111,7 @@ func TestGuestFSOpenFileLimit(t *testing.T) {
 	fsys.LimitOpenFiles(8)
 	// Opens "f" until an open fails or 100 succeeded, then exits with
 	// the count | the errno << 8.
-	src := `(module
-		(import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-		(import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-		(memory 1)
-		(data (i32.const 100) "f")
-		(func (export "_start") (local $n i32) (local $errno i32)
-			(loop $l
-				(local.set $errno (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 1)
-					(i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 200)))
-				(if (i32.eqz (local.get $errno)) (then
-					(local.set $n (i32.add (local.get $n) (i32.const 1)))
-					(br_if $l (i32.lt_u (local.get $n) (i32.const 100))))))
-			(call $exit (i32.or (local.get $n) (i32.shl (local.get $errno) (i32.const 8))))))`
+	src := functions.OpenFilesWAT("f", 100, 8)
 	mod, err := newHost(t, Config{}).Compile(context.Background(), wat(t, src))
 	if err != nil {
 		t.Fatal(err)

@@ -5,28 +5,35 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"nebula.dev/nebula/events"
 	"nebula.dev/nebula/internal/hostargs"
+	"nebula.dev/nebula/test/functions"
 	"nebula.dev/nebula/wasmhost"
 )
 
-// TestConnectionCap: under containerd's default RLIMIT_NOFILE of 1024 the
-// event port's cap leaves room for the metrics port and the invocations'
-// files; a knob over that is lowered, with a warning.
-func TestConnectionCap(t *testing.T) {
+// limitFiles sets the test process's RLIMIT_NOFILE to n until the test
+// ends.
+func limitFiles(t *testing.T, n uint64) {
+	t.Helper()
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 1024, Max: old.Max}); err != nil {
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: old.Max}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestConnectionCap: under containerd's default RLIMIT_NOFILE of 1024 the
+// event port's cap leaves room for the metrics port and the invocations'
+// files; a knob over that is lowered, with a warning.
+func TestConnectionCap(t *testing.T) {
+	limitFiles(t, 1024)
 	var warn strings.Builder
 	if got := connectionCap(0, &warn); got != events.DefaultMaxConnections || warn.Len() != 0 {
 		t.Errorf("default: %d (%q), want %d silently", got, warn.String(), events.DefaultMaxConnections)
@@ -47,14 +54,7 @@ func TestConnectionCap(t *testing.T) {
 // (EMFILE, which the guest sees as EIO), and the front door could then
 // accept no connection.
 func TestGuestFileLimit(t *testing.T) {
-	var old syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 1024, Max: old.Max}); err != nil {
-		t.Fatal(err)
-	}
+	limitFiles(t, 1024)
 	a := hostargs.Args{Mode: hostargs.ModeFunction, Command: []string{"/fn.wasm"}}
 	rc, err := guestWorld(a)
 	if err != nil {
@@ -66,19 +66,7 @@ func TestGuestFileLimit(t *testing.T) {
 	f := filepath.Join(dir, "f")
 	os.WriteFile(f, nil, 0o644)
 	src, wasm := filepath.Join(dir, "open.wat"), filepath.Join(dir, "open.wasm")
-	os.WriteFile(src, []byte(`(module
-		(import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-		(import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-		(memory 1)
-		(data (i32.const 100) "`+f[1:]+`")
-		(func (export "_start") (local $n i32) (local $errno i32)
-			(loop $l
-				(local.set $errno (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const `+strconv.Itoa(len(f)-1)+`)
-					(i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 200)))
-				(if (i32.eqz (local.get $errno)) (then
-					(local.set $n (i32.add (local.get $n) (i32.const 1)))
-					(br_if $l (i32.lt_u (local.get $n) (i32.const 2000))))))
-			(call $exit (i32.or (local.get $n) (i32.shl (local.get $errno) (i32.const 16))))))`), 0o644)
+	os.WriteFile(src, []byte(functions.OpenFilesWAT(f[1:], 2000, 16)), 0o644)
 	if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
 		t.Fatalf("wat2wasm: %v: %s", err, out)
 	}

@@ -1,8 +1,11 @@
 package functions
 
+import "strconv"
+
 // Hostile modules: valid WASI commands (a `_start` of type () -> (), no
-// imports) whose only function is built to make a compiler work hard. They
-// are generated rather than shipped, so a test picks the size it can afford.
+// imports) whose only function is built to make a compiler work hard, and
+// one that holds files open (OpenFilesWAT). They are generated rather than
+// shipped, so a test picks the size it can afford.
 
 // NestedBlocks returns a module of count functions (the first is `_start`)
 // that each nest n empty blocks; wazero's compiler takes time quadratic in
@@ -78,4 +81,24 @@ func appendU32(b []byte, v uint32) []byte {
 		}
 		b = append(b, c|0x80)
 	}
+}
+
+// OpenFilesWAT is a WASI command, in the text format, that opens the file
+// at path (relative, in the preopened directory, descriptor 3) without
+// closing it until an open fails or max opens succeeded, and then exits
+// with the number of files it opened | the last errno << shift.
+func OpenFilesWAT(path string, max, shift int) string {
+	return `(module
+		(import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+		(import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+		(memory 1)
+		(data (i32.const 100) "` + path + `")
+		(func (export "_start") (local $n i32) (local $errno i32)
+			(loop $l
+				(local.set $errno (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const ` + strconv.Itoa(len(path)) + `)
+					(i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 200)))
+				(if (i32.eqz (local.get $errno)) (then
+					(local.set $n (i32.add (local.get $n) (i32.const 1)))
+					(br_if $l (i32.lt_u (local.get $n) (i32.const ` + strconv.Itoa(max) + `))))))
+			(call $exit (i32.or (local.get $n) (i32.shl (local.get $errno) (i32.const ` + strconv.Itoa(shift) + `))))))`
 }
