@@ -218,18 +218,30 @@ func loadModule(ctx context.Context, a hostargs.Args, stderr io.Writer) (mod *wa
 	return mod, release, 0
 }
 
+// InitTimeout bounds a reactor's initialisation (its data, start
+// function, `_initialize` and warm-up event, wasmhost.NewReactorInvoker):
+// a guest that has not finished by then is stopped and the host exits
+// ExitCannotRun, rather than never serving.
+const InitTimeout = time.Minute
+
+// initTimeout is InitTimeout, shorter in tests.
+var initTimeout = InitTimeout
+
 // initReactor initialises the reactor mod and takes its snapshot
-// (wasmhost.NewReactorInvoker). A stop signal meanwhile cancels the
-// initialisation; the host then exits 128+signal. A failure is reported on
-// rc.Stderr and the host exits ExitCannotRun.
+// (wasmhost.NewReactorInvoker), within initTimeout. A stop signal
+// meanwhile cancels the initialisation; the host then exits 128+signal. A
+// failure is reported on rc.Stderr and the host exits ExitCannotRun.
 func initReactor(ctx context.Context, cancel context.CancelCauseFunc, mod *wasmhost.Module, rc wasmhost.RunConfig, sigs <-chan os.Signal) (*wasmhost.ReactorInvoker, int) {
 	type result struct {
 		inv *wasmhost.ReactorInvoker
 		err error
 	}
 	done := make(chan result, 1)
+	ictx, icancel := context.WithTimeoutCause(ctx, initTimeout,
+		fmt.Errorf("initialisation did not finish within %v", initTimeout))
+	defer icancel()
 	go func() {
-		inv, err := wasmhost.NewReactorInvoker(ctx, mod, rc)
+		inv, err := wasmhost.NewReactorInvoker(ictx, mod, rc)
 		done <- result{inv, err}
 	}()
 	select {

@@ -2,6 +2,7 @@ package hostcmd
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"nebula.dev/nebula/test/functions"
+	"nebula.dev/nebula/wasmhost"
 )
 
 // freePort returns a loopback TCP port nobody listens on.
@@ -140,4 +142,56 @@ func TestHostReactor(t *testing.T) {
 			t.Errorf("stderr %q: want the snapshot's line, instances kept", stderr.String())
 		}
 	})
+}
+
+// TestInitTimeout: a reactor whose initialisation spins is stopped at
+// initTimeout, and the host gives up with ExitCannotRun and the reason,
+// rather than never serving.
+func TestInitTimeout(t *testing.T) {
+	defer func(d time.Duration) { initTimeout = d }(initTimeout)
+	initTimeout = 300 * time.Millisecond
+	for _, c := range []struct{ name, src string }{
+		{"_initialize", `(module (memory 1) (func (export "_initialize") (loop (br 0)))
+			(func (export "nebula_handle") (result i32) (i32.const 0)))`},
+		{"start function", `(module (memory 1) (func $s (loop (br 0))) (start $s)
+			(func (export "nebula_handle") (result i32) (i32.const 0)))`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src, wasm := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
+			os.WriteFile(src, []byte(c.src), 0o644)
+			if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
+				t.Fatalf("wat2wasm: %v: %s", err, out)
+			}
+			b, err := os.ReadFile(wasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := wasmhost.New(context.Background(), wasmhost.NewConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close(context.Background())
+			mod, err := h.Compile(context.Background(), b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			var stderr bytes.Buffer
+			done := make(chan int, 1)
+			go func() {
+				_, code := initReactor(ctx, cancel, mod, wasmhost.RunConfig{Args: []string{"m.wasm"}, Stderr: &stderr}, nil)
+				done <- code
+			}()
+			select {
+			case code := <-done:
+				if code != ExitCannotRun || !strings.Contains(stderr.String(), "initialisation did not finish within 300ms") {
+					t.Errorf("exit %d, stderr %q; want %d and the timeout", code, stderr.String(), ExitCannotRun)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the initialisation was not stopped 30 s after its timeout")
+			}
+		})
+	}
 }
