@@ -40,7 +40,7 @@ var errEnvNUL = errors.New("wasmhost: environment variable contains a NUL byte")
 // empty key are ignored; one containing NUL is an error. It takes time
 // linear in the variables (an event may bring thousands).
 func mergeEnv(vars []envVar, add []string) ([]envVar, error) {
-	var index map[string]int // past linearEnvMax variables
+	var x envIndex // a map once past linearEnvMax variables
 	for _, kv := range add {
 		k, _, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
@@ -49,28 +49,18 @@ func mergeEnv(vars []envVar, add []string) ([]envVar, error) {
 		if strings.IndexByte(kv, 0) >= 0 {
 			return vars, fmt.Errorf("%w: %.64q", errEnvNUL, kv)
 		}
-		if index == nil && len(vars) >= linearEnvMax {
-			index = make(map[string]int, len(vars)+len(add))
-			for i := range vars {
-				if _, dup := index[vars[i].key]; !dup {
-					index[vars[i].key] = i
-				}
-			}
+		if x.m == nil && len(vars) > linearEnvMax {
+			x = newEnvIndex(vars)
 		}
-		i := -1
-		if index == nil {
-			i = indexEnv(vars, k)
-		} else if j, found := index[k]; found {
-			i = j
-		}
-		if i < 0 {
-			if index != nil {
-				index[k] = len(vars)
-			}
-			vars = append(vars, envVar{key: k, kv: kv})
-		} else {
+		x.vars = vars
+		if i := x.find(k); i >= 0 {
 			vars[i].kv = kv
+			continue
 		}
+		if x.m != nil {
+			x.m[k] = len(vars)
+		}
+		vars = append(vars, envVar{key: k, kv: kv})
 	}
 	return vars, nil
 }

@@ -3,7 +3,6 @@ package hostcmd
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -12,7 +11,6 @@ import (
 	"nebula.dev/nebula/events"
 	"nebula.dev/nebula/internal/hostargs"
 	"nebula.dev/nebula/test/functions"
-	"nebula.dev/nebula/wasmhost"
 )
 
 // limitFiles sets the test process's RLIMIT_NOFILE to n until the test
@@ -65,24 +63,7 @@ func TestGuestFileLimit(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "f")
 	os.WriteFile(f, nil, 0o644)
-	src, wasm := filepath.Join(dir, "open.wat"), filepath.Join(dir, "open.wasm")
-	os.WriteFile(src, []byte(functions.OpenFilesWAT(f[1:], 2000, 16)), 0o644)
-	if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm: %v: %s", err, out)
-	}
-	b, err := os.ReadFile(wasm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := wasmhost.New(context.Background(), wasmhost.NewConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
-	mod, err := h.Compile(context.Background(), b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mod := compileWAT(t, functions.OpenFilesWAT(f[1:], 2000, 16))
 	code, err := mod.Run(context.Background(), rc)
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,41 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// watFile converts the WAT module src to a .wasm file in a temporary
+// directory and returns its path.
+func watFile(t *testing.T, src string) string {
+	t.Helper()
+	dir := t.TempDir()
+	wat, wasm := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
+	if err := os.WriteFile(wat, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("wat2wasm", wat, "-o", wasm).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm: %v: %s", err, out)
+	}
+	return wasm
+}
+
+// compileWAT compiles the WAT module src with a Host of its own, closed
+// when the test ends.
+func compileWAT(t *testing.T, src string) *wasmhost.Module {
+	t.Helper()
+	b, err := os.ReadFile(watFile(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := wasmhost.New(context.Background(), wasmhost.NewConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(context.Background()) })
+	mod, err := h.Compile(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mod
+}
+
 // TestHostReactor: in function mode a reactor serves events from its
 // snapshot; in run mode it is refused with a clear error, and so is a
 // reactor whose initialisation fails.
@@ -44,13 +79,8 @@ func TestHostReactor(t *testing.T) {
 	})
 
 	t.Run("init fails", func(t *testing.T) {
-		dir := t.TempDir()
-		src, wasm := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
-		os.WriteFile(src, []byte(`(module (func (export "_initialize") unreachable)
-			(func (export "nebula_handle") (result i32) (i32.const 0)))`), 0o644)
-		if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
-			t.Fatalf("wat2wasm: %v: %s", err, out)
-		}
+		wasm := watFile(t, `(module (func (export "_initialize") unreachable)
+			(func (export "nebula_handle") (result i32) (i32.const 0)))`)
 		cmd := host("--mode", "function", "--metrics-port", strconv.Itoa(freePort(t)), "--", wasm)
 		cmd.Env = append(cmd.Env, "PORT="+strconv.Itoa(freePort(t)))
 		r := runHost(t, cmd)
@@ -62,13 +92,8 @@ func TestHostReactor(t *testing.T) {
 	// A stop signal during initialisation stops it: the host exits
 	// 128+signal.
 	t.Run("signal during init", func(t *testing.T) {
-		dir := t.TempDir()
-		src, wasm := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
-		os.WriteFile(src, []byte(`(module (func (export "_initialize") (loop (br 0)))
-			(func (export "nebula_handle") (result i32) (i32.const 0)))`), 0o644)
-		if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
-			t.Fatalf("wat2wasm: %v: %s", err, out)
-		}
+		wasm := watFile(t, `(module (func (export "_initialize") (loop (br 0)))
+			(func (export "nebula_handle") (result i32) (i32.const 0)))`)
 		cmd := host("--mode", "function", "--metrics-port", strconv.Itoa(freePort(t)), "--", wasm)
 		cmd.Env = append(cmd.Env, "PORT="+strconv.Itoa(freePort(t)))
 		if err := cmd.Start(); err != nil {
@@ -157,25 +182,7 @@ func TestInitTimeout(t *testing.T) {
 			(func (export "nebula_handle") (result i32) (i32.const 0)))`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			src, wasm := filepath.Join(dir, "m.wat"), filepath.Join(dir, "m.wasm")
-			os.WriteFile(src, []byte(c.src), 0o644)
-			if out, err := exec.Command("wat2wasm", src, "-o", wasm).CombinedOutput(); err != nil {
-				t.Fatalf("wat2wasm: %v: %s", err, out)
-			}
-			b, err := os.ReadFile(wasm)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h, err := wasmhost.New(context.Background(), wasmhost.NewConfig())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Close(context.Background())
-			mod, err := h.Compile(context.Background(), b)
-			if err != nil {
-				t.Fatal(err)
-			}
+			mod := compileWAT(t, c.src)
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			var stderr bytes.Buffer
